@@ -1,0 +1,138 @@
+//! The typed events of one call, whatever carrier sent them.
+//!
+//! Carrier dialects ([`crate::dialect`]) turn inbound frames into [`Event`]s and
+//! [`Outbound`] messages back into frames; everything between works on these types only.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::codec::AudioFormat;
+
+/// One WebSocket data frame from a carrier, before decoding.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A text frame (already checked to be UTF-8 by the WebSocket layer).
+    Text(Bytes),
+    /// A binary frame.
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// A text frame from a string (tests and tools).
+    pub fn text(s: impl Into<String>) -> Self {
+        Self::Text(Bytes::from(s.into()))
+    }
+}
+
+/// An inbound carrier event, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The carrier's `connected` greeting: accepted and ignored.
+    Connected,
+    /// The call's metadata; always the first event that matters.
+    Start(Start),
+    /// A chunk of caller audio.
+    Media(Media),
+    /// A key press.
+    Dtmf(Dtmf),
+    /// The echo of a mark we sent: the audio before it has played (or was cleared).
+    Mark(Mark),
+    /// The stream ended.
+    Stop(Stop),
+    /// An event name this dialect does not know: logged, counted, not fatal.
+    Unknown(String),
+}
+
+impl Event {
+    /// The event's name, for logs and metric labels (bounded set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Start(_) => "start",
+            Self::Media(_) => "media",
+            Self::Dtmf(_) => "dtmf",
+            Self::Mark(_) => "mark",
+            Self::Stop(_) => "stop",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// `start`: who is calling and in which format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    /// The stream id every outbound message must carry.
+    pub stream_sid: String,
+    /// The carrier's call id.
+    pub call_sid: String,
+    /// The carrier account, when sent.
+    pub account_sid: Option<String>,
+    /// Caller number (Smartflo).
+    pub from: Option<String>,
+    /// Called number (Smartflo).
+    pub to: Option<String>,
+    /// Tracks the carrier streams (`inbound`, ...).
+    pub tracks: Vec<String>,
+    /// Format of inbound and outbound audio.
+    pub media_format: AudioFormat,
+    /// Per-call parameters (`<Parameter>` in TwiML, Smartflo custom parameters).
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// `media`: base64 audio in the call's media format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Media {
+    /// Stream the frame belongs to.
+    pub stream_sid: String,
+    /// Base64 text as received (checked by the media handler before use).
+    pub payload: String,
+    /// The carrier's media counter, when sent.
+    pub chunk: Option<u64>,
+    /// Presentation time in ms from stream start, when sent.
+    pub timestamp: Option<u64>,
+}
+
+/// `dtmf`: one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dtmf {
+    /// Stream the event belongs to.
+    pub stream_sid: String,
+    /// `0`-`9`, `*`, `#` or `A`-`D`.
+    pub digit: char,
+}
+
+/// `mark`: the echo of a mark we sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Stream the event belongs to.
+    pub stream_sid: String,
+    /// The name we gave the mark.
+    pub name: String,
+}
+
+/// `stop`: the carrier ended the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    /// Stream the event belongs to.
+    pub stream_sid: String,
+    /// Free-text reason (Smartflo).
+    pub reason: Option<String>,
+}
+
+/// A message to the carrier; the dialect's writer frames and encodes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// Audio for the caller, base64 in the call's media format.
+    Media {
+        /// Base64 text.
+        payload: String,
+    },
+    /// Ask the carrier to echo `name` once everything before it has played.
+    Mark {
+        /// Mark name of our choosing.
+        name: String,
+    },
+    /// Drop every bit of audio the carrier has buffered (barge-in).
+    Clear,
+}
