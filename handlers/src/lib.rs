@@ -1,3 +1,26 @@
+//! callgate-handlers: the call domain, independent of any HTTP framework.
+//!
+//! - [`dialect`]: carrier wire formats (inbound JSON → [`event::Event`], outbound framing).
+//! - [`router::EventRouter`]: a `tower::Service<Event>` dispatching to one handler per kind
+//!   ([`start`], [`media`], [`dtmf`], [`mark`], [`stop`]), all sharing a [`call::CallContext`].
+//! - [`session::SessionStore`]: per-call state behind a cheap handle.
+//! - [`codec`]: G.711, PCM16, resampling, base64; pure and synchronous.
+//! - [`bridge`]: the Realtime client, one task per call.
+
+pub mod bridge;
+pub mod call;
 pub mod codec;
 pub mod dialect;
+pub mod dtmf;
+pub mod error;
 pub mod event;
+pub mod mark;
+pub mod media;
+pub mod router;
+pub mod session;
+pub mod start;
+pub mod stop;
+
+pub use call::{CallContext, Flow};
+pub use error::EventError;
+pub use router::EventRouter;

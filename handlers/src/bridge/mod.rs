@@ -1,0 +1,233 @@
+//! The Realtime bridge: one task per call owns the upstream WebSocket.
+//!
+//! Handlers talk to it through a [`BridgeHandle`]: caller audio goes into a bounded
+//! drop-oldest [`AudioQueue`], control messages (stop) into a small channel. The task sends
+//! what the carrier must receive (media, mark, clear) to the call's outbox as
+//! [`Downstream`] items, and ends the call with [`Downstream::End`] if the upstream fails.
+//!
+//! ```text
+//! start ─► spawn ─► connect ─► session.created ─► session.update ─► session.updated (READY)
+//!                                 caller audio is held in the queue until READY, then appended
+//! ```
+
+mod queue;
+mod task;
+pub mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::codec::AudioFormat;
+use crate::event::Outbound;
+use crate::session::Session;
+
+pub use queue::AudioQueue;
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Which shape of the Realtime protocol the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealtimeDialect {
+    /// The GA protocol (the default; OpenAI turned beta off in 2026).
+    #[default]
+    Ga,
+    /// The beta protocol (`OpenAI-Beta: realtime=v1`; old Azure preview deployments).
+    Beta,
+}
+
+/// The audio format on the upstream socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamAudio {
+    /// G.711 μ-law both ways: μ-law carriers pass through without decoding.
+    #[default]
+    Pcmu,
+    /// 16-bit PCM at 24 kHz (decode, resample, encode both ways for μ-law carriers).
+    Pcm24k,
+}
+
+impl UpstreamAudio {
+    /// As a codec format.
+    pub fn format(self) -> AudioFormat {
+        match self {
+            Self::Pcmu => AudioFormat::Mulaw,
+            Self::Pcm24k => AudioFormat::Pcm16 { rate: 24000 },
+        }
+    }
+}
+
+/// How the bridge authenticates its handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// No credentials (the embedded loopback, test servers).
+    #[default]
+    None,
+    /// `Authorization: Bearer <key>` (OpenAI, Azure with Entra ID tokens).
+    Bearer(Secret),
+    /// `api-key: <key>` (Azure OpenAI keys).
+    ApiKey(Secret),
+}
+
+/// What the session is told in `session.update`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    /// System prompt.
+    pub instructions: String,
+    /// Output voice.
+    pub voice: String,
+    /// Input transcription model (`None`: off).
+    pub transcription_model: Option<String>,
+    /// Server VAD threshold, 0..1.
+    pub vad_threshold: f64,
+    /// Audio kept before detected speech.
+    pub prefix_padding_ms: u32,
+    /// Silence that ends a turn.
+    pub silence_duration_ms: u32,
+}
+
+/// Everything the bridge needs, shared by every call.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// `ws://` or `wss://` Realtime URL, model included.
+    pub url: String,
+    /// Handshake credentials.
+    pub auth: UpstreamAuth,
+    /// GA or beta.
+    pub dialect: RealtimeDialect,
+    /// Upstream audio format.
+    pub audio: UpstreamAudio,
+    /// Session configuration.
+    pub session: SessionSettings,
+    /// Limit on TCP+TLS+WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Limit from connect to `session.updated`.
+    pub ready_timeout: Duration,
+    /// Caller audio chunks held while not ready or while the socket is slow.
+    pub queue_frames: usize,
+}
+
+/// What the bridge asks the connection to do.
+#[derive(Debug)]
+pub enum Downstream {
+    /// Send this to the carrier.
+    Out(Outbound),
+    /// The upstream failed: end the call.
+    End(BridgeError),
+}
+
+/// Why the upstream side of a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// Could not open the upstream socket.
+    #[error("upstream connect failed: {0}")]
+    Connect(String),
+    /// The handshake took too long.
+    #[error("upstream connect timed out")]
+    ConnectTimeout,
+    /// No `session.updated` in time.
+    #[error("upstream session not ready in time")]
+    NotReady,
+    /// The upstream closed or broke the socket.
+    #[error("upstream closed: {0}")]
+    Closed(String),
+    /// The upstream sent an error it cannot recover from.
+    #[error("upstream error {code}: {message}")]
+    Fatal {
+        /// `error.code`.
+        code: String,
+        /// `error.message`.
+        message: String,
+    },
+    /// Transcoding could not be set up.
+    #[error("audio setup failed: {0}")]
+    Audio(String),
+}
+
+/// Control messages to the bridge task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Close the upstream with 1000 and exit.
+    Stop,
+}
+
+/// The handlers' side of one call's bridge.
+#[derive(Debug)]
+pub struct BridgeHandle {
+    audio: Arc<AudioQueue>,
+    control: mpsc::Sender<Control>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BridgeHandle {
+    /// Queues caller audio (base64, upstream format). Returns true when an older chunk was
+    /// dropped to make room.
+    pub fn send_audio(&self, chunk: String) -> bool {
+        self.audio.push(chunk)
+    }
+
+    /// Asks the task to close the upstream with 1000, and waits (bounded) until it has.
+    pub async fn stop(&self, wait: Duration) {
+        let _ = self.control.try_send(Control::Stop);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(wait, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Stops the task without waiting (the call is already gone).
+    pub fn abort(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for BridgeHandle {
+    fn drop(&mut self) {
+        // No path may leave an upstream session (and its bill) running without its call.
+        self.abort();
+    }
+}
+
+/// Opens the upstream for one call and returns its handle. Never blocks: connecting happens
+/// in the task, while caller audio queues up.
+pub fn spawn(
+    config: Arc<BridgeConfig>,
+    session: Arc<Session>,
+    outbox: mpsc::Sender<Downstream>,
+) -> BridgeHandle {
+    let audio = Arc::new(AudioQueue::new(config.queue_frames));
+    let (control, control_rx) = mpsc::channel(4);
+    let task = tokio::spawn(task::run(config, session, outbox, audio.clone(), control_rx));
+    BridgeHandle {
+        audio,
+        control,
+        task: Mutex::new(Some(task)),
+    }
+}

@@ -1,0 +1,271 @@
+//! OpenAI Realtime wire types, GA and beta (PROTOCOLS.md §7).
+//!
+//! Client events are built as JSON values (only `session.update` is more than a line);
+//! server events are parsed into one tolerant struct whose `type` is mapped to
+//! [`ServerKind`], accepting both dialects' names.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{RealtimeDialect, SessionSettings, UpstreamAudio};
+
+/// `session.update` for this dialect and audio format.
+pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &SessionSettings) -> String {
+    let turn_detection = json!({
+        "type": "server_vad",
+        "threshold": s.vad_threshold,
+        "prefix_padding_ms": s.prefix_padding_ms,
+        "silence_duration_ms": s.silence_duration_ms,
+        "create_response": true,
+        "interrupt_response": true,
+    });
+    let transcription = s
+        .transcription_model
+        .as_ref()
+        .map(|model| json!({ "model": model }));
+    let session = match dialect {
+        RealtimeDialect::Ga => {
+            let format = match audio {
+                UpstreamAudio::Pcmu => json!({"type": "audio/pcmu"}),
+                UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
+            };
+            json!({
+                "type": "realtime",
+                "output_modalities": ["audio"],
+                "instructions": s.instructions,
+                "audio": {
+                    "input": {
+                        "format": format,
+                        "transcription": transcription,
+                        "turn_detection": turn_detection,
+                    },
+                    "output": {"format": format, "voice": s.voice},
+                },
+            })
+        }
+        RealtimeDialect::Beta => {
+            let format = match audio {
+                UpstreamAudio::Pcmu => "g711_ulaw",
+                UpstreamAudio::Pcm24k => "pcm16",
+            };
+            json!({
+                "modalities": ["text", "audio"],
+                "instructions": s.instructions,
+                "voice": s.voice,
+                "input_audio_format": format,
+                "output_audio_format": format,
+                "input_audio_transcription": transcription,
+                "turn_detection": turn_detection,
+            })
+        }
+    };
+    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session}).to_string()
+}
+
+/// `input_audio_buffer.append` around base64 text that was already checked to be base64
+/// (so it needs no JSON escaping). Built by hand: this runs 50 times a second per call.
+pub fn append(audio: &str, out: &mut String) {
+    const HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+    out.clear();
+    out.reserve(HEAD.len() + audio.len() + 2);
+    out.push_str(HEAD);
+    out.push_str(audio);
+    out.push_str("\"}");
+}
+
+/// What the bridge does with a server event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `session.created`: send `session.update`.
+    SessionCreated,
+    /// `session.updated`: the session is configured; caller audio may flow.
+    SessionUpdated,
+    /// A chunk of the model's voice.
+    AudioDelta,
+    /// The end of one item's audio.
+    AudioDone,
+    /// The caller started speaking (server VAD): barge-in.
+    SpeechStarted,
+    /// The caller stopped speaking.
+    SpeechStopped,
+    /// The model's words for what it said.
+    AssistantTranscript,
+    /// The caller's words (input transcription).
+    CallerTranscript,
+    /// A response started.
+    ResponseCreated,
+    /// A response ended (any status).
+    ResponseDone,
+    /// An `error` event.
+    Error,
+    /// Anything else: ignored and counted.
+    Other,
+}
+
+impl ServerKind {
+    /// Maps GA and beta names alike.
+    pub fn of(name: &str) -> Self {
+        match name {
+            "session.created" => Self::SessionCreated,
+            "session.updated" => Self::SessionUpdated,
+            "response.output_audio.delta" | "response.audio.delta" => Self::AudioDelta,
+            "response.output_audio.done" | "response.audio.done" => Self::AudioDone,
+            "input_audio_buffer.speech_started" => Self::SpeechStarted,
+            "input_audio_buffer.speech_stopped" => Self::SpeechStopped,
+            "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
+                Self::AssistantTranscript
+            }
+            "conversation.item.input_audio_transcription.completed" => Self::CallerTranscript,
+            "response.created" => Self::ResponseCreated,
+            "response.done" => Self::ResponseDone,
+            "error" => Self::Error,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// One server event, with only the fields the bridge reads.
+#[derive(Debug, Deserialize)]
+pub struct ServerEvent<'a> {
+    /// The event name.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// Audio (base64) or transcript delta.
+    #[serde(default, borrow)]
+    pub delta: Option<Cow<'a, str>>,
+    /// The item the event belongs to.
+    #[serde(default)]
+    pub item_id: Option<String>,
+    /// The response the event belongs to.
+    #[serde(default)]
+    pub response_id: Option<String>,
+    /// A finished transcript.
+    #[serde(default)]
+    pub transcript: Option<String>,
+    /// The body of `error`.
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+    /// The body of `response.created` / `response.done`.
+    #[serde(default)]
+    pub response: Option<ResponseBody>,
+    /// The body of `session.created` / `session.updated`.
+    #[serde(default)]
+    pub session: Option<Value>,
+}
+
+/// `error.error`.
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    /// `invalid_request_error`, `server_error`, ...
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// A machine code, when sent.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Human text.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ErrorBody {
+    /// Errors after which the session cannot go on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "session_expired"
+                    | "invalid_api_key"
+                    | "beta_api_shape_disabled"
+                    | "insufficient_quota"
+                    | "model_not_found"
+            )
+        )
+    }
+
+    /// The harmless error of a truncate past the end of an item (PROTOCOLS.md §7.6).
+    pub fn is_already_shorter(&self) -> bool {
+        self.message
+            .as_deref()
+            .is_some_and(|m| m.contains("already shorter than"))
+    }
+}
+
+/// `response` inside `response.created` / `response.done`.
+#[derive(Debug, Deserialize)]
+pub struct ResponseBody {
+    /// `resp_…`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `completed`, `cancelled`, `failed`, `incomplete` (on `response.done`).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The audio format a `session.updated` reports for output, as our enum (None if absent or
+/// unknown).
+pub fn session_output_audio(session: &Value) -> Option<UpstreamAudio> {
+    let ga = session.pointer("/audio/output/format/type").and_then(Value::as_str);
+    let beta = session.get("output_audio_format").and_then(Value::as_str);
+    match ga.or(beta)? {
+        "audio/pcmu" | "g711_ulaw" => Some(UpstreamAudio::Pcmu),
+        "audio/pcm" | "pcm16" => Some(UpstreamAudio::Pcm24k),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SessionSettings {
+        SessionSettings {
+            instructions: "Be brief.".into(),
+            voice: "marin".into(),
+            transcription_model: Some("gpt-4o-mini-transcribe".into()),
+            vad_threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+        }
+    }
+
+    #[test]
+    fn ga_session_update_matches_the_reference() {
+        let v: Value = serde_json::from_str(&session_update(RealtimeDialect::Ga, UpstreamAudio::Pcmu, &settings())).unwrap();
+        assert_eq!(v["type"], "session.update");
+        assert_eq!(v["session"]["type"], "realtime");
+        assert_eq!(v["session"]["audio"]["input"]["format"], json!({"type": "audio/pcmu"}));
+        assert_eq!(v["session"]["audio"]["output"]["format"], json!({"type": "audio/pcmu"}));
+        assert_eq!(v["session"]["audio"]["output"]["voice"], "marin");
+        assert_eq!(v["session"]["audio"]["input"]["turn_detection"]["type"], "server_vad");
+        assert_eq!(v["session"]["audio"]["input"]["transcription"]["model"], "gpt-4o-mini-transcribe");
+        assert!(v["session"].get("temperature").is_none());
+        let pcm: Value = serde_json::from_str(&session_update(RealtimeDialect::Ga, UpstreamAudio::Pcm24k, &settings())).unwrap();
+        assert_eq!(pcm["session"]["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}));
+    }
+
+    #[test]
+    fn beta_session_update_uses_beta_names() {
+        let v: Value = serde_json::from_str(&session_update(RealtimeDialect::Beta, UpstreamAudio::Pcmu, &settings())).unwrap();
+        assert_eq!(v["session"]["input_audio_format"], "g711_ulaw");
+        assert_eq!(v["session"]["voice"], "marin");
+        assert!(v["session"].get("type").is_none());
+    }
+
+    #[test]
+    fn append_is_valid_json() {
+        let mut out = String::new();
+        append("/w==", &mut out);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, json!({"type": "input_audio_buffer.append", "audio": "/w=="}));
+    }
+
+    #[test]
+    fn both_dialect_names_map() {
+        assert_eq!(ServerKind::of("response.audio.delta"), ServerKind::AudioDelta);
+        assert_eq!(ServerKind::of("response.output_audio.delta"), ServerKind::AudioDelta);
+        assert_eq!(ServerKind::of("response.output_audio_transcript.done"), ServerKind::AssistantTranscript);
+        assert_eq!(ServerKind::of("mcp.something.new"), ServerKind::Other);
+    }
+}

@@ -1,0 +1,117 @@
+//! [`CallContext`]: what every handler service of one connection shares.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::bridge::{self, BridgeConfig, BridgeHandle, Downstream};
+use crate::dialect::Dialect;
+use crate::error::EventError;
+use crate::event::Start;
+use crate::session::{Session, SessionStore};
+
+/// What a handler tells the connection loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading frames.
+    Continue,
+    /// The carrier ended the stream: close normally.
+    Stop,
+}
+
+#[derive(Debug, Default)]
+struct Started {
+    session: Option<Arc<Session>>,
+    bridge: Option<Arc<BridgeHandle>>,
+}
+
+/// One connection's shared state: its id, dialect, the store, the bridge and the outbox.
+#[derive(Debug)]
+pub struct CallContext {
+    /// Gateway-local connection id.
+    pub id: u64,
+    /// The route's dialect.
+    pub dialect: Dialect,
+    /// All live sessions.
+    pub store: SessionStore,
+    /// Upstream settings.
+    pub bridge_config: Arc<BridgeConfig>,
+    /// Messages for the carrier (and the bridge's end-of-call signal).
+    pub outbox: mpsc::Sender<Downstream>,
+    started: Mutex<Started>,
+}
+
+impl CallContext {
+    /// A context for connection `id`.
+    pub fn new(
+        id: u64,
+        dialect: Dialect,
+        store: SessionStore,
+        bridge_config: Arc<BridgeConfig>,
+        outbox: mpsc::Sender<Downstream>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            dialect,
+            store,
+            bridge_config,
+            outbox,
+            started: Mutex::new(Started::default()),
+        })
+    }
+
+    /// Creates the session and opens the upstream; a second `start` is an error.
+    pub(crate) fn begin(&self, start: &Start) -> Result<Arc<Session>, EventError> {
+        let mut started = self.lock();
+        if started.session.is_some() {
+            return Err(EventError::AlreadyStarted);
+        }
+        let session = self.store.insert(self.id, self.dialect, start);
+        let bridge = bridge::spawn(self.bridge_config.clone(), session.clone(), self.outbox.clone());
+        started.session = Some(session.clone());
+        started.bridge = Some(Arc::new(bridge));
+        Ok(session)
+    }
+
+    /// The session and bridge, once `start` has arrived.
+    pub(crate) fn started(&self) -> Result<(Arc<Session>, Arc<BridgeHandle>), EventError> {
+        let started = self.lock();
+        match (&started.session, &started.bridge) {
+            (Some(s), Some(b)) => Ok((s.clone(), b.clone())),
+            _ => Err(EventError::NotStarted),
+        }
+    }
+
+    /// The session, once started.
+    pub fn session(&self) -> Option<Arc<Session>> {
+        self.lock().session.clone()
+    }
+
+    /// Ends the call: closes the upstream with 1000 (waiting at most `wait`), removes the
+    /// session and adds its counters to the process metrics. Safe to call more than once.
+    pub async fn finish(&self, wait: Duration) -> Option<Arc<Session>> {
+        let (session, bridge) = {
+            let mut started = self.lock();
+            (started.session.take(), started.bridge.take())
+        };
+        if let Some(bridge) = bridge {
+            bridge.stop(wait).await;
+        }
+        let session = session?;
+        self.store.remove(self.id);
+        let c = &session.counters;
+        let carrier = self.dialect.name();
+        // Per-call atomics are folded into the process metrics once, at the end, so the
+        // per-frame path never touches the metrics registry.
+        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "inbound").increment(c.frames_in.load(Relaxed));
+        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "outbound").increment(c.frames_out.load(Relaxed));
+        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(c.audio_dropped.load(Relaxed));
+        Some(session)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Started> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

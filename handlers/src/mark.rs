@@ -1,0 +1,50 @@
+//! `mark`: the carrier played (or cleared) everything before one of our marks.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::future::{ready, Ready};
+use tower::Service;
+
+use crate::call::{CallContext, Flow};
+use crate::error::EventError;
+use crate::event::Mark;
+
+/// Handles `mark` echoes.
+#[derive(Debug, Clone)]
+pub struct MarkHandler {
+    ctx: Arc<CallContext>,
+}
+
+impl MarkHandler {
+    /// A handler for one connection.
+    pub fn new(ctx: Arc<CallContext>) -> Self {
+        Self { ctx }
+    }
+
+    fn handle(&self, mark: Mark) -> Result<Flow, EventError> {
+        let (session, _) = self.ctx.started()?;
+        if mark.stream_sid != session.stream_sid {
+            return Err(EventError::StreamSidMismatch);
+        }
+        session.touch();
+        session.counters.marks_acked.fetch_add(1, Relaxed);
+        tracing::debug!(name = %mark.name, "mark played");
+        Ok(Flow::Continue)
+    }
+}
+
+impl Service<Mark> for MarkHandler {
+    type Response = Flow;
+    type Error = EventError;
+    type Future = Ready<Result<Flow, EventError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mark: Mark) -> Self::Future {
+        ready(self.handle(mark))
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-call state behind a cheap-to-clone handle.
+//!
+//! The store maps a connection id to its [`Session`]. Counters are atomics and the few
+//! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`,
+//! so the hot path (one media frame) touches no lock at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::codec::AudioFormat;
+use crate::dialect::Dialect;
+use crate::event::Start;
+
+/// Live counters of one call.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Media frames received from the carrier.
+    pub frames_in: AtomicU64,
+    /// Audio bytes received from the carrier (decoded).
+    pub bytes_in: AtomicU64,
+    /// Media messages sent to the carrier.
+    pub frames_out: AtomicU64,
+    /// Audio bytes sent to the carrier (decoded).
+    pub bytes_out: AtomicU64,
+    /// Marks sent to the carrier.
+    pub marks_sent: AtomicU64,
+    /// Marks the carrier echoed.
+    pub marks_acked: AtomicU64,
+    /// DTMF digits received.
+    pub dtmf: AtomicU64,
+    /// Frames rejected as bad input.
+    pub bad_frames: AtomicU64,
+    /// Caller audio frames dropped because the upstream queue was full.
+    pub audio_dropped: AtomicU64,
+    /// `clear` messages sent (barge-ins).
+    pub clears: AtomicU64,
+}
+
+/// One call's state.
+#[derive(Debug)]
+pub struct Session {
+    /// Gateway-local connection id (unique per process).
+    pub id: u64,
+    /// The route's dialect.
+    pub dialect: Dialect,
+    /// `start.streamSid`.
+    pub stream_sid: String,
+    /// `start.callSid`.
+    pub call_sid: String,
+    /// `start.accountSid`.
+    pub account_sid: Option<String>,
+    /// Caller and called numbers, when the carrier sends them.
+    pub from: Option<String>,
+    /// Called number.
+    pub to: Option<String>,
+    /// Carrier-side audio format.
+    pub media_format: AudioFormat,
+    /// Custom parameters from `start`.
+    pub custom_parameters: BTreeMap<String, String>,
+    /// Wall-clock start, for records.
+    pub started_at: SystemTime,
+    started: Instant,
+    /// Milliseconds since `started` of the last inbound frame.
+    last_activity_ms: AtomicU64,
+    /// Live counters.
+    pub counters: Counters,
+}
+
+impl Session {
+    /// Records inbound activity now (for idle reaping).
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Time since the last inbound frame.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Time since `start`.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// All live calls, shared by every connection; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStore {
+    inner: Arc<Mutex<HashMap<u64, Arc<Session>>>>,
+}
+
+impl SessionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates the session of connection `id` from its `start` event.
+    pub fn insert(&self, id: u64, dialect: Dialect, start: &Start) -> Arc<Session> {
+        let session = Arc::new(Session {
+            id,
+            dialect,
+            stream_sid: start.stream_sid.clone(),
+            call_sid: start.call_sid.clone(),
+            account_sid: start.account_sid.clone(),
+            from: start.from.clone(),
+            to: start.to.clone(),
+            media_format: start.media_format,
+            custom_parameters: start.custom_parameters.clone(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            counters: Counters::default(),
+        });
+        self.lock().insert(id, session.clone());
+        session
+    }
+
+    /// The session of connection `id`.
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Finds a live call by the carrier's call id.
+    pub fn find_call(&self, call_sid: &str) -> Option<Arc<Session>> {
+        self.lock().values().find(|s| s.call_sid == call_sid).cloned()
+    }
+
+    /// Removes the session of connection `id` (on stop or close).
+    pub fn remove(&self, id: u64) -> Option<Arc<Session>> {
+        self.lock().remove(&id)
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no call is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Drops sessions idle for longer than `max_idle` and returns how many went. Normal calls
+    /// remove their own session when they end; this only catches leaks.
+    pub fn reap_idle(&self, max_idle: Duration) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.idle_for() <= max_idle);
+        before - map.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every operation
+        // is a single insert/remove), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(call: &str) -> Start {
+        Start {
+            stream_sid: format!("MZ{call}"),
+            call_sid: call.into(),
+            account_sid: None,
+            from: None,
+            to: None,
+            tracks: vec![],
+            media_format: AudioFormat::Mulaw,
+            custom_parameters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn insert_find_remove() {
+        let store = SessionStore::new();
+        store.insert(1, Dialect::Twilio, &start("CA1"));
+        store.insert(2, Dialect::Twilio, &start("CA2"));
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.find_call("CA2").unwrap().id, 2);
+        assert!(store.remove(1).is_some());
+        assert!(store.get(1).is_none());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn reaps_only_idle_sessions() {
+        let store = SessionStore::new();
+        let idle = store.insert(1, Dialect::Twilio, &start("CA1"));
+        std::thread::sleep(Duration::from_millis(30));
+        store.insert(2, Dialect::Twilio, &start("CA2")).touch();
+        assert!(idle.idle_for() >= Duration::from_millis(30));
+        assert_eq!(store.reap_idle(Duration::from_millis(20)), 1);
+        assert!(store.get(2).is_some());
+    }
+}

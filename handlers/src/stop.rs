@@ -1,0 +1,50 @@
+//! `stop`: the carrier ended the stream. The connection then closes the upstream with 1000
+//! and the carrier socket with 1000 ([`crate::call::CallContext::finish`]).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::future::{ready, Ready};
+use tower::Service;
+
+use crate::call::{CallContext, Flow};
+use crate::error::EventError;
+use crate::event::Stop;
+
+/// Handles `stop`.
+#[derive(Debug, Clone)]
+pub struct StopHandler {
+    ctx: Arc<CallContext>,
+}
+
+impl StopHandler {
+    /// A handler for one connection.
+    pub fn new(ctx: Arc<CallContext>) -> Self {
+        Self { ctx }
+    }
+
+    fn handle(&self, stop: Stop) -> Result<Flow, EventError> {
+        // A stop before start still ends the socket: there is nothing to keep open.
+        if let Some(session) = self.ctx.session() {
+            if stop.stream_sid != session.stream_sid {
+                return Err(EventError::StreamSidMismatch);
+            }
+        }
+        tracing::info!(reason = stop.reason.as_deref(), "carrier sent stop");
+        Ok(Flow::Stop)
+    }
+}
+
+impl Service<Stop> for StopHandler {
+    type Response = Flow;
+    type Error = EventError;
+    type Future = Ready<Result<Flow, EventError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stop: Stop) -> Self::Future {
+        ready(self.handle(stop))
+    }
+}
