@@ -1,1 +1,171 @@
-fn main(){}
+//! The `callgate` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use callgate::client::{self, CallOptions};
+use callgate::config::Config;
+use callgate::{telemetry, wav, CancellationToken};
+use callgate_handlers::dialect::Dialect;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "callgate", version, about = "Gateway between phone calls and speech-to-speech AI")]
+struct Cli {
+    /// TOML configuration file (see callgate.toml); env vars override it.
+    #[arg(long, global = true, env = "CALLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "CALLGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve carrier WebSockets (the default).
+    Serve,
+    /// Play a WAV file into a gateway as a carrier and record the reply.
+    Call(CallArgs),
+    /// Load the configuration, print every error (or the effective settings) and exit.
+    CheckConfig,
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// Which carrier to play.
+    #[arg(long, value_enum, default_value_t = Carrier::Twilio)]
+    carrier: Carrier,
+    /// Gateway URL; defaults to ws://127.0.0.1:8080/<carrier>.
+    #[arg(long)]
+    url: Option<String>,
+    /// WAV file to play (μ-law, A-law or 16-bit PCM at 8, 16 or 24 kHz, mono).
+    #[arg(long)]
+    play: PathBuf,
+    /// Write the reply audio here (16-bit PCM WAV, 8 kHz).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Playback speed (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    pace: f64,
+    /// Seconds to wait for the reply after the file ends.
+    #[arg(long, default_value_t = 8.0)]
+    linger: f64,
+    /// Custom parameter for `start` (repeatable): name=value.
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Carrier {
+    Twilio,
+    Smartflo,
+    VendorStream,
+}
+
+impl From<Carrier> for Dialect {
+    fn from(c: Carrier) -> Self {
+        match c {
+            Carrier::Twilio => Dialect::Twilio,
+            Carrier::Smartflo => Dialect::Smartflo,
+            Carrier::VendorStream => Dialect::VendorStream,
+        }
+    }
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not name=value"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::CheckConfig => {
+            let config = load(cli.config)?;
+            println!("configuration OK\n{config:#?}");
+            Ok(())
+        }
+        Command::Call(args) => call(args).await,
+    }
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Config::load(path.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    callgate::run(listener, config, shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let dialect = Dialect::from(args.carrier);
+    let url = args.url.unwrap_or_else(|| format!("ws://127.0.0.1:8080/{}", dialect.name()));
+    let (format, audio) = wav::read(&args.play)?;
+    let audio = wav::to_mulaw(format, &audio)?;
+    let mut options = CallOptions::new(url, dialect, audio);
+    options.pace = args.pace;
+    options.linger = Duration::from_secs_f64(args.linger);
+    options.custom_parameters = args.params.into_iter().collect();
+    println!("calling {} as {} with {} ({} ms of audio)", options.url, dialect.name(), args.play.display(), options.audio.len() / 8);
+    let summary = client::run(options).await?;
+    for event in &summary.events {
+        let kind = event["event"].as_str().unwrap_or("?");
+        if kind != "media" {
+            println!("<- {event}");
+        }
+    }
+    println!("frames sent:      {}", summary.frames_sent);
+    println!("frames received:  {} ({} ms of reply audio)", summary.frames_received, summary.received_audio.len() / 8);
+    println!("marks:            {}", summary.marks.len());
+    println!("clears:           {}", summary.clears);
+    match summary.first_reply {
+        Some(t) => println!("first reply audio {} ms after start", t.as_millis()),
+        None => println!("no reply audio"),
+    }
+    match &summary.close {
+        Some((code, reason)) => println!("closed:           {code} {reason}"),
+        None => println!("closed:           without a close frame"),
+    }
+    if let Some(path) = args.record {
+        wav::write_mulaw_as_pcm(&path, &summary.received_audio)?;
+        println!("reply written to {}", path.display());
+    }
+    Ok(())
+}

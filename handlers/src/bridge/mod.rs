@@ -27,13 +27,19 @@ use crate::session::Session;
 pub use queue::AudioQueue;
 
 /// A secret string whose `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// True when no secret was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The secret itself; call only where it is sent.

@@ -1,0 +1,112 @@
+//! [`CloseReason`]: any error of a call → a WebSocket close code and a short reason.
+//!
+//! One rescue function, in the manner of tonic's `Status::from_error`: walk the error's
+//! `source()` chain and let the first error we recognise decide. The client gets the short
+//! reason; the span and log get the full error.
+
+use std::borrow::Cow;
+
+use callgate_handlers::bridge::BridgeError;
+use callgate_handlers::dialect::DecodeError;
+use callgate_handlers::EventError;
+use callgate_layers::event::Panicked;
+use callgate_layers::BoxError;
+
+/// A close code and the short reason sent with it (at most 123 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// RFC 6455 close code.
+    pub code: u16,
+    /// Short human reason; never contains secrets or carrier data.
+    pub reason: Cow<'static, str>,
+}
+
+impl CloseReason {
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason: Cow::Borrowed(reason) }
+    }
+
+    /// 1000: the carrier sent `stop`.
+    pub const NORMAL: Self = Self::new(1000, "call ended");
+    /// 1001: the gateway is shutting down.
+    pub const GOING_AWAY: Self = Self::new(1001, "gateway shutting down");
+    /// 1002: the carrier broke the WebSocket protocol.
+    pub const PROTOCOL: Self = Self::new(1002, "protocol error");
+    /// 1007: a run of consecutive invalid frames.
+    pub const TOO_MANY_BAD_FRAMES: Self = Self::new(1007, "too many invalid frames");
+    /// 1009: a message over the size limit.
+    pub const TOO_BIG: Self = Self::new(1009, "message too big");
+    /// 1011: the gateway failed this call.
+    pub const INTERNAL: Self = Self::new(1011, "internal error");
+    /// 1011: the model side failed.
+    pub const UPSTREAM: Self = Self::new(1011, "upstream unavailable");
+
+    /// The outcome label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self.code {
+            1000 => "completed",
+            1001 => "drained",
+            1007 => "bad_input",
+            1009 => "too_big",
+            _ => "failed",
+        }
+    }
+}
+
+/// What a failed event means for the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The carrier sent something invalid: count it (label), keep the call unless the run of
+    /// bad frames reaches the limit.
+    BadInput(&'static str),
+    /// The call cannot go on.
+    Close(CloseReason),
+}
+
+/// Classifies an error from the event stack.
+pub fn classify(error: &BoxError) -> Verdict {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = current {
+        if let Some(e) = e.downcast_ref::<DecodeError>() {
+            return Verdict::BadInput(e.reason());
+        }
+        if let Some(e) = e.downcast_ref::<EventError>() {
+            return if e.is_bad_input() {
+                Verdict::BadInput(e.reason())
+            } else {
+                Verdict::Close(CloseReason::INTERNAL)
+            };
+        }
+        if e.downcast_ref::<Panicked>().is_some() {
+            metrics::counter!("callgate_panics_total").increment(1);
+            return Verdict::Close(CloseReason::INTERNAL);
+        }
+        if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some() {
+            return Verdict::Close(CloseReason::new(1011, "event timed out"));
+        }
+        if e.downcast_ref::<BridgeError>().is_some() {
+            return Verdict::Close(CloseReason::UPSTREAM);
+        }
+        current = e.source();
+    }
+    Verdict::Close(CloseReason::INTERNAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_to_the_known_error() {
+        let bad: BoxError = Box::new(DecodeError::Binary);
+        assert_eq!(classify(&bad), Verdict::BadInput("binary_frame"));
+        let early: BoxError = Box::new(EventError::NotStarted);
+        assert_eq!(classify(&early), Verdict::BadInput("before_start"));
+        let panic: BoxError = Box::new(Panicked { message: "x".into() });
+        assert_eq!(classify(&panic), Verdict::Close(CloseReason::INTERNAL));
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert!(matches!(classify(&elapsed), Verdict::Close(CloseReason { code: 1011, .. })));
+        let other: BoxError = "something".into();
+        assert_eq!(classify(&other), Verdict::Close(CloseReason::INTERNAL));
+    }
+}

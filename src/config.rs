@@ -1,0 +1,512 @@
+//! One [`Config`] from a TOML file plus environment variables; every error at once.
+//!
+//! Precedence: built-in defaults < the TOML file (`--config`) < environment. Any key can be
+//! set as `CALLGATE_<SECTION>__<KEY>` (for example `CALLGATE_CALLS__EVENT_TIMEOUT_MS=500`);
+//! the common ones also have short names, listed in [`ENV_ALIASES`]. `callgate.toml` at the
+//! repository root documents every key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use callgate_handlers::bridge::{
+    BridgeConfig, RealtimeDialect, Secret, SessionSettings, UpstreamAudio, UpstreamAuth,
+};
+use callgate_handlers::dialect::Dialect;
+use serde::Deserialize;
+
+/// Short environment names and the key each sets.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("CALLGATE_LISTEN", "listen"),
+    ("CALLGATE_UPSTREAM_URL", "upstream.url"),
+    ("CALLGATE_REALTIME_DIALECT", "upstream.dialect"),
+    ("CALLGATE_MODEL", "upstream.model"),
+    ("CALLGATE_UPSTREAM_AUDIO", "upstream.audio"),
+    ("OPENAI_API_KEY", "upstream.openai_api_key"),
+    ("AZURE_OPENAI_API_KEY", "upstream.azure_api_key"),
+    ("CALLGATE_VOICE", "session.voice"),
+    ("CALLGATE_INSTRUCTIONS", "session.instructions"),
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address and port to serve on.
+    pub listen: String,
+    /// The Realtime upstream.
+    pub upstream: UpstreamConfig,
+    /// What every session is told.
+    pub session: SessionConfig,
+    /// Per-call limits.
+    pub calls: CallsConfig,
+    /// Extra carrier routes (added to, or replacing by path, the built-in ones).
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            upstream: UpstreamConfig::default(),
+            session: SessionConfig::default(),
+            calls: CallsConfig::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UpstreamConfig {
+    /// `ws://` or `wss://` Realtime URL; empty: OpenAI when a key is set, else the embedded
+    /// loopback.
+    pub url: String,
+    /// `ga` or `beta`.
+    pub dialect: RealtimeDialect,
+    /// Model (used to build the OpenAI URL when `url` is empty).
+    pub model: String,
+    /// `pcmu` (μ-law both ways, passthrough for μ-law carriers) or `pcm24k`.
+    pub audio: UpstreamAudio,
+    /// OpenAI key, sent as `Authorization: Bearer`.
+    pub openai_api_key: Secret,
+    /// Azure OpenAI key, sent as `api-key`.
+    pub azure_api_key: Secret,
+    /// Handshake time limit.
+    pub connect_timeout_ms: u64,
+    /// Time from connect to `session.updated`.
+    pub ready_timeout_ms: u64,
+    /// Caller audio held while the upstream is not ready or slow (oldest dropped beyond).
+    pub queue_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            dialect: RealtimeDialect::Ga,
+            model: "gpt-realtime".into(),
+            audio: UpstreamAudio::Pcmu,
+            openai_api_key: Secret::default(),
+            azure_api_key: Secret::default(),
+            connect_timeout_ms: 10_000,
+            ready_timeout_ms: 10_000,
+            queue_ms: 2_000,
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SessionConfig {
+    /// System prompt.
+    pub instructions: String,
+    /// Output voice.
+    pub voice: String,
+    /// Input transcription model; empty turns transcription off.
+    pub transcription_model: String,
+    /// Server VAD threshold (0..1).
+    pub vad_threshold: f64,
+    /// Audio kept before detected speech.
+    pub prefix_padding_ms: u32,
+    /// Silence that ends the caller's turn.
+    pub silence_duration_ms: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            instructions: "You are a helpful, concise phone assistant. Keep answers short.".into(),
+            voice: "marin".into(),
+            transcription_model: "gpt-4o-mini-transcribe".into(),
+            vad_threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+        }
+    }
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CallsConfig {
+    /// Consecutive invalid frames that close the socket with 1007.
+    pub max_consecutive_bad_frames: u32,
+    /// Time limit for handling one event.
+    pub event_timeout_ms: u64,
+    /// How long `stop` waits for the upstream to close.
+    pub upstream_close_wait_ms: u64,
+    /// Sessions idle this long are reaped (a safety net; calls remove their own).
+    pub idle_session_timeout_s: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            max_consecutive_bad_frames: 10,
+            event_timeout_ms: 2_000,
+            upstream_close_wait_ms: 2_000,
+            idle_session_timeout_s: 300,
+        }
+    }
+}
+
+/// `[[routes]]`: a path served with a dialect.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RouteConfig {
+    /// URL path, e.g. `/ws/media`.
+    pub path: String,
+    /// `twilio`, `smartflo` or `vendor-stream`.
+    pub dialect: Dialect,
+    /// Send `{"event":"connected",...}` as soon as the socket opens.
+    #[serde(default)]
+    pub send_connected: bool,
+}
+
+/// Paths the gateway serves itself.
+const RESERVED: &[&str] = &["/healthz", "/health", "/metrics"];
+
+/// Every problem found while loading.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads the file (if any) and the environment, reporting every error together.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut table = match path {
+            None => toml::Table::new(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => return Err(ConfigErrors(vec![format!("{}: {e}", path.display())])),
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(t) => t,
+                    Err(e) => return Err(ConfigErrors(vec![format!("{}: {e}", path.display())])),
+                },
+            },
+        };
+        for (name, value) in env {
+            if let Some((_, key)) = ENV_ALIASES.iter().find(|(alias, _)| *alias == name) {
+                set_path(&mut table, key, toml::Value::String(value));
+            } else if let Some(rest) = name.strip_prefix("CALLGATE_") {
+                if !rest.contains("__") {
+                    continue;
+                }
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                set_path(&mut table, &key, parse_env_value(&value));
+            }
+        }
+        let config = deserialize_all(table, &mut errors);
+        config.validate(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<String>) {
+        if self.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!("listen: {:?} is not an address:port", self.listen));
+        }
+        let url = &self.upstream.url;
+        if !url.is_empty() && !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            errors.push("upstream.url: must start with ws:// or wss://".into());
+        }
+        if url.is_empty() && !self.upstream.azure_api_key.is_empty() && self.upstream.openai_api_key.is_empty() {
+            errors.push("upstream.url: AZURE_OPENAI_API_KEY needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
+        }
+        if !(0.0..=1.0).contains(&self.session.vad_threshold) {
+            errors.push("session.vad_threshold: must be between 0 and 1".into());
+        }
+        if self.calls.max_consecutive_bad_frames == 0 {
+            errors.push("calls.max_consecutive_bad_frames: must be at least 1".into());
+        }
+        for (name, value) in [
+            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            ("upstream.ready_timeout_ms", self.upstream.ready_timeout_ms),
+            ("upstream.queue_ms", self.upstream.queue_ms),
+            ("calls.event_timeout_ms", self.calls.event_timeout_ms),
+        ] {
+            if value == 0 {
+                errors.push(format!("{name}: must be greater than 0"));
+            }
+        }
+        let mut seen = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if !route.path.starts_with('/') || route.path.contains(['?', '#', '{', '}', '*']) {
+                errors.push(format!("routes[{i}].path: {:?} must be a plain path starting with /", route.path));
+            }
+            if RESERVED.contains(&route.path.as_str()) {
+                errors.push(format!("routes[{i}].path: {} is served by the gateway itself", route.path));
+            }
+            if seen.contains(&&route.path) {
+                errors.push(format!("routes[{i}].path: {} is listed twice", route.path));
+            }
+            seen.push(&route.path);
+        }
+    }
+
+    /// The address to serve on (validated by [`Config::load`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The built-in routes, with configured routes added or replacing them by path.
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
+        let mut routes = vec![
+            RouteConfig { path: "/twilio".into(), dialect: Dialect::Twilio, send_connected: false },
+            RouteConfig { path: "/smartflo".into(), dialect: Dialect::Smartflo, send_connected: false },
+            RouteConfig { path: "/vendor-stream".into(), dialect: Dialect::VendorStream, send_connected: true },
+        ];
+        for configured in &self.routes {
+            routes.retain(|r| r.path != configured.path);
+            routes.push(configured.clone());
+        }
+        routes
+    }
+
+    /// True when no upstream is configured, so the embedded loopback must serve.
+    pub fn uses_loopback(&self) -> bool {
+        self.upstream.url.is_empty()
+            && self.upstream.openai_api_key.is_empty()
+            && self.upstream.azure_api_key.is_empty()
+    }
+
+    /// The bridge settings; `loopback_url` is the embedded simulator's URL when it runs.
+    pub fn bridge_config(&self, loopback_url: Option<&str>) -> BridgeConfig {
+        let up = &self.upstream;
+        let url = match (loopback_url, up.url.is_empty()) {
+            (Some(loopback), _) => loopback.to_owned(),
+            (None, false) => up.url.clone(),
+            (None, true) => format!("wss://api.openai.com/v1/realtime?model={}", up.model),
+        };
+        let auth = if loopback_url.is_some() {
+            UpstreamAuth::None
+        } else if is_azure(&url) {
+            let key = if up.azure_api_key.is_empty() { &up.openai_api_key } else { &up.azure_api_key };
+            if key.is_empty() { UpstreamAuth::None } else { UpstreamAuth::ApiKey(key.clone()) }
+        } else if !up.openai_api_key.is_empty() {
+            UpstreamAuth::Bearer(up.openai_api_key.clone())
+        } else {
+            UpstreamAuth::None
+        };
+        let s = &self.session;
+        BridgeConfig {
+            url,
+            auth,
+            dialect: up.dialect,
+            audio: up.audio,
+            session: SessionSettings {
+                instructions: s.instructions.clone(),
+                voice: s.voice.clone(),
+                transcription_model: (!s.transcription_model.is_empty()).then(|| s.transcription_model.clone()),
+                vad_threshold: s.vad_threshold,
+                prefix_padding_ms: s.prefix_padding_ms,
+                silence_duration_ms: s.silence_duration_ms,
+            },
+            connect_timeout: Duration::from_millis(up.connect_timeout_ms),
+            ready_timeout: Duration::from_millis(up.ready_timeout_ms),
+            // Carriers send 20 ms frames; the queue is counted in frames.
+            queue_frames: (up.queue_ms / 20).max(1) as usize,
+        }
+    }
+}
+
+fn is_azure(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', '?', ':']).next().unwrap_or("");
+    host.ends_with(".azure.com") || host.ends_with(".azure.us")
+}
+
+/// An env value as TOML (numbers, booleans, arrays), falling back to a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut current = table;
+    for part in parts {
+        let entry = current.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("made a table above");
+    }
+    current.insert(last.to_owned(), value);
+}
+
+/// Deserializes, and on each type error records it, removes the offending key (so its
+/// default applies) and tries again: every bad key is reported, not just the first.
+fn deserialize_all(mut table: toml::Table, errors: &mut Vec<String>) -> Config {
+    for _ in 0..64 {
+        let mut unknown = Vec::new();
+        let value = toml::Value::Table(table.clone());
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(value, &mut record);
+        match serde_path_to_error::deserialize::<_, Config>(ignored) {
+            Ok(config) => {
+                errors.extend(unknown.into_iter().map(|k| format!("{k}: unknown key")));
+                return config;
+            }
+            Err(e) => {
+                let path = e.path().clone();
+                errors.push(format!("{path}: {}", e.inner()));
+                if !remove_path(&mut table, &path) {
+                    break;
+                }
+            }
+        }
+    }
+    Config::default()
+}
+
+fn remove_path(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut current = table;
+    let mut parents = parents.iter().peekable();
+    while let Some(segment) = parents.next() {
+        let Segment::Map { key } = segment else { return false };
+        match (current.get_mut(key.as_str()), parents.peek()) {
+            (Some(toml::Value::Array(items)), Some(Segment::Seq { index })) => {
+                // routes[i].key: remove the whole entry; a route with a bad field is unusable.
+                let index = *index;
+                parents.next();
+                if index < items.len() {
+                    items.remove(index);
+                    return true;
+                }
+                return false;
+            }
+            (Some(toml::Value::Table(inner)), _) => current = inner,
+            _ => return false,
+        }
+    }
+    match last {
+        Segment::Map { key } => current.remove(key.as_str()).is_some(),
+        Segment::Seq { .. } | Segment::Enum { .. } | Segment::Unknown => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = std::env::temp_dir().join(format!("callgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.toml", toml_text.len() * 31 + vars.len()));
+        std::fs::write(&path, toml_text).unwrap();
+        Config::load(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn defaults_use_the_loopback() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert!(config.uses_loopback());
+        assert_eq!(config.listen_addr().port(), 8080);
+        assert_eq!(config.effective_routes().len(), 3);
+    }
+
+    #[test]
+    fn named_env_vars_work_exactly() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("CALLGATE_LISTEN", "0.0.0.0:9000"),
+                ("CALLGATE_UPSTREAM_URL", "wss://example.openai.azure.com/openai/v1/realtime?model=dep"),
+                ("AZURE_OPENAI_API_KEY", "azkey"),
+                ("CALLGATE_REALTIME_DIALECT", "beta"),
+                ("CALLGATE_MODEL", "gpt-realtime-mini"),
+                ("CALLGATE_VOICE", "cedar"),
+                ("CALLGATE_INSTRUCTIONS", "Say hi."),
+                ("CALLGATE_CALLS__EVENT_TIMEOUT_MS", "750"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.upstream.dialect, RealtimeDialect::Beta);
+        assert_eq!(config.upstream.model, "gpt-realtime-mini");
+        assert_eq!(config.calls.event_timeout_ms, 750);
+        let bridge = config.bridge_config(None);
+        assert_eq!(bridge.auth, UpstreamAuth::ApiKey(Secret::new("azkey")));
+        assert_eq!(bridge.session.voice, "cedar");
+        assert_eq!(bridge.session.instructions, "Say hi.");
+        assert!(!format!("{config:?}").contains("azkey"), "secret leaked into Debug");
+    }
+
+    #[test]
+    fn openai_key_alone_targets_openai_with_bearer() {
+        let config = Config::load(None, env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
+        assert!(!config.uses_loopback());
+        let bridge = config.bridge_config(None);
+        assert_eq!(bridge.url, "wss://api.openai.com/v1/realtime?model=gpt-realtime");
+        assert_eq!(bridge.auth, UpstreamAuth::Bearer(Secret::new("sk-test")));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = load(
+            r#"
+listen = "nowhere"
+typo_key = 1
+[upstream]
+url = "http://x"
+connect_timeout_ms = "soon"
+dialect = "v2"
+[session]
+vad_threshold = 3.0
+[[routes]]
+path = "/healthz"
+dialect = "twilio"
+"#,
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in ["listen", "typo_key", "upstream.url", "connect_timeout_ms", "upstream.dialect", "vad_threshold", "routes[0].path"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn routes_map_paths_to_dialects() {
+        let config = load(
+            "[[routes]]\npath = \"/ws/media\"\ndialect = \"twilio\"\n[[routes]]\npath = \"/vendor-stream\"\ndialect = \"vendor-stream\"\nsend_connected = false\n",
+            &[],
+        )
+        .unwrap();
+        let routes = config.effective_routes();
+        assert!(routes.contains(&RouteConfig { path: "/ws/media".into(), dialect: Dialect::Twilio, send_connected: false }));
+        let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
+        assert!(!vendor.send_connected);
+        assert_eq!(routes.len(), 4);
+    }
+}

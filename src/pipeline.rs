@@ -1,0 +1,38 @@
+//! The per-connection event stack: a real `tower::Service<Frame>`.
+//!
+//! `ServiceBuilder` reads top-down, outermost first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callgate_handlers::event::{Event, Frame};
+use callgate_handlers::{CallContext, EventRouter, Flow};
+use callgate_layers::event::{CatchPanicLayer, TraceLayer, ValidateLayer};
+use callgate_layers::BoxError;
+use tower::timeout::TimeoutLayer;
+use tower::{Service, ServiceBuilder};
+use tracing::Span;
+
+/// Builds the stack for one connection.
+pub fn build(
+    ctx: Arc<CallContext>,
+    event_timeout: Duration,
+) -> impl Service<Frame, Response = Flow, Error = BoxError, Future: Send> + Send {
+    let dialect = ctx.dialect;
+    ServiceBuilder::new()
+        // Frame → typed Event for this route's dialect; rejects bad input before anything
+        // else runs.
+        .layer(ValidateLayer::new(move |frame: Frame| dialect.decode(&frame)))
+        // A span per event, inside the call span, except media: 50 a second would drown the
+        // trace (they are counted on the call span instead).
+        .layer(TraceLayer::new(|event: &Event| match event {
+            Event::Media(_) => Span::none(),
+            other => tracing::debug_span!("event", kind = other.kind()),
+        }))
+        // A panic in a handler becomes an error: this call closes with 1011, no other call
+        // notices. Inside the trace layer, so the span records it.
+        .layer(CatchPanicLayer::new())
+        // No event may hold the call hostage.
+        .layer(TimeoutLayer::new(event_timeout))
+        .service(EventRouter::new(ctx))
+}
