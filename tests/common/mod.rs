@@ -1,0 +1,326 @@
+//! Test harness: a real gateway on 127.0.0.1:0, a fake Realtime upstream that records what
+//! it receives, and helpers that play carriers over real WebSockets.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use callgate::config::Config;
+use callgate::CancellationToken;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Fixture audio from ../shared/fixtures/audio.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/audio").join(name)
+}
+
+/// One upstream connection as the fake saw it.
+#[derive(Debug, Default)]
+pub struct UpstreamConn {
+    /// Client events, in order.
+    pub events: Vec<Value>,
+    /// The close code the gateway sent, if it closed.
+    pub close_code: Option<u16>,
+    /// Request headers of the handshake.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A fake Realtime server: answers `session.update`, records everything, and lets the test
+/// push server events to a connection.
+#[derive(Clone)]
+pub struct FakeUpstream {
+    pub url: String,
+    pub conns: Arc<Mutex<Vec<Arc<Mutex<UpstreamConn>>>>>,
+    senders: Arc<Mutex<Vec<mpsc::UnboundedSender<Message>>>>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/v1/realtime?model=fake", listener.local_addr().unwrap());
+        let fake = Self { url, conns: Default::default(), senders: Default::default() };
+        let accept = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let fake = accept.clone();
+                tokio::spawn(async move { fake.serve(stream).await });
+            }
+        });
+        fake
+    }
+
+    async fn serve(self, stream: TcpStream) {
+        let conn = Arc::new(Mutex::new(UpstreamConn::default()));
+        let record = conn.clone();
+        let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                             resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            record.lock().unwrap().headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            Ok(resp)
+        };
+        let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.conns.lock().unwrap().push(conn.clone());
+        self.senders.lock().unwrap().push(tx);
+        let (mut sink, mut stream) = ws.split();
+        let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": 0}});
+        if sink.send(Message::Text(created.to_string().into())).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                outgoing = rx.recv() => match outgoing {
+                    Some(message) => { if sink.send(message).await.is_err() { return } }
+                    None => return,
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let event: Value = serde_json::from_str(&text).unwrap();
+                        let update = event["type"] == "session.update";
+                        let session = event["session"].clone();
+                        conn.lock().unwrap().events.push(event);
+                        if update {
+                            let reply = json!({"type": "session.updated", "event_id": "e1", "session": session});
+                            let _ = sink.send(Message::Text(reply.to_string().into())).await;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        conn.lock().unwrap().close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                        let _ = sink.close().await;
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        }
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// Connection `i` (waits for it).
+    pub async fn conn(&self, i: usize) -> Arc<Mutex<UpstreamConn>> {
+        eventually(|| self.conns.lock().unwrap().get(i).cloned()).await
+    }
+
+    /// Sends a server event on connection `i`.
+    pub async fn send(&self, i: usize, event: Value) {
+        self.conn(i).await;
+        let tx = self.senders.lock().unwrap()[i].clone();
+        tx.send(Message::Text(event.to_string().into())).unwrap();
+    }
+
+    /// Closes connection `i` from the server side.
+    pub async fn close(&self, i: usize, code: u16) {
+        self.conn(i).await;
+        let tx = self.senders.lock().unwrap()[i].clone();
+        let _ = tx.send(Message::Close(Some(CloseFrame { code: code.into(), reason: "test".into() })));
+    }
+
+    /// The events of connection `i` whose type is `kind`.
+    pub async fn events_of(&self, i: usize, kind: &str) -> Vec<Value> {
+        let conn = self.conn(i).await;
+        let events = conn.lock().unwrap().events.iter().filter(|e| e["type"] == kind).cloned().collect();
+        events
+    }
+
+    /// Waits until connection `i` has received at least `n` appends, and returns them.
+    pub async fn wait_appends(&self, i: usize, n: usize) -> Vec<String> {
+        let conn = self.conn(i).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let appends: Vec<String> = conn
+                .lock()
+                .unwrap()
+                .events
+                .iter()
+                .filter(|e| e["type"] == "input_audio_buffer.append")
+                .map(|e| e["audio"].as_str().unwrap().to_owned())
+                .collect();
+            if appends.len() >= n {
+                return appends;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} appends arrived", appends.len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits for the gateway to close connection `i`; returns the code.
+    pub async fn wait_closed(&self, i: usize) -> u16 {
+        let conn = self.conn(i).await;
+        eventually(|| conn.lock().unwrap().close_code).await
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+pub async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A gateway serving on 127.0.0.1:0.
+pub struct Gateway {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway whose upstream is `upstream` (None: the embedded loopback).
+    pub async fn start(upstream: Option<&FakeUpstream>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::load(None, Vec::new()).unwrap();
+        config.listen = "127.0.0.1:0".into();
+        if let Some(upstream) = upstream {
+            config.upstream.url = upstream.url.clone();
+        }
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(callgate::run(listener, config, shutdown.clone()));
+        Self { addr, shutdown, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A plain HTTP/1.1 GET over a raw socket; returns the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// Sum of every sample of `metric` whose labels contain all of `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && (l[metric.len()..].starts_with('{') || l[metric.len()..].starts_with(' ')))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A carrier's socket.
+pub struct Carrier {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Carrier {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, event: Value) {
+        self.ws.send(Message::Text(event.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next JSON message (panics on close or timeout).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("no message in time") {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the close frame, skipping other messages; returns (code, reason).
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("not closed in time") {
+                Some(Ok(Message::Close(Some(frame)))) => return (u16::from(frame.code), frame.reason.to_string()),
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before close: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+}
+
+pub const SID: &str = "MZ11111111111111111111111111111111";
+pub const CALL: &str = "CA11111111111111111111111111111111";
+
+pub fn twilio_start(sid: &str, params: Value) -> Value {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+        "accountSid": "AC1", "streamSid": sid, "callSid": format!("CA{}", &sid[2..]), "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        "customParameters": params}})
+}
+
+pub fn smartflo_start(sid: &str) -> Value {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+        "accountSid": "AC1", "streamSid": sid, "callSid": format!("CA{}", &sid[2..]), "from": "9999", "to": "8888",
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "bitRate": 64, "bitDepth": 8},
+        "customParameters": {"FirstName": "Jane"}}})
+}
+
+pub fn media(sid: &str, n: u64, payload: &str) -> Value {
+    json!({"event": "media", "sequenceNumber": (n + 1).to_string(), "streamSid": sid,
+        "media": {"track": "inbound", "chunk": n.to_string(), "timestamp": (n * 20).to_string(), "payload": payload}})
+}
+
+pub fn stop(sid: &str) -> Value {
+    json!({"event": "stop", "sequenceNumber": "999", "streamSid": sid, "stop": {"accountSid": "AC1", "callSid": CALL}})
+}
+
+/// 20 ms μ-law frames of a fixture file, as base64.
+pub fn fixture_frames(name: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let (format, audio) = callgate::wav::read(&fixture(name)).unwrap();
+    let mulaw = callgate::wav::to_mulaw(format, &audio).unwrap();
+    mulaw.chunks(160).map(|c| base64::engine::general_purpose::STANDARD.encode(c)).collect()
+}
+
+/// Plays frames about 200 times faster than real time: fast, yet within what the gateway's
+/// bounded 2 s hold queue is built for (a burst of a whole file in a millisecond is not a
+/// carrier's behaviour, and the queue would rightly drop the oldest audio).
+pub async fn pace(frame_index: usize) {
+    if frame_index % 10 == 9 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
