@@ -1,0 +1,135 @@
+//! One call's failure never touches another: concurrent calls, panics, upstream failures.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const SID_B: &str = "MZ22222222222222222222222222222222";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_keep_their_own_audio_and_fates() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| c.calls.max_consecutive_bad_frames = 5).await;
+    let mut a = Carrier::connect(&gw.url("/twilio")).await;
+    a.send(twilio_start(SID, json!({}))).await;
+    let conn_a = upstream.conn(0).await;
+    let mut b = Carrier::connect(&gw.url("/smartflo")).await;
+    b.send(smartflo_start(SID_B)).await;
+    let conn_b = upstream.conn(1).await;
+    // Interleave distinct audio.
+    for n in 0..50u64 {
+        a.send(media(SID, n, "AAAA")).await;
+        b.send(json!({"event": "media", "sequenceNumber": "2", "streamSid": SID_B, "media": {"chunk": "1", "timestamp": "0", "payload": "////"}})).await;
+    }
+    upstream.wait_appends(0, 50).await;
+    upstream.wait_appends(1, 50).await;
+    let appends = |c: &std::sync::Arc<std::sync::Mutex<UpstreamConn>>| {
+        c.lock().unwrap().events.iter().filter(|e| e["type"] == "input_audio_buffer.append").map(|e| e["audio"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (audio_a, audio_b) = (appends(&conn_a), appends(&conn_b));
+    assert!(audio_a.iter().all(|x| x == "AAAA") && audio_a.len() == 50);
+    assert!(audio_b.iter().all(|x| x == "////") && audio_b.len() == 50);
+
+    // A floods garbage and is closed 1007; B carries on untouched.
+    for _ in 0..5 {
+        a.send_raw(Message::Text("garbage".into())).await;
+    }
+    assert_eq!(a.closed().await.0, 1007);
+    b.send(json!({"event": "media", "sequenceNumber": "3", "streamSid": SID_B, "media": {"chunk": "2", "timestamp": "20", "payload": "/w=="}})).await;
+    assert_eq!(upstream.wait_appends(1, 51).await.last().unwrap(), "/w==");
+    upstream.send(1, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": base64_frame()})).await;
+    assert_eq!(b.recv().await["streamSid"], SID_B);
+    b.send(stop(SID_B)).await;
+    assert_eq!(b.closed().await.0, 1000);
+}
+
+fn base64_frame() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([0x55u8; 160])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_closes_only_its_call_with_1011() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let panics_before = metric_sum(&gw.metrics().await, "callgate_panics_total", &[]);
+    let mut healthy = Carrier::connect(&gw.url("/twilio")).await;
+    healthy.send(twilio_start(SID_B, json!({}))).await;
+    upstream.conn(0).await;
+    let mut doomed = Carrier::connect(&gw.url("/twilio")).await;
+    // Test-only hook (feature `fault-injection`): this call's DTMF handler panics.
+    doomed.send(twilio_start(SID, json!({"callgate_fault": "panic_on_dtmf"}))).await;
+    doomed.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "2", "dtmf": {"track": "inbound_track", "digit": "5"}})).await;
+    assert_eq!(doomed.closed().await, (1011, "internal error".to_owned()));
+    assert_eq!(upstream.wait_closed(1).await, 1000, "the panicked call's upstream is closed");
+    // The other call never noticed.
+    healthy.send(media(SID_B, 1, "/w==")).await;
+    upstream.wait_appends(0, 1).await;
+    healthy.send(json!({"event": "dtmf", "streamSid": SID_B, "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": "5"}})).await;
+    healthy.send(stop(SID_B)).await;
+    assert_eq!(healthy.closed().await.0, 1000);
+    assert!(metric_sum(&gw.metrics().await, "callgate_panics_total", &[]) >= panics_before + 1.0);
+    assert!(http_get(gw.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_close_ends_the_call_with_1011() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream.close(0, 1011).await;
+    assert_eq!(carrier.closed().await, (1011, "upstream unavailable".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_upstream_error_ends_the_call_and_recoverable_ones_do_not() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.send(0, json!({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value", "message": "meh"}})).await;
+    // Garbage from upstream is ignored too.
+    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "!!!"})).await;
+    carrier.send(media(SID, 1, "/w==")).await;
+    upstream.wait_appends(0, 1).await;
+    upstream.send(0, json!({"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired", "message": "Your session hit the maximum duration"}})).await;
+    assert_eq!(carrier.closed().await.0, 1011);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_ends_the_call_with_1011() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/v1/realtime", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = Gateway::start(None, |c| c.upstream.url = url).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    assert_eq!(carrier.closed().await, (1011, "upstream unavailable".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_hangup_without_stop_closes_the_upstream() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    drop(carrier);
+    assert_eq!(upstream.wait_closed(0).await, 1000);
+    eventually(|| http_get_sync_calls(gw.addr).filter(|&n| n == 0)).await;
+}
+
+fn http_get_sync_calls(addr: std::net::SocketAddr) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = body.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(json).ok()?["calls"].as_u64()
+}
