@@ -91,27 +91,52 @@ pub(crate) struct StopBody {
     pub reason: Option<String>,
 }
 
-/// A counter sent as a JSON string (`"1"`) or number (`1`).
+/// A counter sent as a JSON string (`"1"`) or number (`1`). A hand-written visitor rather
+/// than an untagged enum: untagged enums buffer their input, and this runs on every frame.
 pub(crate) fn counter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw<'a> {
-        Number(u64),
-        Float(f64),
-        Text(#[serde(borrow)] Cow<'a, str>),
-        Null(()),
+    struct Counter;
+
+    impl<'de> de::Visitor<'de> for Counter {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a counter as a string or a number")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v).map(Some).map_err(|_| E::custom(format!("counter {v} is negative")))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 {
+                Ok(Some(v as u64))
+            } else {
+                Err(E::custom(format!("counter {v} is not a whole number")))
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim().parse().map(Some).map_err(|_| E::custom(format!("counter {v:?} is not a number")))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
     }
-    match Option::<Raw>::deserialize(d)? {
-        None | Some(Raw::Null(())) => Ok(None),
-        Some(Raw::Number(n)) => Ok(Some(n)),
-        Some(Raw::Float(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
-        Some(Raw::Float(f)) => Err(de::Error::custom(format!("counter {f} is not a whole number"))),
-        Some(Raw::Text(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("counter {s:?} is not a number"))),
-    }
+
+    d.deserialize_any(Counter)
 }
 
 /// `tracks` as an array (`["inbound"]`, Twilio) or a single string (`"inbound"`, the

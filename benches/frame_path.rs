@@ -1,0 +1,82 @@
+//! The per-frame path: one carrier media frame through the real event stack
+//! (decode → validate → trace → catch-panic → timeout → router → media handler → upstream
+//! queue), and the outbound writer. Run: `cargo bench --bench frame_path`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callgate::config::Config;
+use callgate_handlers::bridge::UpstreamAudio;
+use callgate_handlers::codec::{AudioFormat, BASE64};
+use callgate_handlers::dialect::{Dialect, Writer};
+use callgate_handlers::event::{Frame, Outbound};
+use callgate_handlers::session::SessionStore;
+use callgate_handlers::CallContext;
+use base64::Engine as _;
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+use tower::Service;
+
+const SID: &str = "MZ11111111111111111111111111111111";
+
+fn media_frame(payload: &str) -> Frame {
+    Frame::text(format!(
+        r#"{{"event":"media","sequenceNumber":"42","media":{{"track":"inbound","chunk":"41","timestamp":"820","payload":"{payload}"}},"streamSid":"{SID}"}}"#
+    ))
+}
+
+fn start_frame() -> Frame {
+    Frame::text(format!(
+        r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{}}}},"streamSid":"{SID}"}}"#
+    ))
+}
+
+fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let mut config = Config::load(None, Vec::new()).unwrap();
+    // An upstream nobody answers: the bridge task never runs during the measurement (this
+    // thread never yields to it), so this times the gateway's own work on the frame.
+    config.upstream.url = "ws://127.0.0.1:9/".into();
+    config.upstream.audio = audio;
+    let bridge = Arc::new(config.bridge_config(None));
+    let (outbox, _rx) = tokio::sync::mpsc::channel(16);
+    let ctx = CallContext::new(1, Dialect::Twilio, SessionStore::new(), bridge, outbox);
+    let mut stack = callgate::pipeline::build(ctx, Duration::from_secs(2));
+    let mut call = |frame: Frame| {
+        futures_util::future::poll_fn(|cx| stack.poll_ready(cx)).now_or_never().unwrap().unwrap();
+        stack.call(frame).now_or_never().expect("handlers are synchronous").unwrap()
+    };
+    call(start_frame());
+    let payload = BASE64.encode([0x55u8; 160]);
+    c.bench_function(name, |b| b.iter(|| call(black_box(media_frame(&payload)))));
+}
+
+fn frame_path(c: &mut Criterion) {
+    let payload = BASE64.encode([0x55u8; 160]);
+    let frame = media_frame(&payload);
+    c.bench_function("frame/decode_twilio_media", |b| b.iter(|| Dialect::Twilio.decode(black_box(&frame)).unwrap()));
+    bench_pipeline(c, "frame/pipeline_pcmu_passthrough", UpstreamAudio::Pcmu);
+    bench_pipeline(c, "frame/pipeline_pcm24k_transcode", UpstreamAudio::Pcm24k);
+
+    let mut twilio = Writer::new(Dialect::Twilio, SID, AudioFormat::Mulaw);
+    let mut smartflo = Writer::new(Dialect::Smartflo, SID, AudioFormat::Mulaw);
+    let delta = Outbound::Media { payload: BASE64.encode([0x55u8; 800]) };
+    let mut frames = Vec::new();
+    c.bench_function("outbound/twilio_100ms_delta", |b| {
+        b.iter(|| {
+            frames.clear();
+            twilio.write(black_box(&delta), &mut frames).unwrap();
+        })
+    });
+    c.bench_function("outbound/smartflo_100ms_delta", |b| {
+        b.iter(|| {
+            frames.clear();
+            smartflo.write(black_box(&delta), &mut frames).unwrap();
+        })
+    });
+}
+
+criterion_group!(benches, frame_path);
+criterion_main!(benches);
