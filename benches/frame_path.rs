@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use callgate::config::Config;
 use callgate_handlers::bridge::UpstreamAudio;
 use callgate_handlers::codec::{AudioFormat, BASE64};
@@ -13,7 +14,6 @@ use callgate_handlers::dialect::{Dialect, Writer};
 use callgate_handlers::event::{Frame, Outbound};
 use callgate_handlers::session::SessionStore;
 use callgate_handlers::CallContext;
-use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use tower::Service;
@@ -33,7 +33,10 @@ fn start_frame() -> Frame {
 }
 
 fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let mut config = Config::load(None, Vec::new()).unwrap();
     // An upstream nobody answers: the bridge task never runs during the measurement (this
@@ -45,8 +48,15 @@ fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
     let ctx = CallContext::new(1, Dialect::Twilio, SessionStore::new(), bridge, outbox);
     let mut stack = callgate::pipeline::build(ctx, Duration::from_secs(2));
     let mut call = |frame: Frame| {
-        futures_util::future::poll_fn(|cx| stack.poll_ready(cx)).now_or_never().unwrap().unwrap();
-        stack.call(frame).now_or_never().expect("handlers are synchronous").unwrap()
+        futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        stack
+            .call(frame)
+            .now_or_never()
+            .expect("handlers are synchronous")
+            .unwrap()
     };
     call(start_frame());
     let payload = BASE64.encode([0x55u8; 160]);
@@ -56,13 +66,17 @@ fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
 fn frame_path(c: &mut Criterion) {
     let payload = BASE64.encode([0x55u8; 160]);
     let frame = media_frame(&payload);
-    c.bench_function("frame/decode_twilio_media", |b| b.iter(|| Dialect::Twilio.decode(black_box(&frame)).unwrap()));
+    c.bench_function("frame/decode_twilio_media", |b| {
+        b.iter(|| Dialect::Twilio.decode(black_box(&frame)).unwrap())
+    });
     bench_pipeline(c, "frame/pipeline_pcmu_passthrough", UpstreamAudio::Pcmu);
     bench_pipeline(c, "frame/pipeline_pcm24k_transcode", UpstreamAudio::Pcm24k);
 
     let mut twilio = Writer::new(Dialect::Twilio, SID, AudioFormat::Mulaw);
     let mut smartflo = Writer::new(Dialect::Smartflo, SID, AudioFormat::Mulaw);
-    let delta = Outbound::Media { payload: BASE64.encode([0x55u8; 800]) };
+    let delta = Outbound::Media {
+        payload: BASE64.encode([0x55u8; 800]),
+    };
     let mut frames = Vec::new();
     c.bench_function("outbound/twilio_100ms_delta", |b| {
         b.iter(|| {

@@ -86,23 +86,39 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
         .with_context(|| format!("connecting to {}", options.url))?;
     let (mut sink, mut stream) = ws.split();
     let mut summary = CallSummary::default();
-    let scale = |d: Duration| if options.pace > 0.0 { d.div_f64(options.pace) } else { Duration::ZERO };
+    let scale = |d: Duration| {
+        if options.pace > 0.0 {
+            d.div_f64(options.pace)
+        } else {
+            Duration::ZERO
+        }
+    };
 
     if options.carrier == Dialect::VendorStream {
         // Clients of the in-house integration wait for its greeting before anything else.
-        let greeting = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.context("no connected greeting")?;
+        let greeting = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .context("no connected greeting")?;
         if let Some(Ok(Message::Text(text))) = greeting {
-            summary.events.push(serde_json::from_str(&text).unwrap_or(Value::Null));
+            summary
+                .events
+                .push(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
     } else {
         let connected = match options.carrier {
-            Dialect::Twilio => json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+            Dialect::Twilio => {
+                json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            }
             _ => json!({"event": "connected"}),
         };
-        sink.send(Message::Text(connected.to_string().into())).await?;
+        sink.send(Message::Text(connected.to_string().into()))
+            .await?;
     }
     let mut sequence = 1u64;
-    sink.send(Message::Text(start_message(&options, sequence).to_string().into())).await?;
+    sink.send(Message::Text(
+        start_message(&options, sequence).to_string().into(),
+    ))
+    .await?;
     let started = Instant::now();
 
     // Marks are echoed once the audio before them has "played" (at `pace`), as carriers do.
@@ -111,7 +127,12 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
     let mut pending_marks: Vec<(Instant, String)> = Vec::new();
     let frame_time = Duration::from_millis(20);
     let mut next_frame = Instant::now();
-    let mut frames = options.audio.chunks(FRAME).map(<[u8]>::to_vec).collect::<Vec<_>>().into_iter();
+    let mut frames = options
+        .audio
+        .chunks(FRAME)
+        .map(<[u8]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter();
     let mut file_done_at: Option<Instant> = None;
     let mut last_audio_at: Option<Instant> = None;
     let mut replies_played = 0u32;
@@ -131,8 +152,10 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
         let finished = match file_done_at {
             None => false,
             Some(done) => {
-                let quiet = last_audio_at.is_none_or(|t| t.elapsed() >= scale(Duration::from_secs(1)));
-                (replies_played > 0 && quiet && pending_marks.is_empty()) || done.elapsed() >= options.linger
+                let quiet =
+                    last_audio_at.is_none_or(|t| t.elapsed() >= scale(Duration::from_secs(1)));
+                (replies_played > 0 && quiet && pending_marks.is_empty())
+                    || done.elapsed() >= options.linger
             }
         };
         if finished {
@@ -222,7 +245,8 @@ fn start_message(options: &CallOptions, sequence: u64) -> Value {
     match options.carrier {
         Dialect::Twilio => {
             start["tracks"] = json!(["inbound"]);
-            start["mediaFormat"] = json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
+            start["mediaFormat"] =
+                json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
         }
         Dialect::Smartflo => {
             start["from"] = json!("0000000000");
@@ -231,7 +255,8 @@ fn start_message(options: &CallOptions, sequence: u64) -> Value {
         }
         Dialect::VendorStream => {
             start["tracks"] = json!("inbound");
-            start["mediaFormat"] = json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
+            start["mediaFormat"] =
+                json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
         }
     }
     json!({"event": "start", "sequenceNumber": sequence.to_string(), "streamSid": options.stream_sid, "start": start})

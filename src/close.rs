@@ -23,7 +23,10 @@ pub struct CloseReason {
 
 impl CloseReason {
     const fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason: Cow::Borrowed(reason) }
+        Self {
+            code,
+            reason: Cow::Borrowed(reason),
+        }
     }
 
     /// 1000: the carrier sent `stop`.
@@ -102,10 +105,15 @@ mod tests {
         assert_eq!(classify(&bad), Verdict::BadInput("binary_frame"));
         let early: BoxError = Box::new(EventError::NotStarted);
         assert_eq!(classify(&early), Verdict::BadInput("before_start"));
-        let panic: BoxError = Box::new(Panicked { message: "x".into() });
+        let panic: BoxError = Box::new(Panicked {
+            message: "x".into(),
+        });
         assert_eq!(classify(&panic), Verdict::Close(CloseReason::INTERNAL));
         let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
-        assert!(matches!(classify(&elapsed), Verdict::Close(CloseReason { code: 1011, .. })));
+        assert!(matches!(
+            classify(&elapsed),
+            Verdict::Close(CloseReason { code: 1011, .. })
+        ));
         let other: BoxError = "something".into();
         assert_eq!(classify(&other), Verdict::Close(CloseReason::INTERNAL));
     }

@@ -226,10 +226,13 @@ impl Config {
             errors.push(format!("listen: {:?} is not an address:port", self.listen));
         }
         let url = &self.upstream.url;
-        if !url.is_empty() && !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
             errors.push("upstream.url: must start with ws:// or wss://".into());
         }
-        if url.is_empty() && !self.upstream.azure_api_key.is_empty() && self.upstream.openai_api_key.is_empty() {
+        if url.is_empty()
+            && !self.upstream.azure_api_key.is_empty()
+            && self.upstream.openai_api_key.is_empty()
+        {
             errors.push("upstream.url: AZURE_OPENAI_API_KEY needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
         }
         if !(0.0..=1.0).contains(&self.session.vad_threshold) {
@@ -239,7 +242,10 @@ impl Config {
             errors.push("calls.max_consecutive_bad_frames: must be at least 1".into());
         }
         for (name, value) in [
-            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
             ("upstream.ready_timeout_ms", self.upstream.ready_timeout_ms),
             ("upstream.queue_ms", self.upstream.queue_ms),
             ("calls.event_timeout_ms", self.calls.event_timeout_ms),
@@ -251,10 +257,16 @@ impl Config {
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             if !route.path.starts_with('/') || route.path.contains(['?', '#', '{', '}', '*']) {
-                errors.push(format!("routes[{i}].path: {:?} must be a plain path starting with /", route.path));
+                errors.push(format!(
+                    "routes[{i}].path: {:?} must be a plain path starting with /",
+                    route.path
+                ));
             }
             if RESERVED.contains(&route.path.as_str()) {
-                errors.push(format!("routes[{i}].path: {} is served by the gateway itself", route.path));
+                errors.push(format!(
+                    "routes[{i}].path: {} is served by the gateway itself",
+                    route.path
+                ));
             }
             if seen.contains(&&route.path) {
                 errors.push(format!("routes[{i}].path: {} is listed twice", route.path));
@@ -265,15 +277,29 @@ impl Config {
 
     /// The address to serve on (validated by [`Config::load`]).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
     /// The built-in routes, with configured routes added or replacing them by path.
     pub fn effective_routes(&self) -> Vec<RouteConfig> {
         let mut routes = vec![
-            RouteConfig { path: "/twilio".into(), dialect: Dialect::Twilio, send_connected: false },
-            RouteConfig { path: "/smartflo".into(), dialect: Dialect::Smartflo, send_connected: false },
-            RouteConfig { path: "/vendor-stream".into(), dialect: Dialect::VendorStream, send_connected: true },
+            RouteConfig {
+                path: "/twilio".into(),
+                dialect: Dialect::Twilio,
+                send_connected: false,
+            },
+            RouteConfig {
+                path: "/smartflo".into(),
+                dialect: Dialect::Smartflo,
+                send_connected: false,
+            },
+            RouteConfig {
+                path: "/vendor-stream".into(),
+                dialect: Dialect::VendorStream,
+                send_connected: true,
+            },
         ];
         for configured in &self.routes {
             routes.retain(|r| r.path != configured.path);
@@ -300,8 +326,16 @@ impl Config {
         let auth = if loopback_url.is_some() {
             UpstreamAuth::None
         } else if is_azure(&url) {
-            let key = if up.azure_api_key.is_empty() { &up.openai_api_key } else { &up.azure_api_key };
-            if key.is_empty() { UpstreamAuth::None } else { UpstreamAuth::ApiKey(key.clone()) }
+            let key = if up.azure_api_key.is_empty() {
+                &up.openai_api_key
+            } else {
+                &up.azure_api_key
+            };
+            if key.is_empty() {
+                UpstreamAuth::None
+            } else {
+                UpstreamAuth::ApiKey(key.clone())
+            }
         } else if !up.openai_api_key.is_empty() {
             UpstreamAuth::Bearer(up.openai_api_key.clone())
         } else {
@@ -316,7 +350,8 @@ impl Config {
             session: SessionSettings {
                 instructions: s.instructions.clone(),
                 voice: s.voice.clone(),
-                transcription_model: (!s.transcription_model.is_empty()).then(|| s.transcription_model.clone()),
+                transcription_model: (!s.transcription_model.is_empty())
+                    .then(|| s.transcription_model.clone()),
                 vad_threshold: s.vad_threshold,
                 prefix_padding_ms: s.prefix_padding_ms,
                 silence_duration_ms: s.silence_duration_ms,
@@ -330,7 +365,13 @@ impl Config {
 }
 
 fn is_azure(url: &str) -> bool {
-    let host = url.split("://").nth(1).unwrap_or("").split(['/', '?', ':']).next().unwrap_or("");
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', '?', ':'])
+        .next()
+        .unwrap_or("");
     host.ends_with(".azure.com") || host.ends_with(".azure.us")
 }
 
@@ -348,7 +389,9 @@ fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
     let last = parts.pop().unwrap_or_default();
     let mut current = table;
     for part in parts {
-        let entry = current.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -385,11 +428,15 @@ fn deserialize_all(mut table: toml::Table, errors: &mut Vec<String>) -> Config {
 fn remove_path(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = path.iter().collect();
-    let Some((last, parents)) = segments.split_last() else { return false };
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
     let mut current = table;
     let mut parents = parents.iter().peekable();
     while let Some(segment) = parents.next() {
-        let Segment::Map { key } = segment else { return false };
+        let Segment::Map { key } = segment else {
+            return false;
+        };
         match (current.get_mut(key.as_str()), parents.peek()) {
             (Some(toml::Value::Array(items)), Some(Segment::Seq { index })) => {
                 // routes[i].key: remove the whole entry; a route with a bad field is unusable.
@@ -416,7 +463,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
@@ -441,7 +491,10 @@ mod tests {
             None,
             env(&[
                 ("CALLGATE_LISTEN", "0.0.0.0:9000"),
-                ("CALLGATE_UPSTREAM_URL", "wss://example.openai.azure.com/openai/v1/realtime?model=dep"),
+                (
+                    "CALLGATE_UPSTREAM_URL",
+                    "wss://example.openai.azure.com/openai/v1/realtime?model=dep",
+                ),
                 ("AZURE_OPENAI_API_KEY", "azkey"),
                 ("CALLGATE_REALTIME_DIALECT", "beta"),
                 ("CALLGATE_MODEL", "gpt-realtime-mini"),
@@ -459,7 +512,10 @@ mod tests {
         assert_eq!(bridge.auth, UpstreamAuth::ApiKey(Secret::new("azkey")));
         assert_eq!(bridge.session.voice, "cedar");
         assert_eq!(bridge.session.instructions, "Say hi.");
-        assert!(!format!("{config:?}").contains("azkey"), "secret leaked into Debug");
+        assert!(
+            !format!("{config:?}").contains("azkey"),
+            "secret leaked into Debug"
+        );
     }
 
     #[test]
@@ -467,7 +523,10 @@ mod tests {
         let config = Config::load(None, env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
         assert!(!config.uses_loopback());
         let bridge = config.bridge_config(None);
-        assert_eq!(bridge.url, "wss://api.openai.com/v1/realtime?model=gpt-realtime");
+        assert_eq!(
+            bridge.url,
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+        );
         assert_eq!(bridge.auth, UpstreamAuth::Bearer(Secret::new("sk-test")));
     }
 
@@ -491,8 +550,31 @@ dialect = "twilio"
         )
         .unwrap_err();
         let text = err.to_string();
-        for needle in ["listen", "typo_key", "upstream.url", "connect_timeout_ms", "upstream.dialect", "vad_threshold", "routes[0].path"] {
+        for needle in [
+            "listen",
+            "typo_key",
+            "upstream.url",
+            "connect_timeout_ms",
+            "upstream.dialect",
+            "vad_threshold",
+            "routes[0].path",
+        ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/callgate.toml");
+        let example = Config::load(Some(&path), env(&[])).unwrap();
+        // Every key is spelled out in the example, with its default value.
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (alias, _) in ENV_ALIASES {
+            assert!(
+                text.contains(alias),
+                "deploy/callgate.toml does not mention {alias}"
+            );
         }
     }
 
@@ -504,7 +586,11 @@ dialect = "twilio"
         )
         .unwrap();
         let routes = config.effective_routes();
-        assert!(routes.contains(&RouteConfig { path: "/ws/media".into(), dialect: Dialect::Twilio, send_connected: false }));
+        assert!(routes.contains(&RouteConfig {
+            path: "/ws/media".into(),
+            dialect: Dialect::Twilio,
+            send_connected: false
+        }));
         let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
         assert!(!vendor.send_connected);
         assert_eq!(routes.len(), 4);

@@ -40,12 +40,19 @@ pub async fn serve(socket: WebSocket, state: AppState, route: Arc<Route>) {
     metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
     let close = run(socket, &state, &route, id).instrument(span).await;
     metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
-    metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome()).increment(1);
+    metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome())
+        .increment(1);
 }
 
 async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) -> CloseReason {
     let (outbox, mut downstream) = mpsc::channel(OUTBOX);
-    let ctx = CallContext::new(id, route.dialect, state.store.clone(), state.bridge.clone(), outbox);
+    let ctx = CallContext::new(
+        id,
+        route.dialect,
+        state.store.clone(),
+        state.bridge.clone(),
+        outbox,
+    );
     let mut stack = crate::pipeline::build(ctx.clone(), state.calls.event_timeout);
     let mut writer: Option<Writer> = None;
     let mut frames = Vec::new();
@@ -53,7 +60,12 @@ async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) ->
     let mut bad_total = 0u64;
     tracing::debug!("carrier connected");
 
-    if route.send_connected && socket.send(Message::Text(CONNECTED_GREETING.into())).await.is_err() {
+    if route.send_connected
+        && socket
+            .send(Message::Text(CONNECTED_GREETING.into()))
+            .await
+            .is_err()
+    {
         ctx.finish(state.calls.upstream_close_wait).await;
         return CloseReason::NORMAL;
     }
@@ -141,7 +153,10 @@ async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) ->
     let reason = close.unwrap_or(CloseReason::NORMAL);
     span.record("close_code", reason.code);
     if send_close {
-        let frame = CloseFrame { code: reason.code, reason: reason.reason.as_ref().into() };
+        let frame = CloseFrame {
+            code: reason.code,
+            reason: reason.reason.as_ref().into(),
+        };
         let _ = socket.send(Message::Close(Some(frame))).await;
     }
     tracing::info!(
@@ -178,4 +193,3 @@ fn socket_error(error: axum::Error) -> CloseReason {
         }
     }
 }
-

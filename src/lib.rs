@@ -35,7 +35,11 @@ use crate::routes::AppState;
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled. Live calls are then closed
 /// with 1001; this returns once they have all gone (or after five seconds).
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     telemetry::metrics();
     let loopback = if config.uses_loopback() {
         let loopback = loopback::start().await?;
@@ -56,12 +60,18 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         "upstream configured"
     );
     let state = AppState::new(&config, bridge, shutdown.clone());
-    spawn_reaper(&state, Duration::from_secs(config.calls.idle_session_timeout_s.max(1)));
+    spawn_reaper(
+        &state,
+        Duration::from_secs(config.calls.idle_session_timeout_s.max(1)),
+    );
     let app = routes::router(&config, state.clone());
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !state.store.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -11,7 +11,11 @@ use callgate_handlers::dialect::Dialect;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "callgate", version, about = "Gateway between phone calls and speech-to-speech AI")]
+#[command(
+    name = "callgate",
+    version,
+    about = "Gateway between phone calls and speech-to-speech AI"
+)]
 struct Cli {
     /// TOML configuration file (see callgate.toml); env vars override it.
     #[arg(long, global = true, env = "CALLGATE_CONFIG")]
@@ -82,7 +86,9 @@ impl From<Carrier> for Dialect {
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not name=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not name=value"))
 }
 
 #[tokio::main]
@@ -136,14 +142,22 @@ async fn wait_for_signal() {
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
     let dialect = Dialect::from(args.carrier);
-    let url = args.url.unwrap_or_else(|| format!("ws://127.0.0.1:8080/{}", dialect.name()));
+    let url = args
+        .url
+        .unwrap_or_else(|| format!("ws://127.0.0.1:8080/{}", dialect.name()));
     let (format, audio) = wav::read(&args.play)?;
     let audio = wav::to_mulaw(format, &audio)?;
     let mut options = CallOptions::new(url, dialect, audio);
     options.pace = args.pace;
     options.linger = Duration::from_secs_f64(args.linger);
     options.custom_parameters = args.params.into_iter().collect();
-    println!("calling {} as {} with {} ({} ms of audio)", options.url, dialect.name(), args.play.display(), options.audio.len() / 8);
+    println!(
+        "calling {} as {} with {} ({} ms of audio)",
+        options.url,
+        dialect.name(),
+        args.play.display(),
+        options.audio.len() / 8
+    );
     let summary = client::run(options).await?;
     for event in &summary.events {
         let kind = event["event"].as_str().unwrap_or("?");
@@ -152,7 +166,11 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         }
     }
     println!("frames sent:      {}", summary.frames_sent);
-    println!("frames received:  {} ({} ms of reply audio)", summary.frames_received, summary.received_audio.len() / 8);
+    println!(
+        "frames received:  {} ({} ms of reply audio)",
+        summary.frames_received,
+        summary.received_audio.len() / 8
+    );
     println!("marks:            {}", summary.marks.len());
     println!("clears:           {}", summary.clears);
     match summary.first_reply {

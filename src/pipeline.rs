@@ -22,7 +22,9 @@ pub fn build(
     ServiceBuilder::new()
         // Frame → typed Event for this route's dialect; rejects bad input before anything
         // else runs.
-        .layer(ValidateLayer::new(move |frame: Frame| dialect.decode(&frame)))
+        .layer(ValidateLayer::new(move |frame: Frame| {
+            dialect.decode(&frame)
+        }))
         // A span per event, inside the call span, except media: 50 a second would drown the
         // trace (they are counted on the call span instead).
         .layer(TraceLayer::new(|event: &Event| match event {

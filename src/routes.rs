@@ -95,21 +95,27 @@ pub fn router(config: &Config, state: AppState) -> Router {
         .route("/health", get(healthz))
         .route("/metrics", get(metrics));
     for route in config.effective_routes() {
-        let route = Arc::new(Route { path: route.path, dialect: route.dialect, send_connected: route.send_connected });
+        let route = Arc::new(Route {
+            path: route.path,
+            dialect: route.dialect,
+            send_connected: route.send_connected,
+        });
         let path = route.path.clone();
         router = router.route(
             &path,
-            get(move |upgrade: WebSocketUpgrade, State(state): State<AppState>| async move {
-                upgrade
-                    // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
-                    // every read (ARCHITECTURE.md, "Socket buffers").
-                    .read_buffer_size(4 * 1024)
-                    .write_buffer_size(0)
-                    .max_write_buffer_size(1024 * 1024)
-                    .max_message_size(MAX_CARRIER_MESSAGE)
-                    .max_frame_size(MAX_CARRIER_MESSAGE)
-                    .on_upgrade(move |socket| crate::connection::serve(socket, state, route))
-            }),
+            get(
+                move |upgrade: WebSocketUpgrade, State(state): State<AppState>| async move {
+                    upgrade
+                        // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
+                        // every read (ARCHITECTURE.md, "Socket buffers").
+                        .read_buffer_size(4 * 1024)
+                        .write_buffer_size(0)
+                        .max_write_buffer_size(1024 * 1024)
+                        .max_message_size(MAX_CARRIER_MESSAGE)
+                        .max_frame_size(MAX_CARRIER_MESSAGE)
+                        .on_upgrade(move |socket| crate::connection::serve(socket, state, route))
+                },
+            ),
         );
     }
     // ServiceBuilder reads top-down: the first layer is the outermost.

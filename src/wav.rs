@@ -16,27 +16,36 @@ pub fn read(path: &Path) -> anyhow::Result<(AudioFormat, Vec<u8>)> {
     let mut format = None;
     while offset + 8 <= bytes.len() {
         let id = &bytes[offset..offset + 4];
-        let len = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes")) as usize;
+        let len =
+            u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes")) as usize;
         let body = offset + 8;
         let end = (body + len).min(bytes.len());
         match id {
             b"fmt " if len >= 16 => {
                 let tag = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
                 let channels = u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]);
-                let rate = u32::from_le_bytes(bytes[body + 4..body + 8].try_into().expect("4 bytes"));
+                let rate =
+                    u32::from_le_bytes(bytes[body + 4..body + 8].try_into().expect("4 bytes"));
                 let bits = u16::from_le_bytes([bytes[body + 14], bytes[body + 15]]);
                 if channels != 1 {
-                    bail!("{}: {channels} channels; only mono is supported", path.display());
+                    bail!(
+                        "{}: {channels} channels; only mono is supported",
+                        path.display()
+                    );
                 }
                 format = Some(match (tag, bits, rate) {
                     (7, 8, 8000) => AudioFormat::Mulaw,
                     (6, 8, 8000) => AudioFormat::Alaw,
                     (1, 16, 8000 | 16000 | 24000) => AudioFormat::Pcm16 { rate },
-                    _ => bail!("{}: unsupported WAV format (tag {tag}, {bits} bits, {rate} Hz)", path.display()),
+                    _ => bail!(
+                        "{}: unsupported WAV format (tag {tag}, {bits} bits, {rate} Hz)",
+                        path.display()
+                    ),
                 });
             }
             b"data" => {
-                let format = format.with_context(|| format!("{}: data before fmt", path.display()))?;
+                let format =
+                    format.with_context(|| format!("{}: data before fmt", path.display()))?;
                 return Ok((format, bytes[body..end].to_vec()));
             }
             _ => {}
@@ -60,8 +69,14 @@ pub fn to_mulaw(format: AudioFormat, audio: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Writes μ-law 8 kHz audio as a PCM16 WAV file.
 pub fn write_mulaw_as_pcm(path: &Path, mulaw: &[u8]) -> anyhow::Result<()> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut writer = hound::WavWriter::create(path, spec).with_context(|| format!("creating {}", path.display()))?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating {}", path.display()))?;
     let mut samples = Vec::with_capacity(mulaw.len());
     AudioFormat::Mulaw.decode(mulaw, &mut samples);
     for s in samples {

@@ -12,16 +12,31 @@ use tokio_tungstenite::tungstenite::Message;
 async fn rejected_but_survivable(bad: Message, reason: &str) {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
-    let before = metric_sum(&gw.metrics().await, "callgate_bad_frames_total", &[&format!("reason=\"{reason}\"")]);
+    let before = metric_sum(
+        &gw.metrics().await,
+        "callgate_bad_frames_total",
+        &[&format!("reason=\"{reason}\"")],
+    );
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     carrier.send_raw(bad).await;
     carrier.send(media(SID, 1, "/w==")).await;
-    assert_eq!(upstream.wait_appends(0, 1).await, ["/w=="], "{reason}: the call must survive one bad frame");
+    assert_eq!(
+        upstream.wait_appends(0, 1).await,
+        ["/w=="],
+        "{reason}: the call must survive one bad frame"
+    );
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000, "{reason}");
-    let after = metric_sum(&gw.metrics().await, "callgate_bad_frames_total", &[&format!("reason=\"{reason}\"")]);
-    assert!(after >= before + 1.0, "{reason}: counter did not move ({before} → {after})");
+    let after = metric_sum(
+        &gw.metrics().await,
+        "callgate_bad_frames_total",
+        &[&format!("reason=\"{reason}\"")],
+    );
+    assert!(
+        after >= before + 1.0,
+        "{reason}: counter did not move ({before} → {after})"
+    );
 }
 
 fn text(v: serde_json::Value) -> Message {
@@ -35,12 +50,20 @@ async fn invalid_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_required_field() {
-    rejected_but_survivable(text(json!({"event": "media", "streamSid": SID, "media": {"chunk": "1"}})), "missing_field").await;
+    rejected_but_survivable(
+        text(json!({"event": "media", "streamSid": SID, "media": {"chunk": "1"}})),
+        "missing_field",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_sid_of_another_call() {
-    rejected_but_survivable(text(media("MZ99999999999999999999999999999999", 1, "/w==")), "stream_sid_mismatch").await;
+    rejected_but_survivable(
+        text(media("MZ99999999999999999999999999999999", 1, "/w==")),
+        "stream_sid_mismatch",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +89,9 @@ async fn unknown_events_are_counted_not_fatal() {
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     for _ in 0..20 {
-        carrier.send(json!({"event": "somethingNew", "streamSid": SID})).await;
+        carrier
+            .send(json!({"event": "somethingNew", "streamSid": SID}))
+            .await;
     }
     carrier.send(media(SID, 1, "/w==")).await;
     upstream.wait_appends(0, 1).await;
@@ -87,7 +112,13 @@ async fn media_before_start_never_opens_an_upstream() {
     assert_eq!(code, 1007);
     assert_eq!(reason, "too many invalid frames");
     assert_eq!(upstream.connections(), 0);
-    assert!(metric_sum(&gw.metrics().await, "callgate_bad_frames_total", &["reason=\"before_start\""]) >= 10.0);
+    assert!(
+        metric_sum(
+            &gw.metrics().await,
+            "callgate_bad_frames_total",
+            &["reason=\"before_start\""]
+        ) >= 10.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +136,10 @@ async fn a_run_of_bad_frames_closes_1007_and_the_limit_is_configurable() {
     for _ in 0..3 {
         carrier.send_raw(Message::Text("z".into())).await;
     }
-    assert_eq!(carrier.closed().await, (1007, "too many invalid frames".to_owned()));
+    assert_eq!(
+        carrier.closed().await,
+        (1007, "too many invalid frames".to_owned())
+    );
     // The upstream is closed too (billing stops).
     assert_eq!(upstream.wait_closed(0).await, 1000);
 }
@@ -117,7 +151,10 @@ async fn oversized_message_closes_1009() {
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     let huge = "A".repeat(1024 * 1024);
-    let _ = carrier.ws.send(Message::Text(media(SID, 1, &huge).to_string().into())).await;
+    let _ = carrier
+        .ws
+        .send(Message::Text(media(SID, 1, &huge).to_string().into()))
+        .await;
     assert_eq!(carrier.closed().await.0, 1009);
 }
 

@@ -17,19 +17,35 @@ async fn twilio_call_passes_audio_through_both_ways() {
     })
     .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})).await;
-    carrier.send(twilio_start(SID, json!({"tenant": "acme"}))).await;
+    carrier
+        .send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        .await;
+    carrier
+        .send(twilio_start(SID, json!({"tenant": "acme"})))
+        .await;
 
     // session.update: GA, μ-law both ways, settings from config.
     let update = eventually_update(&upstream).await;
     let session = &update["session"];
     assert_eq!(session["type"], "realtime");
-    assert_eq!(session["audio"]["input"]["format"], json!({"type": "audio/pcmu"}));
-    assert_eq!(session["audio"]["output"]["format"], json!({"type": "audio/pcmu"}));
+    assert_eq!(
+        session["audio"]["input"]["format"],
+        json!({"type": "audio/pcmu"})
+    );
+    assert_eq!(
+        session["audio"]["output"]["format"],
+        json!({"type": "audio/pcmu"})
+    );
     assert_eq!(session["audio"]["output"]["voice"], "cedar");
     assert_eq!(session["instructions"], "Be brief.");
-    assert_eq!(session["audio"]["input"]["turn_detection"]["type"], "server_vad");
-    assert_eq!(session["audio"]["input"]["transcription"]["model"], "gpt-4o-mini-transcribe");
+    assert_eq!(
+        session["audio"]["input"]["turn_detection"]["type"],
+        "server_vad"
+    );
+    assert_eq!(
+        session["audio"]["input"]["transcription"]["model"],
+        "gpt-4o-mini-transcribe"
+    );
 
     // Every caller frame reaches upstream, in order, byte-identical (passthrough).
     // The first frame is held until session.updated, then flushed; the rest follow faster
@@ -45,9 +61,24 @@ async fn twilio_call_passes_audio_through_both_ways() {
     let appends = upstream.wait_appends(0, frames.len()).await;
     assert_eq!(appends, frames);
     let conn = upstream.conn(0).await;
-    let first_append = conn.lock().unwrap().events.iter().position(|e| e["type"] == "input_audio_buffer.append").unwrap();
-    let update_at = conn.lock().unwrap().events.iter().position(|e| e["type"] == "session.update").unwrap();
-    assert!(update_at < first_append, "audio must wait for the session configuration");
+    let first_append = conn
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .position(|e| e["type"] == "input_audio_buffer.append")
+        .unwrap();
+    let update_at = conn
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .position(|e| e["type"] == "session.update")
+        .unwrap();
+    assert!(
+        update_at < first_append,
+        "audio must wait for the session configuration"
+    );
 
     // Model audio comes back as media with the call's streamSid, then an end mark.
     let deltas: Vec<String> = (0..3u8).map(|i| B64.encode(vec![i; 400])).collect();
@@ -58,7 +89,10 @@ async fn twilio_call_passes_audio_through_both_ways() {
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0})).await;
     for d in &deltas {
         let m = carrier.recv().await;
-        assert_eq!(m, json!({"event": "media", "streamSid": SID, "media": {"payload": d}}));
+        assert_eq!(
+            m,
+            json!({"event": "media", "streamSid": SID, "media": {"payload": d}})
+        );
     }
     let mark = carrier.recv().await;
     assert_eq!(mark["event"], "mark");
@@ -69,7 +103,10 @@ async fn twilio_call_passes_audio_through_both_ways() {
 
     // Barge-in: speech_started → clear.
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1000, "item_id": "item_10"})).await;
-    assert_eq!(carrier.recv().await, json!({"event": "clear", "streamSid": SID}));
+    assert_eq!(
+        carrier.recv().await,
+        json!({"event": "clear", "streamSid": SID})
+    );
 
     // stop → upstream closed with 1000, carrier closed with 1000.
     carrier.send(stop(SID)).await;
@@ -108,17 +145,35 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
 
     // 250 + 250 bytes of model audio: 160 out (90 held), then 320 (20 held), then the
     // remainder padded to 160 when the response's audio ends.
-    upstream.send(0, json!({"type": "response.created", "response": {"id": "resp_1"}})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "resp_1"}}),
+        )
+        .await;
     for _ in 0..2 {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "delta": B64.encode([0x42u8; 250])})).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_1"})).await;
-    let media: Vec<serde_json::Value> = vec![carrier.recv().await, carrier.recv().await, carrier.recv().await];
+    let media: Vec<serde_json::Value> = vec![
+        carrier.recv().await,
+        carrier.recv().await,
+        carrier.recv().await,
+    ];
     let mark = carrier.recv().await;
-    let payloads: Vec<Vec<u8>> = media.iter().map(|m| B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap()).collect();
-    assert_eq!(payloads.iter().map(Vec::len).collect::<Vec<_>>(), [160, 320, 160]);
+    let payloads: Vec<Vec<u8>> = media
+        .iter()
+        .map(|m| B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads.iter().map(Vec::len).collect::<Vec<_>>(),
+        [160, 320, 160]
+    );
     let last = &payloads[2];
-    assert!(last[..20].iter().all(|&b| b == 0x42) && last[20..].iter().all(|&b| b == 0xFF), "padded with μ-law silence");
+    assert!(
+        last[..20].iter().all(|&b| b == 0x42) && last[20..].iter().all(|&b| b == 0xFF),
+        "padded with μ-law silence"
+    );
     for (i, m) in media.iter().enumerate() {
         assert_eq!(m["media"]["chunk"], json!(i + 1), "numeric chunk counter");
         assert_eq!(m["streamSid"], SID);
@@ -138,20 +193,35 @@ async fn vendor_stream_serves_the_in_house_test_client_unchanged() {
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
     let mut client = Carrier::connect(&gw.url("/vendor-stream")).await;
     // The greeting comes first, unprompted.
-    assert_eq!(client.recv().await, json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}));
+    assert_eq!(
+        client.recv().await,
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    );
     // The in-house test client's exact messages (seeds/000 and 001).
-    client.send(json!({"event": "start", "sequenceNumber": "1", "streamSid": "ST_TEST_123",
-        "start": {"callSid": "CA_TEST_123", "streamSid": "ST_TEST_123"}})).await;
-    client.send(json!({"event": "media", "sequenceNumber": "2", "streamSid": "ST_TEST_123",
-        "media": {"payload": "AAECAwQFBgc=", "chunk": "1", "timestamp": "1234567890"}})).await;
+    client
+        .send(
+            json!({"event": "start", "sequenceNumber": "1", "streamSid": "ST_TEST_123",
+        "start": {"callSid": "CA_TEST_123", "streamSid": "ST_TEST_123"}}),
+        )
+        .await;
+    client
+        .send(
+            json!({"event": "media", "sequenceNumber": "2", "streamSid": "ST_TEST_123",
+        "media": {"payload": "AAECAwQFBgc=", "chunk": "1", "timestamp": "1234567890"}}),
+        )
+        .await;
     client.send(json!({"event": "dtmf", "sequenceNumber": "10", "streamSid": "ST_TEST_123", "dtmf": {"digit": "1", "track": "inbound"}})).await;
     assert_eq!(upstream.wait_appends(0, 1).await, ["AAECAwQFBgc="]);
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": B64.encode([7u8; 160])})).await;
     let media = client.recv().await;
     assert_eq!(media["sequenceNumber"], json!(1));
     assert_eq!(media["streamSid"], "ST_TEST_123");
-    client.send(json!({"event": "stop", "sequenceNumber": "3", "streamSid": "ST_TEST_123",
-        "stop": {"callSid": "CA_TEST_123", "streamSid": "ST_TEST_123"}})).await;
+    client
+        .send(
+            json!({"event": "stop", "sequenceNumber": "3", "streamSid": "ST_TEST_123",
+        "stop": {"callSid": "CA_TEST_123", "streamSid": "ST_TEST_123"}}),
+        )
+        .await;
     assert_eq!(client.closed().await.0, 1000);
 }
 
@@ -159,7 +229,11 @@ async fn vendor_stream_serves_the_in_house_test_client_unchanged() {
 async fn carriers_never_get_the_greeting_and_routes_are_configurable() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
-        c.routes.push(callgate::config::RouteConfig { path: "/ws/media".into(), dialect: Dialect::Twilio, send_connected: false });
+        c.routes.push(callgate::config::RouteConfig {
+            path: "/ws/media".into(),
+            dialect: Dialect::Twilio,
+            send_connected: false,
+        });
     })
     .await;
     for path in ["/twilio", "/smartflo", "/ws/media"] {
@@ -169,14 +243,20 @@ async fn carriers_never_get_the_greeting_and_routes_are_configurable() {
         assert_eq!(carrier.closed().await.0, 1000, "{path}");
     }
     assert_eq!(upstream.connections(), 0, "no upstream before start");
-    assert!(http_get(gw.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(gw.addr, "/health").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(gw.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(http_get(gw.addr, "/health")
+        .await
+        .starts_with("HTTP/1.1 200"));
     assert!(http_get(gw.addr, "/nope").await.starts_with("HTTP/1.1 404"));
 }
 
 fn tone_mulaw(freq: f64, ms: usize) -> Vec<u8> {
     use callgate_handlers::codec::AudioFormat;
-    let samples: Vec<i16> = (0..ms * 8).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16).collect();
+    let samples: Vec<i16> = (0..ms * 8)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
+        .collect();
     let mut out = Vec::new();
     AudioFormat::Mulaw.encode(&samples, &mut out);
     out
@@ -195,16 +275,24 @@ fn rms(samples: &[i16]) -> f64 {
 async fn pcm24k_upstream_transcodes_both_ways() {
     use callgate_handlers::codec::AudioFormat;
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| c.upstream.audio = callgate_handlers::bridge::UpstreamAudio::Pcm24k).await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.upstream.audio = callgate_handlers::bridge::UpstreamAudio::Pcm24k
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     let update = eventually_update(&upstream).await;
-    assert_eq!(update["session"]["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}));
+    assert_eq!(
+        update["session"]["audio"]["input"]["format"],
+        json!({"type": "audio/pcm", "rate": 24000})
+    );
 
     // Inbound: 1 s of a 1 kHz μ-law tone → 24 kHz PCM upstream, same pitch and level.
     let tone = tone_mulaw(1000.0, 1000);
     for (n, chunk) in tone.chunks(160).enumerate() {
-        carrier.send(media(SID, n as u64 + 1, &B64.encode(chunk))).await;
+        carrier
+            .send(media(SID, n as u64 + 1, &B64.encode(chunk)))
+            .await;
         pace(n).await;
     }
     let appends = upstream.wait_appends(0, 48).await;
@@ -222,22 +310,36 @@ async fn pcm24k_upstream_transcodes_both_ways() {
     assert!(level.abs() < 0.5, "level changed by {level} dB");
 
     // Outbound: 24 kHz PCM deltas of a 1 kHz tone → μ-law to the carrier.
-    let samples: Vec<i16> = (0..24000).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 24000.0).sin()) as i16).collect();
+    let samples: Vec<i16> = (0..24000)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 24000.0).sin()) as i16)
+        .collect();
     let mut bytes = Vec::new();
     AudioFormat::Pcm16 { rate: 24000 }.encode(&samples, &mut bytes);
     for chunk in bytes.chunks(4800) {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": B64.encode(chunk)})).await;
     }
-    upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "i1"})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "i1"}),
+        )
+        .await;
     let mut received = Vec::new();
     loop {
         let m = carrier.recv().await;
         if m["event"] == "mark" {
             break;
         }
-        AudioFormat::Mulaw.decode(&B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap(), &mut received);
+        AudioFormat::Mulaw.decode(
+            &B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap(),
+            &mut received,
+        );
     }
-    assert!((7900..=8400).contains(&received.len()), "{} samples back", received.len());
+    assert!(
+        (7900..=8400).contains(&received.len()),
+        "{} samples back",
+        received.len()
+    );
     let f = rising_crossings_hz(&received[800..7200], 8000.0);
     assert!((f - 1000.0).abs() < 10.0, "carrier tone at {f} Hz");
     carrier.send(stop(SID)).await;
@@ -250,18 +352,26 @@ async fn loopback_upstream_answers_a_recorded_caller() {
     let gw = Gateway::start(None, |_| {}).await;
     let (format, audio) = callgate::wav::read(&fixture("caller-booking-8k-pcm16.wav")).unwrap();
     let audio = callgate::wav::to_mulaw(format, &audio).unwrap();
-    let mut options = callgate::client::CallOptions::new(gw.url("/twilio"), Dialect::Twilio, audio.clone());
+    let mut options =
+        callgate::client::CallOptions::new(gw.url("/twilio"), Dialect::Twilio, audio.clone());
     options.pace = 50.0;
     let summary = callgate::client::run(options).await.unwrap();
     assert_eq!(summary.close.as_ref().map(|c| c.0), Some(1000));
     assert!(summary.frames_received > 0, "no reply audio");
     // The loopback plays back what it heard: most of the caller's speech comes back.
-    assert!(summary.received_audio.len() > audio.len() / 3, "only {} bytes of reply", summary.received_audio.len());
+    assert!(
+        summary.received_audio.len() > audio.len() / 3,
+        "only {} bytes of reply",
+        summary.received_audio.len()
+    );
     assert!(summary.marks.iter().any(|m| m.ends_with("/end")));
     let out = std::env::temp_dir().join(format!("callgate-reply-{}.wav", std::process::id()));
     callgate::wav::write_mulaw_as_pcm(&out, &summary.received_audio).unwrap();
     let (back_format, back) = callgate::wav::read(&out).unwrap();
-    assert_eq!(back_format, callgate_handlers::codec::AudioFormat::Pcm16 { rate: 8000 });
+    assert_eq!(
+        back_format,
+        callgate_handlers::codec::AudioFormat::Pcm16 { rate: 8000 }
+    );
     assert_eq!(back.len(), summary.received_audio.len() * 2);
     let _ = std::fs::remove_file(out);
 }

@@ -26,7 +26,13 @@ async fn concurrent_calls_keep_their_own_audio_and_fates() {
     upstream.wait_appends(0, 50).await;
     upstream.wait_appends(1, 50).await;
     let appends = |c: &std::sync::Arc<std::sync::Mutex<UpstreamConn>>| {
-        c.lock().unwrap().events.iter().filter(|e| e["type"] == "input_audio_buffer.append").map(|e| e["audio"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        c.lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e["type"] == "input_audio_buffer.append")
+            .map(|e| e["audio"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
     };
     let (audio_a, audio_b) = (appends(&conn_a), appends(&conn_b));
     assert!(audio_a.iter().all(|x| x == "AAAA") && audio_a.len() == 50);
@@ -60,10 +66,19 @@ async fn a_panicking_handler_closes_only_its_call_with_1011() {
     upstream.conn(0).await;
     let mut doomed = Carrier::connect(&gw.url("/twilio")).await;
     // Test-only hook (feature `fault-injection`): this call's DTMF handler panics.
-    doomed.send(twilio_start(SID, json!({"callgate_fault": "panic_on_dtmf"}))).await;
+    doomed
+        .send(twilio_start(
+            SID,
+            json!({"callgate_fault": "panic_on_dtmf"}),
+        ))
+        .await;
     doomed.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "2", "dtmf": {"track": "inbound_track", "digit": "5"}})).await;
     assert_eq!(doomed.closed().await, (1011, "internal error".to_owned()));
-    assert_eq!(upstream.wait_closed(1).await, 1000, "the panicked call's upstream is closed");
+    assert_eq!(
+        upstream.wait_closed(1).await,
+        1000,
+        "the panicked call's upstream is closed"
+    );
     // The other call never noticed.
     healthy.send(media(SID_B, 1, "/w==")).await;
     upstream.wait_appends(0, 1).await;
@@ -71,7 +86,9 @@ async fn a_panicking_handler_closes_only_its_call_with_1011() {
     healthy.send(stop(SID_B)).await;
     assert_eq!(healthy.closed().await.0, 1000);
     assert!(metric_sum(&gw.metrics().await, "callgate_panics_total", &[]) >= panics_before + 1.0);
-    assert!(http_get(gw.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(gw.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +99,10 @@ async fn upstream_close_ends_the_call_with_1011() {
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
     upstream.close(0, 1011).await;
-    assert_eq!(carrier.closed().await, (1011, "upstream unavailable".to_owned()));
+    assert_eq!(
+        carrier.closed().await,
+        (1011, "upstream unavailable".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +129,10 @@ async fn unreachable_upstream_ends_the_call_with_1011() {
     let gw = Gateway::start(None, |c| c.upstream.url = url).await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
-    assert_eq!(carrier.closed().await, (1011, "upstream unavailable".to_owned()));
+    assert_eq!(
+        carrier.closed().await,
+        (1011, "upstream unavailable".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +150,8 @@ async fn carrier_hangup_without_stop_closes_the_upstream() {
 fn http_get_sync_calls(addr: std::net::SocketAddr) -> Option<u64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     let json = body.split("\r\n\r\n").nth(1)?;

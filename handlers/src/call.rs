@@ -69,7 +69,11 @@ impl CallContext {
             return Err(EventError::AlreadyStarted);
         }
         let session = self.store.insert(self.id, self.dialect, start);
-        let bridge = bridge::spawn(self.bridge_config.clone(), session.clone(), self.outbox.clone());
+        let bridge = bridge::spawn(
+            self.bridge_config.clone(),
+            session.clone(),
+            self.outbox.clone(),
+        );
         started.session = Some(session.clone());
         started.bridge = Some(Arc::new(bridge));
         Ok(session)
@@ -105,8 +109,10 @@ impl CallContext {
         let carrier = self.dialect.name();
         // Per-call atomics are folded into the process metrics once, at the end, so the
         // per-frame path never touches the metrics registry.
-        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "inbound").increment(c.frames_in.load(Relaxed));
-        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "outbound").increment(c.frames_out.load(Relaxed));
+        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "inbound")
+            .increment(c.frames_in.load(Relaxed));
+        metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "outbound")
+            .increment(c.frames_out.load(Relaxed));
         metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(c.audio_dropped.load(Relaxed));
         Some(session)
     }

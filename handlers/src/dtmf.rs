@@ -31,7 +31,12 @@ impl DtmfHandler {
         session.touch();
         session.counters.dtmf.fetch_add(1, Relaxed);
         #[cfg(feature = "fault-injection")]
-        if session.custom_parameters.get("callgate_fault").map(String::as_str) == Some("panic_on_dtmf") {
+        if session
+            .custom_parameters
+            .get("callgate_fault")
+            .map(String::as_str)
+            == Some("panic_on_dtmf")
+        {
             panic!("fault injection: panic_on_dtmf");
         }
         tracing::debug!(digit = "[redacted]", "dtmf received");

@@ -61,7 +61,10 @@ impl MediaHandler {
         decode_base64_into(&media.payload, &mut self.raw).map_err(|_| EventError::BadBase64)?;
         session.touch();
         session.counters.frames_in.fetch_add(1, Relaxed);
-        session.counters.bytes_in.fetch_add(self.raw.len() as u64, Relaxed);
+        session
+            .counters
+            .bytes_in
+            .fetch_add(self.raw.len() as u64, Relaxed);
         let chunk = match &mut self.transcoder {
             None => media.payload,
             Some(transcoder) => {

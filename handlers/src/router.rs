@@ -60,7 +60,8 @@ impl Service<Event> for EventRouter {
             Event::Stop(e) => self.stop.call(e),
             Event::Connected => std::future::ready(Ok(Flow::Continue)),
             Event::Unknown(name) => {
-                metrics::counter!("callgate_unknown_events_total", "carrier" => self.carrier).increment(1);
+                metrics::counter!("callgate_unknown_events_total", "carrier" => self.carrier)
+                    .increment(1);
                 tracing::info!(event = %name, "unknown carrier event ignored");
                 std::future::ready(Ok(Flow::Continue))
             }

@@ -127,7 +127,10 @@ impl SessionStore {
 
     /// Finds a live call by the carrier's call id.
     pub fn find_call(&self, call_sid: &str) -> Option<Arc<Session>> {
-        self.lock().values().find(|s| s.call_sid == call_sid).cloned()
+        self.lock()
+            .values()
+            .find(|s| s.call_sid == call_sid)
+            .cloned()
     }
 
     /// Removes the session of connection `id` (on stop or close).

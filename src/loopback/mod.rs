@@ -51,18 +51,31 @@ pub async fn start() -> std::io::Result<Loopback> {
             }
         }
     });
-    Ok(Loopback { url: format!("ws://{addr}/v1/realtime?model=loopback"), addr })
+    Ok(Loopback {
+        url: format!("ws://{addr}/v1/realtime?model=loopback"),
+        addr,
+    })
 }
 
 async fn serve(stream: TcpStream) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
     let mut sim = Simulator::new();
-    if ws.send(text(sim.session_event("session.created"))).await.is_err() {
+    if ws
+        .send(text(sim.session_event("session.created")))
+        .await
+        .is_err()
+    {
         return;
     }
     while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(body) = message else { continue };
-        let Ok(event) = serde_json::from_str::<Value>(&body) else { continue };
+        let Message::Text(body) = message else {
+            continue;
+        };
+        let Ok(event) = serde_json::from_str::<Value>(&body) else {
+            continue;
+        };
         for reply in sim.on_client_event(&event) {
             if ws.send(text(reply)).await.is_err() {
                 return;
@@ -160,7 +173,9 @@ impl Simulator {
                 if let Some(f) = parse_format(&session["audio"]["output"]["format"]) {
                     self.output = f;
                 }
-                if let Some(ms) = session["audio"]["input"]["turn_detection"]["silence_duration_ms"].as_u64() {
+                if let Some(ms) =
+                    session["audio"]["input"]["turn_detection"]["silence_duration_ms"].as_u64()
+                {
                     self.silence_ms = ms as u32;
                 }
                 vec![self.session_event("session.updated")]
@@ -203,7 +218,8 @@ impl Simulator {
             let block = &self.block[offset..offset + block_len];
             offset += block_len;
             self.audio_ms += 20;
-            let rms = (block.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / block_len as f64).sqrt();
+            let rms =
+                (block.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / block_len as f64).sqrt();
             if self.speaking || self.voiced_run > 0 {
                 let room = MAX_UTTERANCE_MS * rate / 1000;
                 if self.utterance.len() < room {
@@ -271,9 +287,17 @@ impl Simulator {
             json!({"type": "response.output_item.added", "event_id": self.id("event"), "response_id": response, "output_index": 0, "item": {"id": item, "type": "message", "role": "assistant", "status": "in_progress"}}),
         ];
         let mut pcm = Vec::new();
-        AudioFormat::Pcm16 { rate: self.input.sample_rate() }.encode(utterance, &mut pcm);
+        AudioFormat::Pcm16 {
+            rate: self.input.sample_rate(),
+        }
+        .encode(utterance, &mut pcm);
         let mut audio = Vec::new();
-        match Transcoder::new(AudioFormat::Pcm16 { rate: self.input.sample_rate() }, self.output) {
+        match Transcoder::new(
+            AudioFormat::Pcm16 {
+                rate: self.input.sample_rate(),
+            },
+            self.output,
+        ) {
             Ok(mut t) => {
                 t.transcode(&pcm, &mut audio);
                 t.flush(&mut audio);
@@ -321,20 +345,34 @@ mod tests {
     fn append(sim: &mut Simulator, samples: &[i16]) -> Vec<Value> {
         let mut bytes = Vec::new();
         sim.input.encode(samples, &mut bytes);
-        sim.on_client_event(&json!({"type": "input_audio_buffer.append", "audio": BASE64.encode(&bytes)}))
+        sim.on_client_event(
+            &json!({"type": "input_audio_buffer.append", "audio": BASE64.encode(&bytes)}),
+        )
     }
 
     #[test]
     fn detects_a_turn_and_echoes_it() {
         let mut sim = Simulator::new();
         let updated = sim.on_client_event(&json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}, "output": {"format": {"type": "audio/pcmu"}}}}}));
-        assert_eq!(updated[0]["session"]["audio"]["output"]["format"]["type"], "audio/pcmu");
-        let tone: Vec<i16> = (0..8000).map(|i| ((i as f64 * 0.785).sin() * 8000.0) as i16).collect();
+        assert_eq!(
+            updated[0]["session"]["audio"]["output"]["format"]["type"],
+            "audio/pcmu"
+        );
+        let tone: Vec<i16> = (0..8000)
+            .map(|i| ((i as f64 * 0.785).sin() * 8000.0) as i16)
+            .collect();
         let mut events = append(&mut sim, &tone);
         events.extend(append(&mut sim, &vec![0i16; 8000]));
         let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-        let pos = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
-        assert!(pos("input_audio_buffer.speech_started") < pos("input_audio_buffer.speech_stopped"));
+        let pos = |k: &str| {
+            kinds
+                .iter()
+                .position(|x| *x == k)
+                .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+        };
+        assert!(
+            pos("input_audio_buffer.speech_started") < pos("input_audio_buffer.speech_stopped")
+        );
         assert!(pos("input_audio_buffer.speech_stopped") < pos("response.output_audio.delta"));
         assert!(pos("response.output_audio.done") < pos("response.done"));
         let echoed: usize = events
@@ -343,6 +381,9 @@ mod tests {
             .map(|e| BASE64.decode(e["delta"].as_str().unwrap()).unwrap().len())
             .sum();
         // About one second of speech (plus the silence that ended the turn) at 8 bytes/ms.
-        assert!((8000..=8000 + 8 * 600).contains(&echoed), "echoed {echoed} bytes");
+        assert!(
+            (8000..=8000 + 8 * 600).contains(&echoed),
+            "echoed {echoed} bytes"
+        );
     }
 }

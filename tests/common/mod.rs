@@ -1,6 +1,8 @@
 //! Test harness: a real gateway on 127.0.0.1:0, a fake Realtime upstream that records what
 //! it receives, and helpers that play carriers over real WebSockets.
 #![allow(dead_code)]
+// The handshake callback's error type is tungstenite's (large) HTTP response; we never fail.
+#![allow(clippy::result_large_err)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +21,9 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Fixture audio from ../shared/fixtures/audio.
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/audio").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/audio")
+        .join(name)
 }
 
 /// One upstream connection as the fake saw it.
@@ -45,8 +49,15 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/v1/realtime?model=fake", listener.local_addr().unwrap());
-        let fake = Self { url, conns: Default::default(), senders: Default::default() };
+        let url = format!(
+            "ws://{}/v1/realtime?model=fake",
+            listener.local_addr().unwrap()
+        );
+        let fake = Self {
+            url,
+            conns: Default::default(),
+            senders: Default::default(),
+        };
         let accept = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -60,22 +71,29 @@ impl FakeUpstream {
     async fn serve(self, stream: TcpStream) {
         let conn = Arc::new(Mutex::new(UpstreamConn::default()));
         let record = conn.clone();
-        let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                             resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-            record.lock().unwrap().headers = req
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                .collect();
-            Ok(resp)
+        let callback =
+            move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                  resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                record.lock().unwrap().headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                Ok(resp)
+            };
+        let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+            return;
         };
-        let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.conns.lock().unwrap().push(conn.clone());
         self.senders.lock().unwrap().push(tx);
         let (mut sink, mut stream) = ws.split();
         let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": 0}});
-        if sink.send(Message::Text(created.to_string().into())).await.is_err() {
+        if sink
+            .send(Message::Text(created.to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
         loop {
@@ -128,13 +146,23 @@ impl FakeUpstream {
     pub async fn close(&self, i: usize, code: u16) {
         self.conn(i).await;
         let tx = self.senders.lock().unwrap()[i].clone();
-        let _ = tx.send(Message::Close(Some(CloseFrame { code: code.into(), reason: "test".into() })));
+        let _ = tx.send(Message::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: "test".into(),
+        })));
     }
 
     /// The events of connection `i` whose type is `kind`.
     pub async fn events_of(&self, i: usize, kind: &str) -> Vec<Value> {
         let conn = self.conn(i).await;
-        let events = conn.lock().unwrap().events.iter().filter(|e| e["type"] == kind).cloned().collect();
+        let events = conn
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect();
         events
     }
 
@@ -154,7 +182,11 @@ impl FakeUpstream {
             if appends.len() >= n {
                 return appends;
             }
-            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} appends arrived", appends.len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} appends arrived",
+                appends.len()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -173,7 +205,10 @@ pub async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -198,7 +233,11 @@ impl Gateway {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(callgate::run(listener, config, shutdown.clone()));
-        Self { addr, shutdown, task }
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -221,7 +260,9 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut response = String::new();
@@ -232,7 +273,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 /// Sum of every sample of `metric` whose labels contain all of `labels`.
 pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(metric) && (l[metric.len()..].starts_with('{') || l[metric.len()..].starts_with(' ')))
+        .filter(|l| {
+            l.starts_with(metric)
+                && (l[metric.len()..].starts_with('{') || l[metric.len()..].starts_with(' '))
+        })
         .filter(|l| labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -250,7 +294,10 @@ impl Carrier {
     }
 
     pub async fn send(&mut self, event: Value) {
-        self.ws.send(Message::Text(event.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(event.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -260,7 +307,10 @@ impl Carrier {
     /// The next JSON message (panics on close or timeout).
     pub async fn recv(&mut self) -> Value {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("no message in time") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no message in time")
+            {
                 Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text message, got {other:?}"),
@@ -271,8 +321,13 @@ impl Carrier {
     /// Waits for the close frame, skipping other messages; returns (code, reason).
     pub async fn closed(&mut self) -> (u16, String) {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("not closed in time") {
-                Some(Ok(Message::Close(Some(frame)))) => return (u16::from(frame.code), frame.reason.to_string()),
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("not closed in time")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
                 Some(Ok(Message::Close(None))) => return (1005, String::new()),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket error before close: {e}"),
@@ -313,7 +368,10 @@ pub fn fixture_frames(name: &str) -> Vec<String> {
     use base64::Engine as _;
     let (format, audio) = callgate::wav::read(&fixture(name)).unwrap();
     let mulaw = callgate::wav::to_mulaw(format, &audio).unwrap();
-    mulaw.chunks(160).map(|c| base64::engine::general_purpose::STANDARD.encode(c)).collect()
+    mulaw
+        .chunks(160)
+        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+        .collect()
 }
 
 /// Plays frames about 200 times faster than real time: fast, yet within what the gateway's

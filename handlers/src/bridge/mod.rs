@@ -230,7 +230,13 @@ pub fn spawn(
 ) -> BridgeHandle {
     let audio = Arc::new(AudioQueue::new(config.queue_frames));
     let (control, control_rx) = mpsc::channel(4);
-    let task = tokio::spawn(task::run(config, session, outbox, audio.clone(), control_rx));
+    let task = tokio::spawn(task::run(
+        config,
+        session,
+        outbox,
+        audio.clone(),
+        control_rx,
+    ));
     BridgeHandle {
         audio,
         control,

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::wire::{self, ServerEvent, ServerKind};
-use super::{AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth};
+use super::{
+    AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
+};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::event::Outbound;
 use crate::session::Session;
@@ -63,7 +65,8 @@ async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
         .map_err(|e| BridgeError::Connect(e.to_string()))?;
     let headers = request.headers_mut();
     let header = |value: String| {
-        http::HeaderValue::from_str(&value).map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
+        http::HeaderValue::from_str(&value)
+            .map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
     };
     match &config.auth {
         UpstreamAuth::None => {}
@@ -124,7 +127,10 @@ impl Relay {
         let transcoder = if upstream == session.media_format {
             None
         } else {
-            Some(Transcoder::new(upstream, session.media_format).map_err(|e| BridgeError::Audio(e.to_string()))?)
+            Some(
+                Transcoder::new(upstream, session.media_format)
+                    .map_err(|e| BridgeError::Audio(e.to_string()))?,
+            )
         };
         Ok(Self {
             session,
@@ -143,15 +149,23 @@ impl Relay {
         })
     }
 
-    async fn drive(&mut self, config: &BridgeConfig, control: &mut mpsc::Receiver<Control>) -> Result<(), BridgeError> {
+    async fn drive(
+        &mut self,
+        config: &BridgeConfig,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> Result<(), BridgeError> {
         let started = std::time::Instant::now();
         let mut ws = tokio::select! {
             ws = connect(config) => ws?,
             // The call ended while we were still connecting: nothing to close.
             _ = control.recv() => return Ok(()),
         };
-        metrics::histogram!("callgate_upstream_connect_seconds").record(started.elapsed().as_secs_f64());
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "upstream connected");
+        metrics::histogram!("callgate_upstream_connect_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "upstream connected"
+        );
         let ready_deadline = tokio::time::sleep(config.ready_timeout);
         tokio::pin!(ready_deadline);
         loop {
@@ -190,7 +204,9 @@ impl Relay {
         let mut text = String::new();
         for chunk in self.batch.drain(..) {
             wire::append(&chunk, &mut text);
-            ws.feed(Message::Text(std::mem::take(&mut text).into())).await.map_err(closed)?;
+            ws.feed(Message::Text(std::mem::take(&mut text).into()))
+                .await
+                .map_err(closed)?;
         }
         ws.flush().await.map_err(closed)
     }
@@ -199,19 +215,31 @@ impl Relay {
         let event: ServerEvent<'_> = match serde_json::from_str(text) {
             Ok(event) => event,
             Err(error) => {
-                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid").increment(1);
+                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
+                    .increment(1);
                 tracing::debug!(%error, "unparseable upstream event ignored");
                 return Ok(());
             }
         };
         match ServerKind::of(&event.kind) {
             ServerKind::SessionCreated => {
-                ws.send(Message::Text(self.session_update.clone().into())).await.map_err(closed)?;
+                ws.send(Message::Text(self.session_update.clone().into()))
+                    .await
+                    .map_err(closed)?;
             }
             ServerKind::SessionUpdated => {
-                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio) {
-                    if self.transcoder.as_ref().map_or(self.session.media_format, |t| t.from_format()) != reported.format() {
-                        tracing::warn!(?reported, "upstream reports a different output format than configured");
+                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
+                {
+                    if self
+                        .transcoder
+                        .as_ref()
+                        .map_or(self.session.media_format, |t| t.from_format())
+                        != reported.format()
+                    {
+                        tracing::warn!(
+                            ?reported,
+                            "upstream reports a different output format than configured"
+                        );
                     }
                 }
                 if !self.ready {
@@ -233,13 +261,23 @@ impl Relay {
                 }
             }
             ServerKind::CallerTranscript => {
-                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "caller said");
+                tracing::debug!(
+                    item_id = event.item_id.as_deref(),
+                    transcript = event.transcript.as_deref(),
+                    "caller said"
+                );
             }
             ServerKind::AssistantTranscript => {
-                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "assistant said");
+                tracing::debug!(
+                    item_id = event.item_id.as_deref(),
+                    transcript = event.transcript.as_deref(),
+                    "assistant said"
+                );
             }
             ServerKind::Error => {
-                let Some(error) = event.error else { return Ok(()) };
+                let Some(error) = event.error else {
+                    return Ok(());
+                };
                 if error.is_fatal() {
                     return Err(BridgeError::Fatal {
                         code: error.code.unwrap_or_default(),
@@ -250,7 +288,12 @@ impl Relay {
                     tracing::debug!("truncate past the end of an item (harmless)");
                 } else {
                     metrics::counter!("callgate_upstream_errors_total").increment(1);
-                    tracing::warn!(kind = error.kind.as_deref(), code = error.code.as_deref(), message = error.message.as_deref(), "upstream error event");
+                    tracing::warn!(
+                        kind = error.kind.as_deref(),
+                        code = error.code.as_deref(),
+                        message = error.message.as_deref(),
+                        "upstream error event"
+                    );
                 }
             }
             ServerKind::SpeechStopped | ServerKind::Other => {
@@ -261,14 +304,21 @@ impl Relay {
     }
 
     async fn on_audio_delta(&mut self, event: &ServerEvent<'_>) {
-        let Some(delta) = event.delta.as_deref() else { return };
-        if event.response_id.as_ref().is_some_and(|r| self.cancelled.contains(r)) {
+        let Some(delta) = event.delta.as_deref() else {
+            return;
+        };
+        if event
+            .response_id
+            .as_ref()
+            .is_some_and(|r| self.cancelled.contains(r))
+        {
             metrics::counter!("callgate_audio_dropped_total", "direction" => "outbound", "reason" => "cancelled").increment(1);
             return;
         }
         // Hostile-upstream rule: base64 is checked before anything reaches the carrier.
         if decode_base64_into(delta, &mut self.raw).is_err() {
-            metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "bad_base64").increment(1);
+            metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "bad_base64")
+                .increment(1);
             return;
         }
         let payload = match &mut self.transcoder {
@@ -287,7 +337,11 @@ impl Relay {
     }
 
     async fn on_audio_done(&mut self, event: &ServerEvent<'_>) {
-        if event.response_id.as_ref().is_some_and(|r| self.cancelled.contains(r)) {
+        if event
+            .response_id
+            .as_ref()
+            .is_some_and(|r| self.cancelled.contains(r))
+        {
             return;
         }
         if let Some(transcoder) = &mut self.transcoder {

@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 use super::{RealtimeDialect, SessionSettings, UpstreamAudio};
 
 /// `session.update` for this dialect and audio format.
-pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &SessionSettings) -> String {
+pub fn session_update(
+    dialect: RealtimeDialect,
+    audio: UpstreamAudio,
+    s: &SessionSettings,
+) -> String {
     let turn_detection = json!({
         "type": "server_vad",
         "threshold": s.vad_threshold,
@@ -61,7 +65,8 @@ pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &Sessio
             })
         }
     };
-    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session}).to_string()
+    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session})
+        .to_string()
 }
 
 /// `input_audio_buffer.append` around base64 text that was already checked to be base64
@@ -206,7 +211,9 @@ pub struct ResponseBody {
 /// The audio format a `session.updated` reports for output, as our enum (None if absent or
 /// unknown).
 pub fn session_output_audio(session: &Value) -> Option<UpstreamAudio> {
-    let ga = session.pointer("/audio/output/format/type").and_then(Value::as_str);
+    let ga = session
+        .pointer("/audio/output/format/type")
+        .and_then(Value::as_str);
     let beta = session.get("output_audio_format").and_then(Value::as_str);
     match ga.or(beta)? {
         "audio/pcmu" | "g711_ulaw" => Some(UpstreamAudio::Pcmu),
@@ -232,22 +239,52 @@ mod tests {
 
     #[test]
     fn ga_session_update_matches_the_reference() {
-        let v: Value = serde_json::from_str(&session_update(RealtimeDialect::Ga, UpstreamAudio::Pcmu, &settings())).unwrap();
+        let v: Value = serde_json::from_str(&session_update(
+            RealtimeDialect::Ga,
+            UpstreamAudio::Pcmu,
+            &settings(),
+        ))
+        .unwrap();
         assert_eq!(v["type"], "session.update");
         assert_eq!(v["session"]["type"], "realtime");
-        assert_eq!(v["session"]["audio"]["input"]["format"], json!({"type": "audio/pcmu"}));
-        assert_eq!(v["session"]["audio"]["output"]["format"], json!({"type": "audio/pcmu"}));
+        assert_eq!(
+            v["session"]["audio"]["input"]["format"],
+            json!({"type": "audio/pcmu"})
+        );
+        assert_eq!(
+            v["session"]["audio"]["output"]["format"],
+            json!({"type": "audio/pcmu"})
+        );
         assert_eq!(v["session"]["audio"]["output"]["voice"], "marin");
-        assert_eq!(v["session"]["audio"]["input"]["turn_detection"]["type"], "server_vad");
-        assert_eq!(v["session"]["audio"]["input"]["transcription"]["model"], "gpt-4o-mini-transcribe");
+        assert_eq!(
+            v["session"]["audio"]["input"]["turn_detection"]["type"],
+            "server_vad"
+        );
+        assert_eq!(
+            v["session"]["audio"]["input"]["transcription"]["model"],
+            "gpt-4o-mini-transcribe"
+        );
         assert!(v["session"].get("temperature").is_none());
-        let pcm: Value = serde_json::from_str(&session_update(RealtimeDialect::Ga, UpstreamAudio::Pcm24k, &settings())).unwrap();
-        assert_eq!(pcm["session"]["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}));
+        let pcm: Value = serde_json::from_str(&session_update(
+            RealtimeDialect::Ga,
+            UpstreamAudio::Pcm24k,
+            &settings(),
+        ))
+        .unwrap();
+        assert_eq!(
+            pcm["session"]["audio"]["input"]["format"],
+            json!({"type": "audio/pcm", "rate": 24000})
+        );
     }
 
     #[test]
     fn beta_session_update_uses_beta_names() {
-        let v: Value = serde_json::from_str(&session_update(RealtimeDialect::Beta, UpstreamAudio::Pcmu, &settings())).unwrap();
+        let v: Value = serde_json::from_str(&session_update(
+            RealtimeDialect::Beta,
+            UpstreamAudio::Pcmu,
+            &settings(),
+        ))
+        .unwrap();
         assert_eq!(v["session"]["input_audio_format"], "g711_ulaw");
         assert_eq!(v["session"]["voice"], "marin");
         assert!(v["session"].get("type").is_none());
@@ -258,14 +295,26 @@ mod tests {
         let mut out = String::new();
         append("/w==", &mut out);
         let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v, json!({"type": "input_audio_buffer.append", "audio": "/w=="}));
+        assert_eq!(
+            v,
+            json!({"type": "input_audio_buffer.append", "audio": "/w=="})
+        );
     }
 
     #[test]
     fn both_dialect_names_map() {
-        assert_eq!(ServerKind::of("response.audio.delta"), ServerKind::AudioDelta);
-        assert_eq!(ServerKind::of("response.output_audio.delta"), ServerKind::AudioDelta);
-        assert_eq!(ServerKind::of("response.output_audio_transcript.done"), ServerKind::AssistantTranscript);
+        assert_eq!(
+            ServerKind::of("response.audio.delta"),
+            ServerKind::AudioDelta
+        );
+        assert_eq!(
+            ServerKind::of("response.output_audio.delta"),
+            ServerKind::AudioDelta
+        );
+        assert_eq!(
+            ServerKind::of("response.output_audio_transcript.done"),
+            ServerKind::AssistantTranscript
+        );
         assert_eq!(ServerKind::of("mcp.something.new"), ServerKind::Other);
     }
 }

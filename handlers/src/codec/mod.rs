@@ -181,10 +181,7 @@ mod tests {
 
     /// Frequency from the count of rising zero crossings.
     fn frequency(samples: &[i16], rate: u32) -> f64 {
-        let crossings = samples
-            .windows(2)
-            .filter(|w| w[0] < 0 && w[1] >= 0)
-            .count();
+        let crossings = samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
         crossings as f64 * rate as f64 / samples.len() as f64
     }
 
@@ -276,7 +273,10 @@ mod tests {
         AudioFormat::Pcm16 { rate: 8000 }.decode(&out, &mut samples);
         let energy = rms(&samples[800..samples.len() - 800]);
         let alias_db = 20.0 * (energy.max(1e-9) / rms(&input)).log10();
-        assert!(alias_db < -50.0, "5 kHz leaked into 8 kHz output at {alias_db} dB");
+        assert!(
+            alias_db < -50.0,
+            "5 kHz leaked into 8 kHz output at {alias_db} dB"
+        );
     }
 
     #[test]
@@ -285,9 +285,21 @@ mod tests {
         let mut mulaw = Vec::new();
         AudioFormat::Mulaw.encode(&input, &mut mulaw);
         let target = AudioFormat::Pcm16 { rate: 24000 };
-        let whole = run_chunked(&mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(), &mulaw, mulaw.len());
-        let pieces = run_chunked(&mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(), &mulaw, 160);
-        let odd = run_chunked(&mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(), &mulaw, 37);
+        let whole = run_chunked(
+            &mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(),
+            &mulaw,
+            mulaw.len(),
+        );
+        let pieces = run_chunked(
+            &mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(),
+            &mulaw,
+            160,
+        );
+        let odd = run_chunked(
+            &mut Transcoder::new(AudioFormat::Mulaw, target).unwrap(),
+            &mulaw,
+            37,
+        );
         assert_eq!(whole, pieces);
         assert_eq!(whole, odd);
     }

@@ -60,7 +60,10 @@ impl Dialect {
             "connected" => Event::Connected,
             "start" => Event::Start(self.decode_start(&envelope)?),
             "media" => {
-                let media = envelope.media.as_ref().ok_or(DecodeError::Missing("media"))?;
+                let media = envelope
+                    .media
+                    .as_ref()
+                    .ok_or(DecodeError::Missing("media"))?;
                 let payload = media
                     .payload
                     .as_deref()
@@ -106,18 +109,26 @@ impl Dialect {
     }
 
     fn decode_start(self, envelope: &wire::Envelope<'_>) -> Result<Start, DecodeError> {
-        let body = envelope.start.as_ref().ok_or(DecodeError::Missing("start"))?;
+        let body = envelope
+            .start
+            .as_ref()
+            .ok_or(DecodeError::Missing("start"))?;
         let stream_sid = body
             .stream_sid
             .as_deref()
             .or(envelope.stream_sid.as_deref())
             .ok_or(DecodeError::Missing("start.streamSid"))?;
-        if let (Some(top), Some(inner)) = (envelope.stream_sid.as_deref(), body.stream_sid.as_deref()) {
+        if let (Some(top), Some(inner)) =
+            (envelope.stream_sid.as_deref(), body.stream_sid.as_deref())
+        {
             if top != inner {
                 return Err(DecodeError::StreamSidMismatch);
             }
         }
-        let call_sid = body.call_sid.clone().ok_or(DecodeError::Missing("start.callSid"))?;
+        let call_sid = body
+            .call_sid
+            .clone()
+            .ok_or(DecodeError::Missing("start.callSid"))?;
         // The in-house integration's own test client sends only callSid and streamSid.
         let strict = self != Self::VendorStream;
         if strict && body.account_sid.is_none() {
@@ -272,7 +283,11 @@ impl Writer {
 
     /// Appends the text frames for `message` to `frames`. Malformed base64 from upstream is
     /// dropped (and reported as an error) rather than sent to the carrier.
-    pub fn write(&mut self, message: &Outbound, frames: &mut Vec<String>) -> Result<(), base64::DecodeError> {
+    pub fn write(
+        &mut self,
+        message: &Outbound,
+        frames: &mut Vec<String>,
+    ) -> Result<(), base64::DecodeError> {
         let multiple = self.dialect.outbound_multiple();
         match message {
             Outbound::Media { payload } if multiple == 1 => {

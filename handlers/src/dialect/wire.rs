@@ -57,7 +57,12 @@ pub(crate) struct StartBody<'a> {
 pub(crate) struct MediaFormatBody {
     #[serde(default)]
     pub encoding: Option<String>,
-    #[serde(default, rename = "sampleRate", alias = "sample_rate", deserialize_with = "counter")]
+    #[serde(
+        default,
+        rename = "sampleRate",
+        alias = "sample_rate",
+        deserialize_with = "counter"
+    )]
     pub sample_rate: Option<u64>,
     #[serde(default, deserialize_with = "counter")]
     pub channels: Option<u64>,
@@ -108,7 +113,9 @@ pub(crate) fn counter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v).map(Some).map_err(|_| E::custom(format!("counter {v} is negative")))
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("counter {v} is negative")))
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
@@ -120,7 +127,10 @@ pub(crate) fn counter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim().parse().map(Some).map_err(|_| E::custom(format!("counter {v:?} is not a number")))
+            v.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| E::custom(format!("counter {v:?} is not a number")))
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {

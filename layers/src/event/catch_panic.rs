@@ -128,7 +128,9 @@ where
                 Ok(poll) => poll.map_err(Into::into),
                 Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload).into())),
             },
-            Proj::Panicked { panic } => Poll::Ready(Err(panic.take().expect("polled after completion").into())),
+            Proj::Panicked { panic } => {
+                Poll::Ready(Err(panic.take().expect("polled after completion").into()))
+            }
         }
     }
 }
@@ -141,7 +143,9 @@ mod tests {
 
     #[tokio::test]
     async fn panic_in_call_and_in_future_both_become_errors() {
-        let in_call = CatchPanicLayer::new().layer(service_fn(|_: ()| -> std::future::Ready<Result<(), BoxError>> { panic!("in call") }));
+        let in_call = CatchPanicLayer::new().layer(service_fn(
+            |_: ()| -> std::future::Ready<Result<(), BoxError>> { panic!("in call") },
+        ));
         let err = in_call.oneshot(()).await.unwrap_err();
         assert_eq!(err.downcast_ref::<Panicked>().unwrap().message, "in call");
 
@@ -152,7 +156,10 @@ mod tests {
             Ok::<(), BoxError>(())
         }));
         let err = in_future.oneshot(()).await.unwrap_err();
-        assert_eq!(err.downcast_ref::<Panicked>().unwrap().message, "in future 7");
+        assert_eq!(
+            err.downcast_ref::<Panicked>().unwrap().message,
+            "in future 7"
+        );
 
         let fine = CatchPanicLayer::new().layer(service_fn(|n: u8| ready(Ok::<_, BoxError>(n))));
         assert_eq!(fine.oneshot(3).await.unwrap(), 3);

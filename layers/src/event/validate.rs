@@ -122,7 +122,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             Proj::Inner { future } => future.poll(cx).map_err(Into::into),
-            Proj::Rejected { error } => Poll::Ready(Err(error.take().expect("polled after completion"))),
+            Proj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
         }
     }
 }
