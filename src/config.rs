@@ -73,6 +73,9 @@ pub struct UpstreamConfig {
     pub openai_api_key: Secret,
     /// Azure OpenAI key, sent as `api-key`.
     pub azure_api_key: Secret,
+    /// How keys are sent: `auto` (Azure hosts get `api-key`, others `Authorization: Bearer`),
+    /// `bearer` or `api-key`.
+    pub auth: AuthStyle,
     /// Handshake time limit.
     pub connect_timeout_ms: u64,
     /// Time from connect to `session.updated`.
@@ -90,11 +93,24 @@ impl Default for UpstreamConfig {
             audio: UpstreamAudio::Pcmu,
             openai_api_key: Secret::default(),
             azure_api_key: Secret::default(),
+            auth: AuthStyle::Auto,
             connect_timeout_ms: 10_000,
             ready_timeout_ms: 10_000,
             queue_ms: 2_000,
         }
     }
+}
+
+/// How the upstream key is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthStyle {
+    /// `api-key` for `*.azure.com` / `*.azure.us` hosts, `Authorization: Bearer` otherwise.
+    Auto,
+    /// `Authorization: Bearer <key>` (OpenAI; Azure with Entra ID tokens).
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI keys).
+    ApiKey,
 }
 
 /// `[session]`.
@@ -323,23 +339,22 @@ impl Config {
             (None, false) => up.url.clone(),
             (None, true) => format!("wss://api.openai.com/v1/realtime?model={}", up.model),
         };
-        let auth = if loopback_url.is_some() {
-            UpstreamAuth::None
-        } else if is_azure(&url) {
-            let key = if up.azure_api_key.is_empty() {
-                &up.openai_api_key
-            } else {
-                &up.azure_api_key
-            };
-            if key.is_empty() {
-                UpstreamAuth::None
-            } else {
-                UpstreamAuth::ApiKey(key.clone())
-            }
-        } else if !up.openai_api_key.is_empty() {
-            UpstreamAuth::Bearer(up.openai_api_key.clone())
+        let api_key = match up.auth {
+            AuthStyle::Auto => is_azure(&url),
+            AuthStyle::Bearer => false,
+            AuthStyle::ApiKey => true,
+        };
+        // Each style prefers its own key and falls back to the other.
+        let (first, second) = if api_key {
+            (&up.azure_api_key, &up.openai_api_key)
         } else {
-            UpstreamAuth::None
+            (&up.openai_api_key, &up.azure_api_key)
+        };
+        let key = if first.is_empty() { second } else { first };
+        let auth = match (loopback_url, key.is_empty(), api_key) {
+            (Some(_), _, _) | (None, true, _) => UpstreamAuth::None,
+            (None, false, true) => UpstreamAuth::ApiKey(key.clone()),
+            (None, false, false) => UpstreamAuth::Bearer(key.clone()),
         };
         let s = &self.session;
         BridgeConfig {

@@ -375,3 +375,63 @@ async fn loopback_upstream_answers_a_recorded_caller() {
     assert_eq!(back.len(), summary.received_audio.len() * 2);
     let _ = std::fs::remove_file(out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_go_out_in_the_configured_header_and_beta_is_selectable() {
+    use callgate::config::AuthStyle;
+    use callgate_handlers::bridge::{RealtimeDialect, Secret};
+    for (style, dialect, expect_header, expect_value) in [
+        (
+            AuthStyle::Auto,
+            RealtimeDialect::Ga,
+            "authorization",
+            "Bearer sk-test-key",
+        ),
+        (
+            AuthStyle::ApiKey,
+            RealtimeDialect::Beta,
+            "api-key",
+            "sk-test-key",
+        ),
+    ] {
+        let upstream = FakeUpstream::start().await;
+        let gw = Gateway::start(Some(&upstream), |c| {
+            c.upstream.openai_api_key = Secret::new("sk-test-key");
+            c.upstream.auth = style;
+            c.upstream.dialect = dialect;
+        })
+        .await;
+        let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+        carrier.send(twilio_start(SID, json!({}))).await;
+        let update = eventually_update(&upstream).await;
+        let conn = upstream.conn(0).await;
+        let headers = conn.lock().unwrap().headers.clone();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            header(expect_header).as_deref(),
+            Some(expect_value),
+            "{headers:?}"
+        );
+        match dialect {
+            RealtimeDialect::Ga => {
+                assert!(header("openai-beta").is_none());
+                assert_eq!(update["session"]["type"], "realtime");
+            }
+            RealtimeDialect::Beta => {
+                assert_eq!(header("openai-beta").as_deref(), Some("realtime=v1"));
+                assert_eq!(update["session"]["input_audio_format"], "g711_ulaw");
+                assert_eq!(update["session"]["output_audio_format"], "g711_ulaw");
+                // Beta event names are understood on the way back.
+                upstream.send(0, json!({"type": "response.audio.delta", "response_id": "r", "item_id": "i", "delta": "/w=="})).await;
+                assert_eq!(carrier.recv().await["media"]["payload"], "/w==");
+            }
+        }
+        carrier.send(stop(SID)).await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    }
+}

@@ -322,13 +322,23 @@ impl Relay {
             return;
         }
         let payload = match &mut self.transcoder {
-            None => delta.to_owned(),
+            None => {
+                self.session
+                    .counters
+                    .bytes_out
+                    .fetch_add(self.raw.len() as u64, Relaxed);
+                delta.to_owned()
+            }
             Some(transcoder) => {
                 self.converted.clear();
                 transcoder.transcode(&self.raw, &mut self.converted);
                 if self.converted.is_empty() {
                     return;
                 }
+                self.session
+                    .counters
+                    .bytes_out
+                    .fetch_add(self.converted.len() as u64, Relaxed);
                 BASE64.encode(&self.converted)
             }
         };
