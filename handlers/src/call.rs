@@ -21,6 +21,31 @@ pub enum Flow {
     Stop,
 }
 
+/// Implements `tower::Service<$event>` for a handler whose work is synchronous: its
+/// `handle(&mut self, $event) -> Result<Flow, EventError>` runs inside `call`, and the
+/// future is already complete (so events of a call are handled strictly in order).
+macro_rules! sync_service {
+    ($handler:ty, $event:ty) => {
+        impl tower::Service<$event> for $handler {
+            type Response = $crate::call::Flow;
+            type Error = $crate::error::EventError;
+            type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, event: $event) -> Self::Future {
+                std::future::ready(self.handle(event))
+            }
+        }
+    };
+}
+pub(crate) use sync_service;
+
 #[derive(Debug, Default)]
 struct Started {
     session: Option<Arc<Session>>,

@@ -2,12 +2,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use std::future::{ready, Ready};
-use tower::Service;
-
-use crate::call::{CallContext, Flow};
+use crate::call::{sync_service, CallContext, Flow};
 use crate::error::EventError;
 use crate::event::Dtmf;
 
@@ -23,7 +19,7 @@ impl DtmfHandler {
         Self { ctx }
     }
 
-    fn handle(&self, dtmf: Dtmf) -> Result<Flow, EventError> {
+    fn handle(&mut self, dtmf: Dtmf) -> Result<Flow, EventError> {
         let (session, _) = self.ctx.started()?;
         if dtmf.stream_sid != session.stream_sid {
             return Err(EventError::StreamSidMismatch);
@@ -44,16 +40,4 @@ impl DtmfHandler {
     }
 }
 
-impl Service<Dtmf> for DtmfHandler {
-    type Response = Flow;
-    type Error = EventError;
-    type Future = Ready<Result<Flow, EventError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, dtmf: Dtmf) -> Self::Future {
-        ready(self.handle(dtmf))
-    }
-}
+sync_service!(DtmfHandler, Dtmf);

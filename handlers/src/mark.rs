@@ -2,12 +2,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use std::future::{ready, Ready};
-use tower::Service;
-
-use crate::call::{CallContext, Flow};
+use crate::call::{sync_service, CallContext, Flow};
 use crate::error::EventError;
 use crate::event::Mark;
 
@@ -23,7 +19,7 @@ impl MarkHandler {
         Self { ctx }
     }
 
-    fn handle(&self, mark: Mark) -> Result<Flow, EventError> {
+    fn handle(&mut self, mark: Mark) -> Result<Flow, EventError> {
         let (session, _) = self.ctx.started()?;
         if mark.stream_sid != session.stream_sid {
             return Err(EventError::StreamSidMismatch);
@@ -35,16 +31,4 @@ impl MarkHandler {
     }
 }
 
-impl Service<Mark> for MarkHandler {
-    type Response = Flow;
-    type Error = EventError;
-    type Future = Ready<Result<Flow, EventError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mark: Mark) -> Self::Future {
-        ready(self.handle(mark))
-    }
-}
+sync_service!(MarkHandler, Mark);

@@ -6,14 +6,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use base64::Engine as _;
-use std::future::{ready, Ready};
-use tower::Service;
 
 use crate::bridge::BridgeHandle;
-use crate::call::{CallContext, Flow};
+use crate::call::{sync_service, CallContext, Flow};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::error::EventError;
 use crate::event::Media;
@@ -83,16 +80,4 @@ impl MediaHandler {
     }
 }
 
-impl Service<Media> for MediaHandler {
-    type Response = Flow;
-    type Error = EventError;
-    type Future = Ready<Result<Flow, EventError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, media: Media) -> Self::Future {
-        ready(self.handle(media))
-    }
-}
+sync_service!(MediaHandler, Media);

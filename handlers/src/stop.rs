@@ -2,12 +2,8 @@
 //! and the carrier socket with 1000 ([`crate::call::CallContext::finish`]).
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use std::future::{ready, Ready};
-use tower::Service;
-
-use crate::call::{CallContext, Flow};
+use crate::call::{sync_service, CallContext, Flow};
 use crate::error::EventError;
 use crate::event::Stop;
 
@@ -23,7 +19,7 @@ impl StopHandler {
         Self { ctx }
     }
 
-    fn handle(&self, stop: Stop) -> Result<Flow, EventError> {
+    fn handle(&mut self, stop: Stop) -> Result<Flow, EventError> {
         // A stop before start still ends the socket: there is nothing to keep open.
         if let Some(session) = self.ctx.session() {
             if stop.stream_sid != session.stream_sid {
@@ -35,16 +31,4 @@ impl StopHandler {
     }
 }
 
-impl Service<Stop> for StopHandler {
-    type Response = Flow;
-    type Error = EventError;
-    type Future = Ready<Result<Flow, EventError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stop: Stop) -> Self::Future {
-        ready(self.handle(stop))
-    }
-}
+sync_service!(StopHandler, Stop);

@@ -208,28 +208,25 @@ mod tests {
         out
     }
 
+    /// Resamples PCM16 samples from `from` Hz to `to` Hz in 20 ms chunks, as a call would.
+    fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
+        let (src, dst) = (
+            AudioFormat::Pcm16 { rate: from },
+            AudioFormat::Pcm16 { rate: to },
+        );
+        let mut bytes = Vec::new();
+        src.encode(samples, &mut bytes);
+        let chunk = src.bytes_per_ms() * 20;
+        let out = run_chunked(&mut Transcoder::new(src, dst).unwrap(), &bytes, chunk);
+        let mut back = Vec::new();
+        dst.decode(&out, &mut back);
+        back
+    }
+
     #[test]
     fn tone_keeps_frequency_and_level_through_8k_24k_8k() {
         let input = tone(1000.0, 8000, 1000, 8000.0);
-        let mut pcm8 = Vec::new();
-        AudioFormat::Pcm16 { rate: 8000 }.encode(&input, &mut pcm8);
-
-        // 20 ms chunks, as a carrier sends them.
-        let mut up = Transcoder::new(
-            AudioFormat::Pcm16 { rate: 8000 },
-            AudioFormat::Pcm16 { rate: 24000 },
-        )
-        .unwrap();
-        let pcm24 = run_chunked(&mut up, &pcm8, 320);
-        let mut down = Transcoder::new(
-            AudioFormat::Pcm16 { rate: 24000 },
-            AudioFormat::Pcm16 { rate: 8000 },
-        )
-        .unwrap();
-        let back_bytes = run_chunked(&mut down, &pcm24, 960);
-        let mut back = Vec::new();
-        AudioFormat::Pcm16 { rate: 8000 }.decode(&back_bytes, &mut back);
-
+        let back = resample(&resample(&input, 8000, 24000), 24000, 8000);
         // Compare the steady state, away from the filter's start-up and tail.
         let steady = &back[1600..back.len().min(input.len()) - 800];
         let f = frequency(steady, 8000);
@@ -240,17 +237,7 @@ mod tests {
 
     #[test]
     fn upsampling_rejects_images() {
-        let input = tone(1000.0, 8000, 500, 8000.0);
-        let mut pcm8 = Vec::new();
-        AudioFormat::Pcm16 { rate: 8000 }.encode(&input, &mut pcm8);
-        let mut up = Transcoder::new(
-            AudioFormat::Pcm16 { rate: 8000 },
-            AudioFormat::Pcm16 { rate: 24000 },
-        )
-        .unwrap();
-        let out = run_chunked(&mut up, &pcm8, 320);
-        let mut samples = Vec::new();
-        AudioFormat::Pcm16 { rate: 24000 }.decode(&out, &mut samples);
+        let samples = resample(&tone(1000.0, 8000, 500, 8000.0), 8000, 24000);
         let steady = &samples[2400..samples.len() - 2400];
         for image in [7000.0, 9000.0] {
             let db = level_db_at(steady, 24000, image);
@@ -261,16 +248,7 @@ mod tests {
     #[test]
     fn downsampling_filters_aliases() {
         let input = tone(5000.0, 24000, 500, 8000.0);
-        let mut pcm24 = Vec::new();
-        AudioFormat::Pcm16 { rate: 24000 }.encode(&input, &mut pcm24);
-        let mut down = Transcoder::new(
-            AudioFormat::Pcm16 { rate: 24000 },
-            AudioFormat::Pcm16 { rate: 8000 },
-        )
-        .unwrap();
-        let out = run_chunked(&mut down, &pcm24, 960);
-        let mut samples = Vec::new();
-        AudioFormat::Pcm16 { rate: 8000 }.decode(&out, &mut samples);
+        let samples = resample(&input, 24000, 8000);
         let energy = rms(&samples[800..samples.len() - 800]);
         let alias_db = 20.0 * (energy.max(1e-9) / rms(&input)).log10();
         assert!(
