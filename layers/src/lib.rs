@@ -7,8 +7,19 @@
 //! - [`event::TraceLayer`]: one span per request, unless the hook says the request is too
 //!   frequent to deserve one.
 //! - [`event::CatchPanicLayer`]: a panic in the inner service becomes an error.
+//!
+//! The HTTP layers ([`http`]) admit WebSocket upgrades: client IP behind trusted proxies,
+//! origin and rate limits (governor), authentication (JWT via `jsonwebtoken` with the
+//! `rust_crypto` backend, Twilio signatures, Basic, IP allow-lists) and call caps.
 
 pub mod event;
+pub mod http;
 
 /// The error type every layer here returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Installs the one JWT crypto backend (`rust_crypto`). Call once at startup; later calls
+/// are harmless.
+pub fn install_crypto() {
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}

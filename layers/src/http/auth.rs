@@ -1,0 +1,531 @@
+//! Authentication of WebSocket upgrades: JWT, Twilio signature, HTTP Basic, IP allow-list.
+//!
+//! Each route has one [`AuthMode`]. Success inserts [`Admitted`] into the request's
+//! extensions; failure answers 401 (no or bad credentials) or 403 (address not allowed),
+//! which the admission layer outside counts against the client's IP. Secrets are compared
+//! in constant time and never logged.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures_util::future::Either;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, Request, StatusCode};
+use ipnet::IpNet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use super::client_ip::ClientIp;
+
+/// Who the credentials say is calling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The tenant the call belongs to (caps and settings are per tenant).
+    pub tenant: Option<String>,
+    /// The subject (the token's `sub`, the Basic user name, ...).
+    pub subject: Option<String>,
+}
+
+/// What the auth layer decided for an admitted upgrade.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The verified identity (empty when the route has no auth or defers to `start`).
+    pub identity: Identity,
+    /// The call must still present a token in `start.customParameters`.
+    pub start_token: Option<Arc<JwtVerifier>>,
+}
+
+/// Why credentials were refused. The message is for logs; clients only see the status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials were presented.
+    #[error("no credentials")]
+    Missing,
+    /// The token is not a well-formed JWT (this includes `alg: none`).
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// The token names a key we do not have.
+    #[error("unknown key id")]
+    UnknownKid,
+    /// The token has no `kid` and several keys are configured.
+    #[error("token has no kid")]
+    MissingKid,
+    /// The token's algorithm is not the one pinned for its key.
+    #[error("algorithm not allowed for this key")]
+    Algorithm,
+    /// Signature, expiry, issuer, audience or a required claim failed.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A single-use token was presented twice.
+    #[error("token already used")]
+    Replayed,
+    /// The token is bound to another call.
+    #[error("token bound to another call")]
+    WrongCall,
+    /// The Twilio signature or Basic credentials do not match.
+    #[error("bad signature or credentials")]
+    BadSignature,
+    /// The client address is not in the allow-list.
+    #[error("address not allowed")]
+    Forbidden,
+}
+
+/// One verification key, its id and its pinned algorithm.
+#[derive(Clone)]
+pub struct JwtKey {
+    /// `kid` the token must name (any, when it is the only key).
+    pub kid: String,
+    /// The one algorithm accepted with this key.
+    pub algorithm: Algorithm,
+    /// The verification key.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+/// The claims callgate reads.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Claims {
+    /// Issuer (required).
+    pub iss: String,
+    /// Audience (required; a string or an array).
+    pub aud: serde_json::Value,
+    /// Expiry, Unix seconds (required).
+    pub exp: u64,
+    /// Subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Binds the token to one call (`start.callSid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_sid: Option<String>,
+    /// Makes the token single-use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// Verifies JWTs: algorithm pinned per key, `kid` selects the key, `exp`, `iss` and `aud`
+/// required, small leeway; `jti` tokens are single-use.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    keys: Vec<JwtKey>,
+    issuer: String,
+    audience: String,
+    leeway_s: u64,
+    seen: Mutex<HashMap<String, u64>>,
+    max_seen: usize,
+}
+
+impl JwtVerifier {
+    /// A verifier over `keys` (current and previous).
+    pub fn new(
+        keys: Vec<JwtKey>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        leeway_s: u64,
+    ) -> Self {
+        Self {
+            keys,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway_s,
+            seen: Mutex::new(HashMap::new()),
+            max_seen: 1_000_000,
+        }
+    }
+
+    /// Checks signature and claims; consumes `jti` when present.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let key = match &header.kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| &k.kid == kid)
+                .ok_or(AuthError::UnknownKid)?,
+            None if self.keys.len() == 1 => &self.keys[0],
+            None => return Err(AuthError::MissingKid),
+        };
+        if header.alg != key.algorithm {
+            return Err(AuthError::Algorithm);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = self.leeway_s;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        if let Some(jti) = &claims.jti {
+            self.consume(jti, claims.exp)?;
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a token presented in `start`, which may also be bound to the call.
+    pub fn verify_for_call(&self, token: &str, call_sid: &str) -> Result<Claims, AuthError> {
+        let claims = self.verify(token)?;
+        match &claims.call_sid {
+            Some(bound) if bound != call_sid => Err(AuthError::WrongCall),
+            _ => Ok(claims),
+        }
+    }
+
+    fn consume(&self, jti: &str, exp: u64) -> Result<(), AuthError> {
+        let now = now_s();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= self.max_seen {
+            // Only unexpired tokens need remembering: after `exp` they fail anyway.
+            seen.retain(|_, exp| *exp + self.leeway_s >= now);
+        }
+        if seen.contains_key(jti) {
+            return Err(AuthError::Replayed);
+        }
+        seen.insert(jti.to_owned(), exp);
+        Ok(())
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl From<&Claims> for Identity {
+    fn from(c: &Claims) -> Self {
+        Self {
+            tenant: c.tenant.clone(),
+            subject: c.sub.clone(),
+        }
+    }
+}
+
+/// Twilio's `X-Twilio-Signature` over the configured public `wss://` URL (never the `Host`
+/// header), accepting the URL with and without the default port and trailing slash, signed
+/// with the primary or the secondary auth token.
+pub struct TwilioSignature {
+    tokens: Vec<Vec<u8>>,
+    urls: Vec<String>,
+}
+
+impl std::fmt::Debug for TwilioSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioSignature")
+            .field("urls", &self.urls)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl TwilioSignature {
+    /// Signatures for `public_url` (e.g. `wss://gw.example.com/twilio`) with these tokens.
+    pub fn new(public_url: &str, tokens: Vec<String>) -> Self {
+        let base = public_url.trim_end_matches('/');
+        let mut urls = Vec::new();
+        let (scheme, rest) = base.split_once("://").unwrap_or(("wss", base));
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let default_port = if scheme == "ws" { ":80" } else { ":443" };
+        let bare = authority.strip_suffix(default_port).unwrap_or(authority);
+        let authorities = if bare.contains(':') {
+            vec![bare.to_owned()]
+        } else {
+            vec![bare.to_owned(), format!("{bare}{default_port}")]
+        };
+        for authority in authorities {
+            let url = format!("{scheme}://{authority}{path}");
+            urls.push(format!("{url}/"));
+            urls.push(url);
+        }
+        Self {
+            tokens: tokens
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(String::into_bytes)
+                .collect(),
+            urls,
+        }
+    }
+
+    /// True when `signature` (the header's base64) matches any accepted URL and token.
+    pub fn verify(&self, signature: &str) -> bool {
+        let Ok(signature) = B64.decode(signature.trim()) else {
+            return false;
+        };
+        let mut ok = false;
+        for token in &self.tokens {
+            for url in &self.urls {
+                let mut mac =
+                    Hmac::<sha1::Sha1>::new_from_slice(token).expect("HMAC takes any key length");
+                mac.update(url.as_bytes());
+                // verify_slice compares in constant time; keep going so timing does not
+                // reveal which variant matched.
+                ok |= mac.verify_slice(&signature).is_ok();
+            }
+        }
+        ok
+    }
+
+    /// The signature Twilio would send for `url` with `token` (tests and tools).
+    pub fn sign(token: &str, url: &str) -> String {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).expect("any key length");
+        mac.update(url.as_bytes());
+        B64.encode(mac.finalize().into_bytes())
+    }
+}
+
+/// HTTP Basic credentials (Exotel), compared in constant time.
+pub struct BasicAuth {
+    expected: Vec<u8>,
+    user: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl BasicAuth {
+    /// Accept `user` with `password`.
+    pub fn new(user: &str, password: &str) -> Self {
+        Self {
+            expected: format!("{user}:{password}").into_bytes(),
+            user: user.to_owned(),
+        }
+    }
+
+    fn verify(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing)?;
+        let encoded = value.strip_prefix("Basic ").ok_or(AuthError::Missing)?;
+        let decoded = B64
+            .decode(encoded.trim())
+            .map_err(|_| AuthError::BadSignature)?;
+        if bool::from(decoded.ct_eq(&self.expected)) {
+            Ok(Identity {
+                tenant: None,
+                subject: Some(self.user.clone()),
+            })
+        } else {
+            Err(AuthError::BadSignature)
+        }
+    }
+}
+
+/// Where a route looks for a JWT.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSources {
+    /// Query parameter name (opt-in: query strings end up in proxy logs).
+    pub query: Option<String>,
+    /// Accept the token in `start.customParameters` when no header carries one.
+    pub start: bool,
+}
+
+/// A route's authentication.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// No authentication.
+    None,
+    /// A JWT from `Authorization: Bearer`, `Sec-WebSocket-Protocol`, the query (opt-in) or
+    /// `start` (opt-in).
+    Jwt {
+        /// The verifier.
+        verifier: Arc<JwtVerifier>,
+        /// Extra places to look.
+        sources: TokenSources,
+    },
+    /// `X-Twilio-Signature`; with `call_token`, a JWT in `start` is required too (a
+    /// signature is constant per URL, so on its own it can be replayed).
+    TwilioSignature {
+        /// The signature checker.
+        signature: Arc<TwilioSignature>,
+        /// The per-call token verifier, when required.
+        call_token: Option<Arc<JwtVerifier>>,
+    },
+    /// HTTP Basic.
+    Basic(Arc<BasicAuth>),
+    /// Client address in one of these networks.
+    IpAllowlist(Arc<Vec<IpNet>>),
+}
+
+impl AuthMode {
+    /// Decides on an upgrade request.
+    pub fn authenticate<B>(&self, request: &Request<B>) -> Result<Admitted, AuthError> {
+        let headers = request.headers();
+        match self {
+            Self::None => Ok(Admitted {
+                identity: Identity::default(),
+                start_token: None,
+            }),
+            Self::Jwt { verifier, sources } => {
+                match header_token(request, sources.query.as_deref()) {
+                    Some(token) => {
+                        let claims = verifier.verify(token)?;
+                        Ok(Admitted {
+                            identity: Identity::from(&claims),
+                            start_token: None,
+                        })
+                    }
+                    None if sources.start => Ok(Admitted {
+                        identity: Identity::default(),
+                        start_token: Some(verifier.clone()),
+                    }),
+                    None => Err(AuthError::Missing),
+                }
+            }
+            Self::TwilioSignature {
+                signature,
+                call_token,
+            } => {
+                let header = headers
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or(AuthError::Missing)?;
+                if !signature.verify(header) {
+                    return Err(AuthError::BadSignature);
+                }
+                Ok(Admitted {
+                    identity: Identity::default(),
+                    start_token: call_token.clone(),
+                })
+            }
+            Self::Basic(basic) => Ok(Admitted {
+                identity: basic.verify(headers)?,
+                start_token: None,
+            }),
+            Self::IpAllowlist(nets) => {
+                let ip: Option<IpAddr> = request.extensions().get::<ClientIp>().map(|c| c.0);
+                match ip {
+                    Some(ip) if nets.iter().any(|n| n.contains(&ip)) => Ok(Admitted {
+                        identity: Identity::default(),
+                        start_token: None,
+                    }),
+                    _ => Err(AuthError::Forbidden),
+                }
+            }
+        }
+    }
+}
+
+/// The JWT in `Authorization: Bearer`, in `Sec-WebSocket-Protocol` (an entry that looks like a
+/// JWT; only the application protocol name is echoed back), or in the query parameter.
+fn header_token<'a, B>(request: &'a Request<B>, query: Option<&str>) -> Option<&'a str> {
+    let headers = request.headers();
+    if let Some(token) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(token.trim());
+    }
+    if let Some(token) = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| p.matches('.').count() == 2)
+    {
+        return Some(token);
+    }
+    let name = query?;
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// Applies [`Auth`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    mode: AuthMode,
+}
+
+impl AuthLayer {
+    /// Authenticate with `mode`.
+    pub fn new(mode: AuthMode) -> Self {
+        Self { mode }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            mode: self.mode.clone(),
+        }
+    }
+}
+
+/// Admits or refuses each request before the inner service sees it.
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    mode: AuthMode,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, std::future::Ready<Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self.mode.authenticate(&request) {
+            Ok(admitted) => {
+                request.extensions_mut().insert(admitted);
+                Either::Left(self.inner.call(request))
+            }
+            Err(error) => {
+                let status = if error == AuthError::Forbidden {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                tracing::info!(%error, status = status.as_u16(), "upgrade refused");
+                metrics::counter!("callgate_upgrades_rejected_total", "reason" => if status == StatusCode::FORBIDDEN { "forbidden" } else { "unauthorized" }).increment(1);
+                let body = if status == StatusCode::FORBIDDEN {
+                    "forbidden\n"
+                } else {
+                    "unauthorized\n"
+                };
+                Either::Right(std::future::ready(Ok((status, body).into_response())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Rate limiters over governor: keyed (per client IP) with swept, capped state, and a
+//! blocklist for clients that keep failing authentication.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This key is over its limit: 429, retry after the duration.
+    TooMany(Duration),
+    /// The gateway as a whole is over its limit: 503, retry after the duration.
+    Overloaded(Duration),
+}
+
+/// A quota of `per_second` requests a second with a burst of `burst`.
+pub fn quota(per_second: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).expect("max(1)");
+    Quota::per_second(rate).allow_burst(NonZeroU32::new(burst.max(1)).expect("max(1)"))
+}
+
+/// A quota of `per_minute` requests a minute with a burst of `burst`.
+pub fn quota_per_minute(per_minute: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_minute.max(1)).expect("max(1)");
+    Quota::per_minute(rate).allow_burst(NonZeroU32::new(burst.max(1)).expect("max(1)"))
+}
+
+/// A per-key limiter whose memory is bounded: idle keys are swept, and past `max_keys`
+/// live keys new traffic is refused as overload rather than tracked.
+#[derive(Debug)]
+pub struct KeyedLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    max_keys: usize,
+}
+
+impl KeyedLimiter {
+    /// A limiter with `quota` per key, tracking at most `max_keys` keys.
+    pub fn new(quota: Quota, max_keys: usize) -> Self {
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// Takes one request for `key`.
+    pub fn check(&self, key: IpAddr) -> Result<(), Refusal> {
+        if self.limiter.len() >= self.max_keys {
+            self.sweep();
+            if self.limiter.len() >= self.max_keys {
+                return Err(Refusal::Overloaded(Duration::from_secs(1)));
+            }
+        }
+        self.limiter.check_key(&key).map_err(|not_until| {
+            Refusal::TooMany(not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+
+    /// Forgets keys whose state has returned to full capacity, and frees the memory.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Keys currently tracked.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// True when no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A limiter for the whole gateway.
+#[derive(Debug)]
+pub struct GlobalLimiter(DefaultDirectRateLimiter);
+
+impl GlobalLimiter {
+    /// A limiter with `quota`.
+    pub fn new(quota: Quota) -> Self {
+        Self(DefaultDirectRateLimiter::direct(quota))
+    }
+
+    /// Takes one request.
+    pub fn check(&self) -> Result<(), Refusal> {
+        self.0.check().map_err(|not_until| {
+            Refusal::Overloaded(not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+}
+
+/// Clients over their failed-authentication quota, blocked until a time. Bounded: past
+/// `max_keys` entries, expired ones are dropped and new failures refuse as overload.
+#[derive(Debug)]
+pub struct FailureBlocklist {
+    failures: KeyedLimiter,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    block_for: Duration,
+    max_keys: usize,
+}
+
+impl FailureBlocklist {
+    /// Allow `quota` failures per key; a key that exceeds it is blocked for `block_for`.
+    pub fn new(quota: Quota, block_for: Duration, max_keys: usize) -> Self {
+        Self {
+            failures: KeyedLimiter::new(quota, max_keys),
+            blocked: Mutex::new(HashMap::new()),
+            block_for,
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// Whether `key` may try at all; `Err` carries the time left on its block.
+    pub fn check(&self, key: IpAddr) -> Result<(), Refusal> {
+        let blocked = self.lock();
+        match blocked.get(&key) {
+            Some(until) if *until > Instant::now() => {
+                Err(Refusal::TooMany(*until - Instant::now()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records one failed attempt by `key`.
+    pub fn record_failure(&self, key: IpAddr) {
+        if self.failures.check(key).is_ok() {
+            return;
+        }
+        let mut blocked = self.lock();
+        if blocked.len() >= self.max_keys {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+            blocked.shrink_to_fit();
+            if blocked.len() >= self.max_keys {
+                return;
+            }
+        }
+        blocked.insert(key, Instant::now() + self.block_for);
+    }
+
+    /// Drops expired blocks and idle failure state.
+    pub fn sweep(&self) {
+        self.failures.sweep();
+        let now = Instant::now();
+        let mut blocked = self.lock();
+        blocked.retain(|_, until| *until > now);
+        blocked.shrink_to_fit();
+    }
+
+    /// Keys tracked (failure state plus blocks).
+    pub fn len(&self) -> usize {
+        self.failures.len() + self.lock().len()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_limits_each_key_separately() {
+        let limiter = KeyedLimiter::new(quota(1, 2), 100);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(limiter.check(a).is_ok() && limiter.check(a).is_ok());
+        assert!(
+            matches!(limiter.check(a), Err(Refusal::TooMany(d)) if d <= Duration::from_secs(1))
+        );
+        assert!(limiter.check(b).is_ok());
+    }
+
+    #[test]
+    fn a_million_keys_do_not_stay_in_memory() {
+        let limiter = KeyedLimiter::new(quota(1000, 1000), 2_000_000);
+        for i in 0..1_000_000u32 {
+            let _ = limiter.check(IpAddr::from(i.to_be_bytes()));
+        }
+        assert_eq!(limiter.len(), 1_000_000);
+        // One request each is far below the burst: once it has replenished, sweeping
+        // forgets them all.
+        std::thread::sleep(Duration::from_millis(5));
+        limiter.sweep();
+        assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn the_key_cap_refuses_instead_of_growing() {
+        let limiter = KeyedLimiter::new(quota_per_minute(1, 5), 1000);
+        for i in 0..1000u32 {
+            let _ = limiter.check(IpAddr::from(i.to_be_bytes()));
+        }
+        // Those keys are not idle (quota per minute), so the sweep keeps them: refuse.
+        assert!(matches!(
+            limiter.check("198.51.100.1".parse().unwrap()),
+            Err(Refusal::Overloaded(_))
+        ));
+        assert!(limiter.len() <= 1000);
+    }
+
+    #[test]
+    fn repeated_failures_block_the_key() {
+        let list = FailureBlocklist::new(quota_per_minute(2, 2), Duration::from_secs(60), 100);
+        let ip: IpAddr = "203.0.113.5".parse().unwrap();
+        list.record_failure(ip);
+        list.record_failure(ip);
+        assert!(list.check(ip).is_ok(), "within quota");
+        list.record_failure(ip);
+        assert!(matches!(list.check(ip), Err(Refusal::TooMany(_))));
+        assert!(list.check("203.0.113.6".parse().unwrap()).is_ok());
+    }
+}
