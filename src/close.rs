@@ -37,6 +37,14 @@ impl CloseReason {
     pub const PROTOCOL: Self = Self::new(1002, "protocol error");
     /// 1007: a run of consecutive invalid frames.
     pub const TOO_MANY_BAD_FRAMES: Self = Self::new(1007, "too many invalid frames");
+    /// 1008: the call's credentials were refused.
+    pub const UNAUTHORIZED: Self = Self::new(1008, "unauthorized");
+    /// 1008: no valid `start` within the deadline on a token-in-start route.
+    pub const AUTH_TIMEOUT: Self = Self::new(1008, "authentication timeout");
+    /// 1008: the carrier sent messages faster than allowed.
+    pub const FLOOD: Self = Self::new(1008, "message rate exceeded");
+    /// 1013: a call cap is full.
+    pub const OVERLOADED: Self = Self::new(1013, "try again later");
     /// 1009: a message over the size limit.
     pub const TOO_BIG: Self = Self::new(1009, "message too big");
     /// 1011: the gateway failed this call.
@@ -50,7 +58,9 @@ impl CloseReason {
             1000 => "completed",
             1001 => "drained",
             1007 => "bad_input",
+            1008 => "policy",
             1009 => "too_big",
+            1013 => "overloaded",
             _ => "failed",
         }
     }
@@ -74,10 +84,11 @@ pub fn classify(error: &BoxError) -> Verdict {
             return Verdict::BadInput(e.reason());
         }
         if let Some(e) = e.downcast_ref::<EventError>() {
-            return if e.is_bad_input() {
-                Verdict::BadInput(e.reason())
-            } else {
-                Verdict::Close(CloseReason::INTERNAL)
+            return match e {
+                EventError::Unauthorized => Verdict::Close(CloseReason::UNAUTHORIZED),
+                EventError::Overloaded => Verdict::Close(CloseReason::OVERLOADED),
+                e if e.is_bad_input() => Verdict::BadInput(e.reason()),
+                _ => Verdict::Close(CloseReason::INTERNAL),
             };
         }
         if e.downcast_ref::<Panicked>().is_some() {

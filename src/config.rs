@@ -26,6 +26,11 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("AZURE_OPENAI_API_KEY", "upstream.azure_api_key"),
     ("CALLGATE_VOICE", "session.voice"),
     ("CALLGATE_INSTRUCTIONS", "session.instructions"),
+    ("TWILIO_AUTH_TOKEN", "security.twilio.auth_token"),
+    (
+        "TWILIO_AUTH_TOKEN_SECONDARY",
+        "security.twilio.secondary_auth_token",
+    ),
 ];
 
 /// The whole configuration.
@@ -40,6 +45,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Per-call limits.
     pub calls: CallsConfig,
+    /// Authentication, rate limits, caps and socket hardening.
+    pub security: SecurityConfig,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
 }
@@ -51,6 +58,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             session: SessionConfig::default(),
             calls: CallsConfig::default(),
+            security: SecurityConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -179,6 +187,224 @@ pub struct RouteConfig {
     /// Send `{"event":"connected",...}` as soon as the socket opens.
     #[serde(default)]
     pub send_connected: bool,
+    /// Authentication (default: `security.default_auth`).
+    #[serde(default)]
+    pub auth: Option<AuthKind>,
+    /// JWT routes: accept the token in `start.customParameters` (for carriers that cannot
+    /// send headers); the call must then start with a valid token within the deadline.
+    #[serde(default)]
+    pub token_in_start: bool,
+    /// JWT routes: accept the token in the query parameter `security.jwt.query_param`
+    /// (opt-in: query strings end up in proxy logs).
+    #[serde(default)]
+    pub query_token: bool,
+    /// `twilio_signature` routes: also require a per-call JWT in `start` (a signature is
+    /// constant per URL and can be replayed).
+    #[serde(default)]
+    pub require_call_token: bool,
+}
+
+impl RouteConfig {
+    /// A route with defaults for everything but path, dialect and greeting.
+    pub fn new(path: &str, dialect: Dialect, send_connected: bool) -> Self {
+        Self {
+            path: path.into(),
+            dialect,
+            send_connected,
+            auth: None,
+            token_in_start: false,
+            query_token: false,
+            require_call_token: false,
+        }
+    }
+}
+
+/// How a route authenticates upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Nothing (refused on a non-loopback address unless `security.allow_unauthenticated`).
+    None,
+    /// A JWT (see `[security.jwt]`).
+    Jwt,
+    /// `X-Twilio-Signature` (see `[security.twilio]`).
+    TwilioSignature,
+    /// HTTP Basic (see `[security.basic]`; Exotel).
+    Basic,
+    /// Client address in `security.allowed_ips`.
+    IpAllowlist,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// Auth for routes that set none.
+    pub default_auth: AuthKind,
+    /// Allow `none` on a non-loopback listen address (logged as a warning).
+    pub allow_unauthenticated: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Allowed `Origin` values (requests without `Origin`, as carriers send, always pass).
+    pub allowed_origins: Vec<String>,
+    /// Networks for `ip_allowlist` routes.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Concurrent HTTP connections not yet upgraded (beyond: 503 and close).
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Largest WebSocket message or frame from a carrier (beyond: close 1009).
+    pub max_message_bytes: usize,
+    /// Per-socket message rate (beyond the burst: close 1008).
+    pub messages_per_second: u32,
+    /// Per-socket message burst.
+    pub message_burst: u32,
+    /// Upgrade attempts per client IP per second (beyond: 429).
+    pub upgrades_per_ip_per_second: u32,
+    /// Burst of upgrade attempts per client IP.
+    pub upgrade_burst_per_ip: u32,
+    /// Upgrade attempts per second for the whole gateway (beyond: 503).
+    pub upgrades_per_second: u32,
+    /// Burst of upgrade attempts for the whole gateway.
+    pub upgrade_burst: u32,
+    /// Failed authentications per client IP per minute before it is blocked.
+    pub failed_auth_per_ip_per_minute: u32,
+    /// Burst of failed authentications per client IP.
+    pub failed_auth_burst: u32,
+    /// How long a blocked IP gets 429.
+    pub failed_auth_block_s: u64,
+    /// Most client IPs tracked by each limiter (memory bound).
+    pub max_tracked_ips: usize,
+    /// Concurrent calls for the whole gateway (beyond: 503).
+    pub max_calls: usize,
+    /// Concurrent calls per tenant unless `[security.tenants.NAME]` says otherwise.
+    pub max_calls_per_tenant: usize,
+    /// Per-tenant overrides.
+    pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+    /// Time a `token_in_start` call has to present a valid `start`.
+    pub start_token_deadline_ms: u64,
+    /// JWT settings.
+    pub jwt: JwtConfig,
+    /// Twilio signature settings.
+    pub twilio: TwilioConfig,
+    /// HTTP Basic settings.
+    pub basic: BasicConfig,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            default_auth: AuthKind::None,
+            allow_unauthenticated: false,
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
+            allowed_ips: Vec::new(),
+            max_connections: 10_000,
+            header_read_timeout_ms: 5_000,
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 100,
+            message_burst: 200,
+            upgrades_per_ip_per_second: 50,
+            upgrade_burst_per_ip: 100,
+            upgrades_per_second: 500,
+            upgrade_burst: 1_000,
+            failed_auth_per_ip_per_minute: 10,
+            failed_auth_burst: 20,
+            failed_auth_block_s: 60,
+            max_tracked_ips: 100_000,
+            max_calls: 1_000,
+            max_calls_per_tenant: 1_000,
+            tenants: Default::default(),
+            start_token_deadline_ms: 5_000,
+            jwt: JwtConfig::default(),
+            twilio: TwilioConfig::default(),
+            basic: BasicConfig::default(),
+        }
+    }
+}
+
+/// `[security.tenants.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TenantConfig {
+    /// Concurrent calls of this tenant.
+    pub max_calls: usize,
+}
+
+/// `[security.jwt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_s: u64,
+    /// Query parameter for routes with `query_token = true`.
+    pub query_param: String,
+    /// `start.customParameters` key for routes with `token_in_start` or `require_call_token`.
+    pub start_parameter: String,
+    /// Current and previous keys; `kid` selects one.
+    pub keys: Vec<JwtKeyConfig>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "callgate".into(),
+            audience: "callgate".into(),
+            leeway_s: 10,
+            query_param: "token".into(),
+            start_parameter: "token".into(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// `[[security.jwt.keys]]`: one key. HS* keys need a secret (inline, or the name of an env
+/// variable); RS*/ES*/EdDSA keys need a public key PEM file (and a private one to mint).
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtKeyConfig {
+    /// Key id (the token header's `kid`).
+    pub kid: String,
+    /// `HS256`, `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `PS256`, `ES256`, `ES384` or
+    /// `EdDSA`; pinned: tokens with any other `alg` are refused.
+    pub algorithm: String,
+    /// HMAC secret.
+    #[serde(default)]
+    pub secret: Secret,
+    /// Name of an env variable holding the HMAC secret.
+    #[serde(default)]
+    pub secret_env: String,
+    /// PEM public key (asymmetric algorithms).
+    #[serde(default)]
+    pub public_key_file: String,
+    /// PEM private key, only for `callgate token`.
+    #[serde(default)]
+    pub private_key_file: String,
+}
+
+/// `[security.twilio]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TwilioConfig {
+    /// Primary auth token.
+    pub auth_token: Secret,
+    /// Secondary auth token, accepted during rotation.
+    pub secondary_auth_token: Secret,
+    /// The public base URL Twilio connects to (e.g. `wss://gw.example.com`); the route path
+    /// is appended. Never taken from `Host` or `X-Forwarded-*`.
+    pub public_base_url: String,
+}
+
+/// `[security.basic]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BasicConfig {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
 }
 
 /// Paths the gateway serves itself.
@@ -270,6 +496,7 @@ impl Config {
                 errors.push(format!("{name}: must be greater than 0"));
             }
         }
+        self.validate_security(errors);
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             if !route.path.starts_with('/') || route.path.contains(['?', '#', '{', '}', '*']) {
@@ -291,6 +518,72 @@ impl Config {
         }
     }
 
+    fn validate_security(&self, errors: &mut Vec<String>) {
+        let sec = &self.security;
+        let loopback = self
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        for route in self.effective_routes() {
+            let kind = route.auth.unwrap_or(sec.default_auth);
+            let path = &route.path;
+            match kind {
+                AuthKind::None if !loopback && !sec.allow_unauthenticated => errors.push(format!(
+                    "route {path}: no authentication on the non-loopback address {}; configure \
+                     security.default_auth (or the route's auth), or set security.allow_unauthenticated = true",
+                    self.listen
+                )),
+                AuthKind::Jwt if sec.jwt.keys.is_empty() => {
+                    errors.push(format!("route {path}: auth = \"jwt\" needs [[security.jwt.keys]]"))
+                }
+                AuthKind::TwilioSignature if sec.twilio.auth_token.is_empty() || sec.twilio.public_base_url.is_empty() => errors.push(format!(
+                    "route {path}: auth = \"twilio_signature\" needs security.twilio.auth_token (TWILIO_AUTH_TOKEN) and security.twilio.public_base_url"
+                )),
+                AuthKind::Basic if sec.basic.username.is_empty() || sec.basic.password.is_empty() => {
+                    errors.push(format!("route {path}: auth = \"basic\" needs security.basic.username and password"))
+                }
+                AuthKind::IpAllowlist if sec.allowed_ips.is_empty() => {
+                    errors.push(format!("route {path}: auth = \"ip_allowlist\" needs security.allowed_ips"))
+                }
+                _ => {}
+            }
+            if (route.token_in_start || route.query_token) && kind != AuthKind::Jwt {
+                errors.push(format!(
+                    "route {path}: token_in_start and query_token apply to auth = \"jwt\" only"
+                ));
+            }
+            if route.require_call_token
+                && (kind != AuthKind::TwilioSignature || sec.jwt.keys.is_empty())
+            {
+                errors.push(format!("route {path}: require_call_token needs auth = \"twilio_signature\" and [[security.jwt.keys]]"));
+            }
+        }
+        let url = &sec.twilio.public_base_url;
+        if !(url.is_empty() || url.starts_with("wss://") || url.starts_with("ws://")) {
+            errors.push(
+                "security.twilio.public_base_url: must be the wss:// URL Twilio connects to".into(),
+            );
+        }
+        for (i, key) in sec.jwt.keys.iter().enumerate() {
+            if key.algorithm.parse::<jsonwebtoken::Algorithm>().is_err() {
+                errors.push(format!(
+                    "security.jwt.keys[{i}].algorithm: unknown algorithm {:?}",
+                    key.algorithm
+                ));
+            }
+        }
+        for (name, value) in [
+            ("security.max_connections", sec.max_connections),
+            ("security.max_message_bytes", sec.max_message_bytes),
+            ("security.max_calls", sec.max_calls),
+            ("security.max_tracked_ips", sec.max_tracked_ips),
+        ] {
+            if value == 0 {
+                errors.push(format!("{name}: must be greater than 0"));
+            }
+        }
+    }
+
     /// The address to serve on (validated by [`Config::load`]).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
@@ -301,21 +594,9 @@ impl Config {
     /// The built-in routes, with configured routes added or replacing them by path.
     pub fn effective_routes(&self) -> Vec<RouteConfig> {
         let mut routes = vec![
-            RouteConfig {
-                path: "/twilio".into(),
-                dialect: Dialect::Twilio,
-                send_connected: false,
-            },
-            RouteConfig {
-                path: "/smartflo".into(),
-                dialect: Dialect::Smartflo,
-                send_connected: false,
-            },
-            RouteConfig {
-                path: "/vendor-stream".into(),
-                dialect: Dialect::VendorStream,
-                send_connected: true,
-            },
+            RouteConfig::new("/twilio", Dialect::Twilio, false),
+            RouteConfig::new("/smartflo", Dialect::Smartflo, false),
+            RouteConfig::new("/vendor-stream", Dialect::VendorStream, true),
         ];
         for configured in &self.routes {
             routes.retain(|r| r.path != configured.path);
@@ -516,6 +797,7 @@ mod tests {
                 ("CALLGATE_VOICE", "cedar"),
                 ("CALLGATE_INSTRUCTIONS", "Say hi."),
                 ("CALLGATE_CALLS__EVENT_TIMEOUT_MS", "750"),
+                ("CALLGATE_SECURITY__ALLOW_UNAUTHENTICATED", "true"),
             ]),
         )
         .unwrap();
@@ -531,6 +813,19 @@ mod tests {
             !format!("{config:?}").contains("azkey"),
             "secret leaked into Debug"
         );
+    }
+
+    #[test]
+    fn no_auth_on_a_public_address_refuses_to_start() {
+        let err = Config::load(None, env(&[("CALLGATE_LISTEN", "0.0.0.0:8080")])).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(err.0[0].contains("allow_unauthenticated"), "{err}");
+        // Each auth mode names what it is missing.
+        let err = load("[security]\ndefault_auth = \"jwt\"\n[[routes]]\npath = \"/t\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\nrequire_call_token = true\n", &[]).unwrap_err();
+        let text = err.to_string();
+        for needle in ["needs [[security.jwt.keys]]", "TWILIO_AUTH_TOKEN", "require_call_token needs"] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
 
     #[test]
@@ -601,11 +896,7 @@ dialect = "twilio"
         )
         .unwrap();
         let routes = config.effective_routes();
-        assert!(routes.contains(&RouteConfig {
-            path: "/ws/media".into(),
-            dialect: Dialect::Twilio,
-            send_connected: false
-        }));
+        assert!(routes.contains(&RouteConfig::new("/ws/media", Dialect::Twilio, false)));
         let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
         assert!(!vendor.send_connected);
         assert_eq!(routes.len(), 4);

@@ -15,14 +15,20 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::close::{classify, CloseReason, Verdict};
-use crate::routes::{AppState, Route};
+use crate::routes::{AppState, CallAdmission, Route};
+use callgate_layers::http::limit::{quota, GlobalLimiter};
 
 /// Outbox bound: a few seconds of model audio at typical delta sizes. When full the bridge
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
 const OUTBOX: usize = 256;
 
 /// Serves one upgraded carrier socket until the call ends.
-pub async fn serve(socket: WebSocket, state: AppState, route: Arc<Route>) {
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    route: Arc<Route>,
+    admission: CallAdmission,
+) {
     let id = state.next_call_id();
     let span = tracing::info_span!(
         "call",
@@ -35,25 +41,53 @@ pub async fn serve(socket: WebSocket, state: AppState, route: Arc<Route>) {
         frames_in = tracing::field::Empty,
         frames_out = tracing::field::Empty,
         bad_frames = tracing::field::Empty,
+        tenant = admission.identity.tenant.as_deref(),
+        subject = admission.identity.subject.as_deref(),
     );
     let carrier = route.dialect.name();
     metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
-    let close = run(socket, &state, &route, id).instrument(span).await;
+    let close = run(socket, &state, &route, id, admission)
+        .instrument(span)
+        .await;
     metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
     metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome())
         .increment(1);
 }
 
-async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) -> CloseReason {
+async fn run(
+    mut socket: WebSocket,
+    state: &AppState,
+    route: &Route,
+    id: u64,
+    admission: CallAdmission,
+) -> CloseReason {
+    let CallAdmission {
+        client_ip,
+        identity,
+        start_auth,
+        permit,
+    } = admission;
+    // Held for the whole call: the call-cap slot is free again only when the call ends.
+    let _permit = permit;
+    let deferred_auth = start_auth.is_some();
     let (outbox, mut downstream) = mpsc::channel(OUTBOX);
-    let ctx = CallContext::new(
+    let ctx = CallContext::with_auth(
         id,
         route.dialect,
         state.store.clone(),
         state.bridge.clone(),
         outbox,
+        identity,
+        start_auth,
     );
     let mut stack = crate::pipeline::build(ctx.clone(), state.calls.event_timeout);
+    // Per-socket message rate: a flood from one carrier socket cannot starve the others.
+    let rate = GlobalLimiter::new(quota(
+        state.calls.messages_per_second,
+        state.calls.message_burst,
+    ));
+    let start_deadline = tokio::time::sleep(state.security.start_deadline());
+    tokio::pin!(start_deadline);
     let mut writer: Option<Writer> = None;
     let mut frames = Vec::new();
     let mut bad_streak = 0u32;
@@ -82,6 +116,11 @@ async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) ->
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(error)) => break Some(socket_error(error)),
                 };
+                if rate.check().is_err() {
+                    metrics::counter!("callgate_bad_frames_total", "carrier" => route.dialect.name(), "reason" => "flood").increment(1);
+                    tracing::warn!("carrier message rate exceeded");
+                    break Some(CloseReason::FLOOD);
+                }
                 let result = match stack.ready().await {
                     Ok(service) => service.call(frame).await,
                     Err(error) => Err(error),
@@ -101,6 +140,11 @@ async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) ->
                             if bad_streak >= state.calls.max_consecutive_bad_frames {
                                 break Some(CloseReason::TOO_MANY_BAD_FRAMES);
                             }
+                        }
+                        Verdict::Close(reason) if reason == CloseReason::UNAUTHORIZED => {
+                            state.security.admission.failures.record_failure(client_ip.key());
+                            tracing::warn!(%error, "start refused");
+                            break Some(reason);
                         }
                         Verdict::Close(reason) => {
                             tracing::error!(%error, code = reason.code, "call failed");
@@ -137,6 +181,11 @@ async fn run(mut socket: WebSocket, state: &AppState, route: &Route, id: u64) ->
                     break Some(CloseReason::UPSTREAM);
                 }
             },
+            _ = &mut start_deadline, if deferred_auth && writer.is_none() => {
+                state.security.admission.failures.record_failure(client_ip.key());
+                tracing::warn!("no valid start before the deadline");
+                break Some(CloseReason::AUTH_TIMEOUT);
+            }
             _ = state.shutdown.cancelled() => break Some(CloseReason::GOING_AWAY),
         }
     };

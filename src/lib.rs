@@ -21,10 +21,11 @@ pub mod connection;
 pub mod loopback;
 pub mod pipeline;
 pub mod routes;
+pub mod security;
 pub mod telemetry;
 pub mod wav;
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -59,19 +60,24 @@ pub async fn run(
         audio = ?bridge.audio,
         "upstream configured"
     );
-    let state = AppState::new(&config, bridge, shutdown.clone());
-    spawn_reaper(
+    let security = security::Security::new(&config.security)?;
+    let unauthenticated: Vec<String> = config
+        .effective_routes()
+        .into_iter()
+        .filter(|r| r.auth.unwrap_or(config.security.default_auth) == config::AuthKind::None)
+        .map(|r| r.path)
+        .collect();
+    if !unauthenticated.is_empty() && !config.listen_addr().ip().is_loopback() {
+        tracing::warn!(routes = ?unauthenticated, "UNAUTHENTICATED carrier routes on a public address (security.allow_unauthenticated = true): anyone can open paid model sessions");
+    }
+    let state = AppState::new(&config, bridge, security, shutdown.clone());
+    spawn_sweeper(
         &state,
         Duration::from_secs(config.calls.idle_session_timeout_s.max(1)),
     );
-    let app = routes::router(&config, state.clone());
+    let app = routes::router(&config, state.clone())?;
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await?;
+    serve(listener, app, &config.security, shutdown.clone()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !state.store.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -79,14 +85,80 @@ pub async fn run(
     Ok(())
 }
 
-fn spawn_reaper(state: &AppState, max_idle: Duration) {
+/// The accept loop: HTTP/1.1 with upgrades, a header-read timeout (slowloris), and a cap on
+/// connections not yet upgraded (beyond it: a canned 503 and close).
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    security: &config::SecurityConfig,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::AsyncWriteExt;
+    use tower::Service;
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(security.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(security.header_read_timeout_ms));
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!("callgate_upgrades_rejected_total", "reason" => "connection_cap")
+                .increment(1);
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().call(request)
+            },
+        );
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::spawn(async move {
+            // Ends at the upgrade (the call then lives in its own task) or when the client
+            // goes; either way the connection slot is free again.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    // Connections still reading headers end with the process (or their header timeout);
+    // upgraded calls have seen `shutdown` and close with 1001.
+}
+
+/// Periodically reaps idle sessions and sweeps the limiters' per-IP state.
+fn spawn_sweeper(state: &AppState, max_idle: Duration) {
     let store = state.store.clone();
+    let admission = state.security.admission.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(max_idle.min(Duration::from_secs(30)));
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    admission.sweep();
                     let reaped = store.reap_idle(max_idle);
                     if reaped > 0 {
                         metrics::counter!("callgate_sessions_reaped_total").increment(reaped as u64);

@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::{header, Request};
+use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use callgate_handlers::bridge::BridgeConfig;
 use callgate_handlers::dialect::Dialect;
+use callgate_handlers::session::CallIdentity;
 use callgate_handlers::session::SessionStore;
+use callgate_handlers::StartAuth;
+use callgate_layers::http::admission::{reject, AdmissionLayer};
+use callgate_layers::http::auth::{Admitted, AuthLayer};
+use callgate_layers::http::caps::CallPermit;
+use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -20,9 +26,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CallsConfig, Config};
-
-/// Carrier sockets carry 20 ms frames; larger messages are refused (1009).
-pub const MAX_CARRIER_MESSAGE: usize = 64 * 1024;
+use crate::security::Security;
 
 /// A carrier route: path, dialect and per-route settings.
 #[derive(Debug, Clone)]
@@ -35,6 +39,18 @@ pub struct Route {
     pub send_connected: bool,
 }
 
+/// What admission decided for one call, handed to its connection.
+pub struct CallAdmission {
+    /// The client's address (failed `start` tokens count against it).
+    pub client_ip: ClientIp,
+    /// Who the upgrade authenticated as.
+    pub identity: CallIdentity,
+    /// Set when the call must authenticate in `start`.
+    pub start_auth: Option<Arc<dyn StartAuth>>,
+    /// The call-cap permit, when taken at the upgrade.
+    pub permit: Option<CallPermit>,
+}
+
 /// Per-call limits, resolved to durations.
 #[derive(Debug, Clone)]
 pub struct CallLimits {
@@ -44,14 +60,23 @@ pub struct CallLimits {
     pub event_timeout: Duration,
     /// Wait for the upstream to close after `stop`.
     pub upstream_close_wait: Duration,
+    /// Largest carrier message or frame.
+    pub max_message_bytes: usize,
+    /// Per-socket messages per second, and burst.
+    pub messages_per_second: u32,
+    /// Per-socket message burst.
+    pub message_burst: u32,
 }
 
-impl From<&CallsConfig> for CallLimits {
-    fn from(c: &CallsConfig) -> Self {
+impl CallLimits {
+    fn new(c: &CallsConfig, config: &Config) -> Self {
         Self {
             max_consecutive_bad_frames: c.max_consecutive_bad_frames,
             event_timeout: Duration::from_millis(c.event_timeout_ms),
             upstream_close_wait: Duration::from_millis(c.upstream_close_wait_ms),
+            max_message_bytes: config.security.max_message_bytes,
+            messages_per_second: config.security.messages_per_second,
+            message_burst: config.security.message_burst,
         }
     }
 }
@@ -67,17 +92,25 @@ pub struct AppState {
     pub calls: Arc<CallLimits>,
     /// Cancelled on shutdown: live calls close 1001.
     pub shutdown: CancellationToken,
+    /// Admission: limits, caps, auth.
+    pub security: Arc<Security>,
     next_id: Arc<AtomicU64>,
 }
 
 impl AppState {
     /// State for a gateway using `bridge` as its upstream.
-    pub fn new(config: &Config, bridge: BridgeConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: &Config,
+        bridge: BridgeConfig,
+        security: Security,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store: SessionStore::new(),
             bridge: Arc::new(bridge),
-            calls: Arc::new(CallLimits::from(&config.calls)),
+            calls: Arc::new(CallLimits::new(&config.calls, config)),
             shutdown,
+            security: Arc::new(security),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -89,35 +122,79 @@ impl AppState {
 }
 
 /// The whole HTTP surface.
-pub fn router(config: &Config, state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/health", get(healthz))
-        .route("/metrics", get(metrics));
+pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
+    let mut carriers = Router::new();
     for route in config.effective_routes() {
+        let auth = state.security.auth_mode(&route)?;
         let route = Arc::new(Route {
             path: route.path,
             dialect: route.dialect,
             send_connected: route.send_connected,
         });
         let path = route.path.clone();
-        router = router.route(
-            &path,
-            get(
-                move |upgrade: WebSocketUpgrade, State(state): State<AppState>| async move {
-                    upgrade
-                        // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
-                        // every read (ARCHITECTURE.md, "Socket buffers").
-                        .read_buffer_size(4 * 1024)
-                        .write_buffer_size(0)
-                        .max_write_buffer_size(1024 * 1024)
-                        .max_message_size(MAX_CARRIER_MESSAGE)
-                        .max_frame_size(MAX_CARRIER_MESSAGE)
-                        .on_upgrade(move |socket| crate::connection::serve(socket, state, route))
+        let handler = move |upgrade: WebSocketUpgrade,
+                            State(state): State<AppState>,
+                            Extension(admitted): Extension<Admitted>,
+                            Extension(client_ip): Extension<ClientIp>| async move {
+            // With the identity known now, the call-cap permit is taken before the 101;
+            // deferred calls take theirs when `start` proves who they are.
+            let permit = match admitted.start_token {
+                Some(_) => None,
+                None => match state
+                    .security
+                    .caps
+                    .try_acquire(admitted.identity.tenant.as_deref())
+                {
+                    Ok(permit) => Some(permit),
+                    Err(cap) => {
+                        tracing::warn!(%cap, "call refused");
+                        return reject(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "call_cap",
+                            Some(Duration::from_secs(1)),
+                        );
+                    }
                 },
-            ),
-        );
+            };
+            let admission = CallAdmission {
+                client_ip,
+                identity: CallIdentity {
+                    tenant: admitted.identity.tenant,
+                    subject: admitted.identity.subject,
+                },
+                start_auth: admitted
+                    .start_token
+                    .map(|verifier| state.security.start_auth(verifier)),
+                permit,
+            };
+            let max = state.calls.max_message_bytes;
+            upgrade
+                // A token may ride in Sec-WebSocket-Protocol; only this name is echoed.
+                .protocols(["callgate"])
+                // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
+                // every read (ARCHITECTURE.md, "Socket buffers").
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(0)
+                .max_write_buffer_size(1024 * 1024)
+                .max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| crate::connection::serve(socket, state, route, admission))
+        };
+        carriers = carriers.route(&path, get(handler).layer(AuthLayer::new(auth)));
     }
+    // `route_layer` wraps bottom-up: the last one added runs first. Per request: client IP
+    // (trusted proxies) → admission (origin, failed-auth block, global and per-IP limits)
+    // → the route's auth → the upgrade handler (call caps).
+    let carriers = carriers
+        .route_layer(AdmissionLayer::new(state.security.admission.clone()))
+        .route_layer(ClientIpLayer::new(TrustedProxies::new(
+            config.security.trusted_proxies.clone(),
+        )));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/health", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
     let http = ServiceBuilder::new()
         // Every request gets an id (kept if the client sent one) ...
@@ -130,7 +207,7 @@ pub fn router(config: &Config, state: AppState) -> Router {
         // A panic in a handler answers 500 instead of dropping the connection.
         .layer(CatchPanicLayer::new())
         .layer(PropagateRequestIdLayer::x_request_id());
-    router.layer(http).with_state(state)
+    Ok(router.layer(http).with_state(state))
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

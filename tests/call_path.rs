@@ -229,11 +229,11 @@ async fn vendor_stream_serves_the_in_house_test_client_unchanged() {
 async fn carriers_never_get_the_greeting_and_routes_are_configurable() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
-        c.routes.push(callgate::config::RouteConfig {
-            path: "/ws/media".into(),
-            dialect: Dialect::Twilio,
-            send_connected: false,
-        });
+        c.routes.push(callgate::config::RouteConfig::new(
+            "/ws/media",
+            Dialect::Twilio,
+            false,
+        ));
     })
     .await;
     for path in ["/twilio", "/smartflo", "/ws/media"] {

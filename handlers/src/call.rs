@@ -10,7 +10,7 @@ use crate::bridge::{self, BridgeConfig, BridgeHandle, Downstream};
 use crate::dialect::Dialect;
 use crate::error::EventError;
 use crate::event::Start;
-use crate::session::{Session, SessionStore};
+use crate::session::{CallIdentity, Session, SessionStore};
 
 /// What a handler tells the connection loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +46,39 @@ macro_rules! sync_service {
 }
 pub(crate) use sync_service;
 
+/// Checks a call's `start` before anything is spent on it, for routes whose carriers
+/// cannot authenticate the upgrade (a token in `start.customParameters`).
+pub trait StartAuth: Send + Sync + std::fmt::Debug {
+    /// Admits or refuses the call.
+    fn admit(&self, start: &Start) -> Result<StartAdmission, StartRejected>;
+    /// The `customParameters` key that carries the credential (removed before the session
+    /// stores the parameters).
+    fn parameter(&self) -> &str;
+}
+
+/// An admitted `start`.
+#[derive(Debug, Default)]
+pub struct StartAdmission {
+    /// Who is calling.
+    pub identity: CallIdentity,
+    /// Held for the call's lifetime (a call-cap permit).
+    pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A refused `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRejected {
+    /// Missing or invalid credentials (close 1008).
+    Unauthorized,
+    /// A call cap is full (close 1013).
+    Overloaded,
+}
+
 #[derive(Debug, Default)]
 struct Started {
     session: Option<Arc<Session>>,
     bridge: Option<Arc<BridgeHandle>>,
+    hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// One connection's shared state: its id, dialect, the store, the bridge and the outbox.
@@ -65,6 +94,10 @@ pub struct CallContext {
     pub bridge_config: Arc<BridgeConfig>,
     /// Messages for the carrier (and the bridge's end-of-call signal).
     pub outbox: mpsc::Sender<Downstream>,
+    /// Who the upgrade was authenticated as.
+    pub identity: CallIdentity,
+    /// Set when the call must authenticate in `start`.
+    pub start_auth: Option<Arc<dyn StartAuth>>,
     started: Mutex<Started>,
 }
 
@@ -77,12 +110,36 @@ impl CallContext {
         bridge_config: Arc<BridgeConfig>,
         outbox: mpsc::Sender<Downstream>,
     ) -> Arc<Self> {
+        Self::with_auth(
+            id,
+            dialect,
+            store,
+            bridge_config,
+            outbox,
+            CallIdentity::default(),
+            None,
+        )
+    }
+
+    /// A context whose upgrade authenticated as `identity`, and which must authenticate its
+    /// `start` with `start_auth` when set.
+    pub fn with_auth(
+        id: u64,
+        dialect: Dialect,
+        store: SessionStore,
+        bridge_config: Arc<BridgeConfig>,
+        outbox: mpsc::Sender<Downstream>,
+        identity: CallIdentity,
+        start_auth: Option<Arc<dyn StartAuth>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             dialect,
             store,
             bridge_config,
             outbox,
+            identity,
+            start_auth,
             started: Mutex::new(Started::default()),
         })
     }
@@ -93,7 +150,22 @@ impl CallContext {
         if started.session.is_some() {
             return Err(EventError::AlreadyStarted);
         }
-        let session = self.store.insert(self.id, self.dialect, start);
+        // Admission before money: the upstream opens only after the start is admitted.
+        let (identity, start) = match &self.start_auth {
+            None => (self.identity.clone(), std::borrow::Cow::Borrowed(start)),
+            Some(auth) => {
+                let admission = auth.admit(start).map_err(|rejected| match rejected {
+                    StartRejected::Unauthorized => EventError::Unauthorized,
+                    StartRejected::Overloaded => EventError::Overloaded,
+                })?;
+                started.hold = admission.hold;
+                // The credential is not call data: it never reaches the session.
+                let mut cleaned = start.clone();
+                cleaned.custom_parameters.remove(auth.parameter());
+                (admission.identity, std::borrow::Cow::Owned(cleaned))
+            }
+        };
+        let session = self.store.insert(self.id, self.dialect, &start, identity);
         let bridge = bridge::spawn(
             self.bridge_config.clone(),
             session.clone(),
@@ -121,10 +193,16 @@ impl CallContext {
     /// Ends the call: closes the upstream with 1000 (waiting at most `wait`), removes the
     /// session and adds its counters to the process metrics. Safe to call more than once.
     pub async fn finish(&self, wait: Duration) -> Option<Arc<Session>> {
-        let (session, bridge) = {
+        let (session, bridge, hold) = {
             let mut started = self.lock();
-            (started.session.take(), started.bridge.take())
+            (
+                started.session.take(),
+                started.bridge.take(),
+                started.hold.take(),
+            )
         };
+        // The call's cap permit goes when the call does.
+        drop(hold);
         if let Some(bridge) = bridge {
             bridge.stop(wait).await;
         }

@@ -15,6 +15,12 @@ pub enum EventError {
     /// The media payload is not valid base64.
     #[error("media payload is not valid base64")]
     BadBase64,
+    /// `start` without valid credentials on a route that requires them.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// A call cap is full.
+    #[error("call limit reached")]
+    Overloaded,
     /// Audio conversion could not be set up.
     #[error("audio setup failed: {0}")]
     Audio(String),
@@ -24,7 +30,7 @@ impl EventError {
     /// True when the carrier sent something wrong (counted toward the 1007 limit), false
     /// when the gateway failed (1011).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Self::Audio(_))
+        !matches!(self, Self::Audio(_) | Self::Unauthorized | Self::Overloaded)
     }
 
     /// A short, bounded label for metrics.
@@ -34,6 +40,8 @@ impl EventError {
             Self::AlreadyStarted => "duplicate_start",
             Self::StreamSidMismatch => "stream_sid_mismatch",
             Self::BadBase64 => "bad_base64",
+            Self::Unauthorized => "unauthorized",
+            Self::Overloaded => "overloaded",
             Self::Audio(_) => "audio_setup",
         }
     }

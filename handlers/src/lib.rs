@@ -21,6 +21,6 @@ pub mod session;
 pub mod start;
 pub mod stop;
 
-pub use call::{CallContext, Flow};
+pub use call::{CallContext, Flow, StartAdmission, StartAuth, StartRejected};
 pub use error::EventError;
 pub use router::EventRouter;

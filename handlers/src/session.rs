@@ -38,6 +38,15 @@ pub struct Counters {
     pub clears: AtomicU64,
 }
 
+/// Who a call was authenticated as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallIdentity {
+    /// Tenant (caps and settings are per tenant).
+    pub tenant: Option<String>,
+    /// Subject of the credential.
+    pub subject: Option<String>,
+}
+
 /// One call's state.
 #[derive(Debug)]
 pub struct Session {
@@ -57,8 +66,10 @@ pub struct Session {
     pub to: Option<String>,
     /// Carrier-side audio format.
     pub media_format: AudioFormat,
-    /// Custom parameters from `start`.
+    /// Custom parameters from `start` (credentials removed).
     pub custom_parameters: BTreeMap<String, String>,
+    /// Who the call was authenticated as.
+    pub identity: CallIdentity,
     /// Wall-clock start, for records.
     pub started_at: SystemTime,
     started: Instant,
@@ -100,7 +111,13 @@ impl SessionStore {
     }
 
     /// Creates the session of connection `id` from its `start` event.
-    pub fn insert(&self, id: u64, dialect: Dialect, start: &Start) -> Arc<Session> {
+    pub fn insert(
+        &self,
+        id: u64,
+        dialect: Dialect,
+        start: &Start,
+        identity: CallIdentity,
+    ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
             dialect,
@@ -111,6 +128,7 @@ impl SessionStore {
             to: start.to.clone(),
             media_format: start.media_format,
             custom_parameters: start.custom_parameters.clone(),
+            identity,
             started_at: SystemTime::now(),
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
@@ -189,8 +207,8 @@ mod tests {
     #[test]
     fn insert_find_remove() {
         let store = SessionStore::new();
-        store.insert(1, Dialect::Twilio, &start("CA1"));
-        store.insert(2, Dialect::Twilio, &start("CA2"));
+        store.insert(1, Dialect::Twilio, &start("CA1"), CallIdentity::default());
+        store.insert(2, Dialect::Twilio, &start("CA2"), CallIdentity::default());
         assert_eq!(store.len(), 2);
         assert_eq!(store.find_call("CA2").unwrap().id, 2);
         assert!(store.remove(1).is_some());
@@ -201,9 +219,11 @@ mod tests {
     #[test]
     fn reaps_only_idle_sessions() {
         let store = SessionStore::new();
-        let idle = store.insert(1, Dialect::Twilio, &start("CA1"));
+        let idle = store.insert(1, Dialect::Twilio, &start("CA1"), CallIdentity::default());
         std::thread::sleep(Duration::from_millis(30));
-        store.insert(2, Dialect::Twilio, &start("CA2")).touch();
+        store
+            .insert(2, Dialect::Twilio, &start("CA2"), CallIdentity::default())
+            .touch();
         assert!(idle.idle_for() >= Duration::from_millis(30));
         assert_eq!(store.reap_idle(Duration::from_millis(20)), 1);
         assert!(store.get(2).is_some());

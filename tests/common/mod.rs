@@ -228,6 +228,10 @@ impl Gateway {
         if let Some(upstream) = upstream {
             config.upstream.url = upstream.url.clone();
         }
+        // Tests play audio far faster than real time: lift the per-socket message rate
+        // (the flood test sets its own).
+        config.security.messages_per_second = 1_000_000;
+        config.security.message_burst = 1_000_000;
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,264 @@
+//! Builds the admission machinery from [`SecurityConfig`]: per-route [`AuthMode`]s, the
+//! shared [`Admission`] policy, [`CallCaps`], and the `start`-token check for carriers that
+//! cannot send headers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use callgate_handlers::event::Start;
+use callgate_handlers::session::CallIdentity;
+use callgate_handlers::{StartAdmission, StartAuth, StartRejected};
+use callgate_layers::http::admission::Admission;
+use callgate_layers::http::auth::{
+    AuthMode, BasicAuth, JwtKey, JwtVerifier, TokenSources, TwilioSignature,
+};
+use callgate_layers::http::caps::CallCaps;
+use callgate_layers::http::limit::{
+    quota, quota_per_minute, FailureBlocklist, GlobalLimiter, KeyedLimiter,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+
+use crate::config::{AuthKind, JwtKeyConfig, RouteConfig, SecurityConfig};
+
+/// Everything admission needs, built once at startup.
+#[derive(Debug)]
+pub struct Security {
+    /// Origin, rate limits, failed-auth blocking.
+    pub admission: Arc<Admission>,
+    /// Concurrent-call caps.
+    pub caps: Arc<CallCaps>,
+    /// The JWT verifier (when keys are configured).
+    pub jwt: Option<Arc<JwtVerifier>>,
+    config: SecurityConfig,
+}
+
+impl Security {
+    /// Builds from configuration (reads key files; installs the JWT crypto backend).
+    pub fn new(config: &SecurityConfig) -> anyhow::Result<Self> {
+        callgate_layers::install_crypto();
+        let jwt = if config.jwt.keys.is_empty() {
+            None
+        } else {
+            let keys = config
+                .jwt
+                .keys
+                .iter()
+                .map(decoding_key)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(Arc::new(JwtVerifier::new(
+                keys,
+                &config.jwt.issuer,
+                &config.jwt.audience,
+                config.jwt.leeway_s,
+            )))
+        };
+        let admission = Admission {
+            allowed_origins: config.allowed_origins.clone(),
+            per_ip: KeyedLimiter::new(
+                quota(
+                    config.upgrades_per_ip_per_second,
+                    config.upgrade_burst_per_ip,
+                ),
+                config.max_tracked_ips,
+            ),
+            failures: FailureBlocklist::new(
+                quota_per_minute(
+                    config.failed_auth_per_ip_per_minute,
+                    config.failed_auth_burst,
+                ),
+                Duration::from_secs(config.failed_auth_block_s),
+                config.max_tracked_ips,
+            ),
+            global: GlobalLimiter::new(quota(config.upgrades_per_second, config.upgrade_burst)),
+        };
+        let tenants: HashMap<String, usize> = config
+            .tenants
+            .iter()
+            .map(|(k, v)| (k.clone(), v.max_calls))
+            .collect();
+        Ok(Self {
+            admission: Arc::new(admission),
+            caps: Arc::new(CallCaps::new(
+                config.max_calls,
+                config.max_calls_per_tenant,
+                tenants,
+            )),
+            jwt,
+            config: config.clone(),
+        })
+    }
+
+    /// The auth of one route.
+    pub fn auth_mode(&self, route: &RouteConfig) -> anyhow::Result<AuthMode> {
+        let sec = &self.config;
+        Ok(match route.auth.unwrap_or(sec.default_auth) {
+            AuthKind::None => AuthMode::None,
+            AuthKind::Jwt => AuthMode::Jwt {
+                verifier: self
+                    .jwt
+                    .clone()
+                    .context("auth = \"jwt\" needs [[security.jwt.keys]]")?,
+                sources: TokenSources {
+                    query: route.query_token.then(|| sec.jwt.query_param.clone()),
+                    start: route.token_in_start,
+                },
+            },
+            AuthKind::TwilioSignature => {
+                let url = format!(
+                    "{}{}",
+                    sec.twilio.public_base_url.trim_end_matches('/'),
+                    route.path
+                );
+                let tokens = vec![
+                    sec.twilio.auth_token.expose().to_owned(),
+                    sec.twilio.secondary_auth_token.expose().to_owned(),
+                ];
+                let call_token = if route.require_call_token {
+                    Some(
+                        self.jwt
+                            .clone()
+                            .context("require_call_token needs [[security.jwt.keys]]")?,
+                    )
+                } else {
+                    None
+                };
+                AuthMode::TwilioSignature {
+                    signature: Arc::new(TwilioSignature::new(&url, tokens)),
+                    call_token,
+                }
+            }
+            AuthKind::Basic => AuthMode::Basic(Arc::new(BasicAuth::new(
+                &sec.basic.username,
+                sec.basic.password.expose(),
+            ))),
+            AuthKind::IpAllowlist => AuthMode::IpAllowlist(Arc::new(sec.allowed_ips.clone())),
+        })
+    }
+
+    /// The `start` check for a call admitted with a deferred token.
+    pub fn start_auth(&self, verifier: Arc<JwtVerifier>) -> Arc<dyn StartAuth> {
+        Arc::new(StartToken {
+            verifier,
+            caps: self.caps.clone(),
+            parameter: self.config.jwt.start_parameter.clone(),
+        })
+    }
+
+    /// Time a deferred call has to present its token.
+    pub fn start_deadline(&self) -> Duration {
+        Duration::from_millis(self.config.start_token_deadline_ms)
+    }
+}
+
+/// Reads one configured key.
+fn decoding_key(key: &JwtKeyConfig) -> anyhow::Result<JwtKey> {
+    let algorithm: Algorithm = key
+        .algorithm
+        .parse()
+        .with_context(|| format!("key {}: unknown algorithm {}", key.kid, key.algorithm))?;
+    let decoding = match algorithm {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            DecodingKey::from_secret(hmac_secret(key)?.as_bytes())
+        }
+        other => {
+            let pem = std::fs::read(&key.public_key_file).with_context(|| {
+                format!(
+                    "key {}: reading public_key_file {:?}",
+                    key.kid, key.public_key_file
+                )
+            })?;
+            match other {
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            }
+            .with_context(|| format!("key {}: bad public key", key.kid))?
+        }
+    };
+    Ok(JwtKey {
+        kid: key.kid.clone(),
+        algorithm,
+        key: decoding,
+    })
+}
+
+fn hmac_secret(key: &JwtKeyConfig) -> anyhow::Result<String> {
+    if !key.secret.is_empty() {
+        return Ok(key.secret.expose().to_owned());
+    }
+    if !key.secret_env.is_empty() {
+        return std::env::var(&key.secret_env)
+            .with_context(|| format!("key {}: env {} is not set", key.kid, key.secret_env));
+    }
+    bail!("key {}: HMAC keys need secret or secret_env", key.kid)
+}
+
+/// The signing key for `callgate token`, and its algorithm.
+pub fn encoding_key(key: &JwtKeyConfig) -> anyhow::Result<(EncodingKey, Algorithm)> {
+    let algorithm: Algorithm = key
+        .algorithm
+        .parse()
+        .with_context(|| format!("unknown algorithm {}", key.algorithm))?;
+    let encoding = match algorithm {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(hmac_secret(key)?.as_bytes())
+        }
+        other => {
+            let pem = std::fs::read(&key.private_key_file).with_context(|| {
+                format!(
+                    "key {}: reading private_key_file {:?}",
+                    key.kid, key.private_key_file
+                )
+            })?;
+            match other {
+                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+                _ => EncodingKey::from_rsa_pem(&pem),
+            }
+            .with_context(|| format!("key {}: bad private key", key.kid))?
+        }
+    };
+    Ok((encoding, algorithm))
+}
+
+/// A JWT in `start.customParameters`, checked (and bound to the call) before the upstream
+/// opens; the call's cap permit is taken here, once the tenant is known.
+#[derive(Debug)]
+struct StartToken {
+    verifier: Arc<JwtVerifier>,
+    caps: Arc<CallCaps>,
+    parameter: String,
+}
+
+impl StartAuth for StartToken {
+    fn admit(&self, start: &Start) -> Result<StartAdmission, StartRejected> {
+        let token = start
+            .custom_parameters
+            .get(&self.parameter)
+            .ok_or(StartRejected::Unauthorized)?;
+        let claims = self
+            .verifier
+            .verify_for_call(token, &start.call_sid)
+            .map_err(|error| {
+                tracing::info!(%error, "start token refused");
+                StartRejected::Unauthorized
+            })?;
+        let permit = self
+            .caps
+            .try_acquire(claims.tenant.as_deref())
+            .map_err(|_| StartRejected::Overloaded)?;
+        Ok(StartAdmission {
+            identity: CallIdentity {
+                tenant: claims.tenant,
+                subject: claims.sub,
+            },
+            hold: Some(Box::new(permit)),
+        })
+    }
+
+    fn parameter(&self) -> &str {
+        &self.parameter
+    }
+}
