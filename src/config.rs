@@ -823,7 +823,11 @@ mod tests {
         // Each auth mode names what it is missing.
         let err = load("[security]\ndefault_auth = \"jwt\"\n[[routes]]\npath = \"/t\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\nrequire_call_token = true\n", &[]).unwrap_err();
         let text = err.to_string();
-        for needle in ["needs [[security.jwt.keys]]", "TWILIO_AUTH_TOKEN", "require_call_token needs"] {
+        for needle in [
+            "needs [[security.jwt.keys]]",
+            "TWILIO_AUTH_TOKEN",
+            "require_call_token needs",
+        ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
     }

@@ -297,6 +297,28 @@ impl Carrier {
         Self { ws }
     }
 
+    /// Upgrades with extra headers; on refusal returns the HTTP status and headers.
+    pub async fn try_connect(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, (u16, http::HeaderMap)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err((response.status().as_u16(), response.headers().clone()))
+            }
+            Err(e) => panic!("upgrade failed oddly: {e}"),
+        }
+    }
+
     pub async fn send(&mut self, event: Value) {
         self.ws
             .send(Message::Text(event.to_string().into()))
