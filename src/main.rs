@@ -41,6 +41,30 @@ enum Command {
     Call(CallArgs),
     /// Load the configuration, print every error (or the effective settings) and exit.
     CheckConfig,
+    /// Mint a JWT with a configured key (tests, TwiML `<Parameter>` per-call tokens).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Key id from [[security.jwt.keys]] (default: the first key).
+    #[arg(long)]
+    kid: Option<String>,
+    /// `sub` claim.
+    #[arg(long)]
+    sub: Option<String>,
+    /// `tenant` claim.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Bind the token to one call (`call_sid` claim, checked against start.callSid).
+    #[arg(long)]
+    call_sid: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 300)]
+    ttl: u64,
+    /// Make the token single-use (a random `jti`).
+    #[arg(long)]
+    single_use: bool,
 }
 
 #[derive(clap::Args)]
@@ -103,7 +127,44 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Call(args) => call(args).await,
+        Command::Token(args) => token(cli.config, args),
     }
+}
+
+fn token(path: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
+    callgate_layers::install_crypto();
+    let config = load(path)?;
+    let jwt = &config.security.jwt;
+    let key = match &args.kid {
+        Some(kid) => jwt
+            .keys
+            .iter()
+            .find(|k| &k.kid == kid)
+            .with_context(|| format!("no key with kid {kid}"))?,
+        None => jwt
+            .keys
+            .first()
+            .context("no [[security.jwt.keys]] configured")?,
+    };
+    let (encoding, algorithm) = callgate::security::encoding_key(key)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = callgate_layers::http::auth::Claims {
+        iss: jwt.issuer.clone(),
+        aud: jwt.audience.clone().into(),
+        exp: now + args.ttl,
+        sub: args.sub,
+        tenant: args.tenant,
+        call_sid: args.call_sid,
+        jti: args
+            .single_use
+            .then(|| format!("{:032x}", rand::random::<u128>())),
+    };
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.kid = Some(key.kid.clone());
+    println!("{}", jsonwebtoken::encode(&header, &claims, &encoding)?);
+    Ok(())
 }
 
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {

@@ -550,3 +550,65 @@ async fn slow_headers_time_out_and_the_connection_cap_answers_503() {
 }
 
 use futures_util::SinkExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callgate_token_mints_what_the_gateway_accepts() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layers/src/http/testdata");
+    let dir = std::env::temp_dir().join(format!("callgate-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("callgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[security]\ndefault_auth = \"jwt\"\n[[security.jwt.keys]]\nkid = \"ec1\"\nalgorithm = \"ES256\"\npublic_key_file = {:?}\nprivate_key_file = {:?}\n",
+            data.join("ec_public.pem"),
+            data.join("ec_private.pem")
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "token",
+            "--tenant",
+            "acme",
+            "--single-use",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let minted = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+
+    let upstream = FakeUpstream::start().await;
+    let mut config = Config::load(Some(&config_path), Vec::new()).unwrap();
+    config.upstream.url = upstream.url.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = callgate::CancellationToken::new();
+    tokio::spawn(callgate::run(listener, config, shutdown.clone()));
+    let url = format!("ws://{addr}/twilio");
+    let bearer = format!("Bearer {minted}");
+    completes(
+        Carrier::try_connect(&url, &[("authorization", &bearer)])
+            .await
+            .unwrap(),
+        json!({}),
+    )
+    .await;
+    // Single use.
+    assert_eq!(
+        Carrier::try_connect(&url, &[("authorization", &bearer)])
+            .await
+            .err()
+            .unwrap()
+            .0,
+        401
+    );
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -32,14 +32,19 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Decides before authentication; `Err` is the response to send.
-    pub fn check(&self, origin: Option<&HeaderValue>, ip: ClientIp) -> Result<(), Response> {
+    /// Decides before authentication.
+    pub fn check(&self, origin: Option<&HeaderValue>, ip: ClientIp) -> Result<(), Rejection> {
+        let rejection = |status, reason, retry_after| Rejection {
+            status,
+            reason,
+            retry_after,
+        };
         if let Some(origin) = origin {
             let allowed = origin
                 .to_str()
                 .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o));
             if !allowed {
-                return Err(reject(StatusCode::FORBIDDEN, "origin", None));
+                return Err(rejection(StatusCode::FORBIDDEN, "origin", None));
             }
         }
         let key = ip.key();
@@ -50,12 +55,12 @@ impl Admission {
             .and_then(|()| self.per_ip.check(key));
         match refused {
             Ok(()) => Ok(()),
-            Err(Refusal::TooMany(wait)) => Err(reject(
+            Err(Refusal::TooMany(wait)) => Err(rejection(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 Some(wait),
             )),
-            Err(Refusal::Overloaded(wait)) => Err(reject(
+            Err(Refusal::Overloaded(wait)) => Err(rejection(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 Some(wait),
@@ -67,6 +72,23 @@ impl Admission {
     pub fn sweep(&self) {
         self.per_ip.sweep();
         self.failures.sweep();
+    }
+}
+
+/// Why admission refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// 403, 429 or 503.
+    pub status: StatusCode,
+    /// Metric label and body.
+    pub reason: &'static str,
+    /// When to come back.
+    pub retry_after: Option<Duration>,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        reject(self.status, self.reason, self.retry_after)
     }
 }
 
@@ -138,7 +160,7 @@ where
             .admission
             .check(request.headers().get(header::ORIGIN), ip)
         {
-            return Box::pin(std::future::ready(Ok(response)));
+            return Box::pin(std::future::ready(Ok(response.into_response())));
         }
         let admission = self.admission.clone();
         let future = self.inner.call(request);

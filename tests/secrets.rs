@@ -1,0 +1,150 @@
+//! Secrets never reach logs or spans: capture everything at TRACE during authenticated and
+//! refused calls, then grep for every token and signature used.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use callgate::config::{AuthKind, JwtKeyConfig, RouteConfig};
+use callgate_handlers::bridge::Secret;
+use callgate_handlers::dialect::Dialect;
+use callgate_layers::http::auth::TwilioSignature;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_signature_in_logs_or_spans() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let secret = "log-test-secret-log-test-secret!";
+    let twilio_token = "twilio-token-for-log-test";
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.default_auth = AuthKind::Jwt;
+        c.security.jwt.keys = vec![JwtKeyConfig {
+            kid: "k1".into(),
+            algorithm: "HS256".into(),
+            secret: Secret::new(secret),
+            secret_env: String::new(),
+            public_key_file: String::new(),
+            private_key_file: String::new(),
+        }];
+        c.security.twilio.auth_token = Secret::new(twilio_token);
+        c.security.twilio.public_base_url = "wss://gw.example.com".into();
+        let mut signed = RouteConfig::new("/signed", Dialect::Twilio, false);
+        signed.auth = Some(AuthKind::TwilioSignature);
+        signed.require_call_token = true;
+        let mut query = RouteConfig::new("/query", Dialect::Twilio, false);
+        query.query_token = true;
+        c.routes.extend([signed, query]);
+        c.upstream.openai_api_key = Secret::new("sk-upstream-key-for-log-test");
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let mint = |jti: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let claims = json!({"iss": "callgate", "aud": "callgate", "exp": exp, "tenant": "acme", "sub": "log-test", "jti": jti});
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let header_token = mint("a");
+    let query_token = mint("b");
+    let start_token = mint("c");
+    let signature = TwilioSignature::sign(twilio_token, "wss://gw.example.com/signed");
+
+    let run_call = |mut carrier: Carrier, params: serde_json::Value| async move {
+        carrier.send(twilio_start(SID, params)).await;
+        carrier.send(media(SID, 1, "/w==")).await;
+        carrier.send(stop(SID)).await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    };
+    let bearer = format!("Bearer {header_token}");
+    run_call(
+        Carrier::try_connect(&gw.url("/twilio"), &[("authorization", &bearer)])
+            .await
+            .unwrap(),
+        json!({}),
+    )
+    .await;
+    let q = format!("/query?token={query_token}");
+    run_call(
+        Carrier::try_connect(&gw.url(&q), &[]).await.unwrap(),
+        json!({}),
+    )
+    .await;
+    let signed = Carrier::try_connect(&gw.url("/signed"), &[("x-twilio-signature", &signature)])
+        .await
+        .unwrap();
+    run_call(signed, json!({"token": start_token})).await;
+    // And refusals, which log their reasons.
+    let bad = format!("Bearer {header_token}x");
+    assert!(
+        Carrier::try_connect(&gw.url("/twilio"), &[("authorization", &bad)])
+            .await
+            .is_err()
+    );
+    let bad_q = format!("/twilio?token={query_token}");
+    assert!(Carrier::try_connect(&gw.url(&bad_q), &[]).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("call started") && logs.contains("upgrade refused"),
+        "capture did not work:\n{logs}"
+    );
+    assert!(
+        logs.contains("tenant=\"acme\"") || logs.contains("tenant=acme"),
+        "identity not on the call span"
+    );
+    for (name, secret) in [
+        ("header token", header_token.as_str()),
+        ("query token", query_token.as_str()),
+        ("start token", start_token.as_str()),
+        ("twilio signature", signature.as_str()),
+        ("jwt secret", secret),
+        ("twilio auth token", twilio_token),
+        ("upstream key", "sk-upstream-key-for-log-test"),
+    ] {
+        assert_eq!(
+            logs.matches(secret).count(),
+            0,
+            "{name} leaked into the logs"
+        );
+    }
+    // Token signatures alone (the last JWT segment) must not appear either.
+    for token in [&header_token, &query_token, &start_token] {
+        let sig = token.rsplit('.').next().unwrap();
+        assert!(!logs.contains(sig), "a token signature leaked");
+    }
+}
