@@ -152,31 +152,50 @@ impl Security {
     }
 }
 
-/// Reads one configured key.
-fn decoding_key(key: &JwtKeyConfig) -> anyhow::Result<JwtKey> {
+/// A configured key's material, by algorithm family.
+enum Material {
+    Hmac(String),
+    Rsa(Vec<u8>),
+    Ec(Vec<u8>),
+    Ed(Vec<u8>),
+}
+
+/// Reads a key's secret (HMAC) or its PEM file (`public` or private).
+fn material(key: &JwtKeyConfig, public: bool) -> anyhow::Result<(Algorithm, Material)> {
     let algorithm: Algorithm = key
         .algorithm
         .parse()
         .with_context(|| format!("key {}: unknown algorithm {}", key.kid, key.algorithm))?;
-    let decoding = match algorithm {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            DecodingKey::from_secret(hmac_secret(key)?.as_bytes())
-        }
-        other => {
-            let pem = std::fs::read(&key.public_key_file).with_context(|| {
-                format!(
-                    "key {}: reading public_key_file {:?}",
-                    key.kid, key.public_key_file
-                )
-            })?;
-            match other {
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-                _ => DecodingKey::from_rsa_pem(&pem),
-            }
-            .with_context(|| format!("key {}: bad public key", key.kid))?
-        }
+    if matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    ) {
+        return Ok((algorithm, Material::Hmac(hmac_secret(key)?)));
+    }
+    let (field, file) = if public {
+        ("public_key_file", &key.public_key_file)
+    } else {
+        ("private_key_file", &key.private_key_file)
     };
+    let pem = std::fs::read(file)
+        .with_context(|| format!("key {}: reading {field} {file:?}", key.kid))?;
+    Ok(match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => (algorithm, Material::Ec(pem)),
+        Algorithm::EdDSA => (algorithm, Material::Ed(pem)),
+        _ => (algorithm, Material::Rsa(pem)),
+    })
+}
+
+/// Reads one configured verification key.
+fn decoding_key(key: &JwtKeyConfig) -> anyhow::Result<JwtKey> {
+    let (algorithm, material) = material(key, true)?;
+    let decoding = match material {
+        Material::Hmac(secret) => Ok(DecodingKey::from_secret(secret.as_bytes())),
+        Material::Rsa(pem) => DecodingKey::from_rsa_pem(&pem),
+        Material::Ec(pem) => DecodingKey::from_ec_pem(&pem),
+        Material::Ed(pem) => DecodingKey::from_ed_pem(&pem),
+    }
+    .with_context(|| format!("key {}: bad public key", key.kid))?;
     Ok(JwtKey {
         kid: key.kid.clone(),
         algorithm,
@@ -197,29 +216,14 @@ fn hmac_secret(key: &JwtKeyConfig) -> anyhow::Result<String> {
 
 /// The signing key for `callgate token`, and its algorithm.
 pub fn encoding_key(key: &JwtKeyConfig) -> anyhow::Result<(EncodingKey, Algorithm)> {
-    let algorithm: Algorithm = key
-        .algorithm
-        .parse()
-        .with_context(|| format!("unknown algorithm {}", key.algorithm))?;
-    let encoding = match algorithm {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            EncodingKey::from_secret(hmac_secret(key)?.as_bytes())
-        }
-        other => {
-            let pem = std::fs::read(&key.private_key_file).with_context(|| {
-                format!(
-                    "key {}: reading private_key_file {:?}",
-                    key.kid, key.private_key_file
-                )
-            })?;
-            match other {
-                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
-                Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-                _ => EncodingKey::from_rsa_pem(&pem),
-            }
-            .with_context(|| format!("key {}: bad private key", key.kid))?
-        }
-    };
+    let (algorithm, material) = material(key, false)?;
+    let encoding = match material {
+        Material::Hmac(secret) => Ok(EncodingKey::from_secret(secret.as_bytes())),
+        Material::Rsa(pem) => EncodingKey::from_rsa_pem(&pem),
+        Material::Ec(pem) => EncodingKey::from_ec_pem(&pem),
+        Material::Ed(pem) => EncodingKey::from_ed_pem(&pem),
+    }
+    .with_context(|| format!("key {}: bad private key", key.kid))?;
     Ok((encoding, algorithm))
 }
 
