@@ -1,20 +1,17 @@
 //! `callgate call`: plays a WAV file into a gateway as a carrier would, answers marks as a
-//! carrier does, records the reply. Also the integration tests' carrier.
+//! carrier does, records the reply. Also the integration tests' carrier, for every dialect.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine as _;
-use callgate_handlers::codec::BASE64;
+use callgate_handlers::codec::{AudioFormat, BASE64};
 use callgate_handlers::dialect::Dialect;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-
-/// μ-law bytes per 20 ms frame.
-const FRAME: usize = 160;
 
 /// What to play and how.
 #[derive(Debug, Clone)]
@@ -23,7 +20,9 @@ pub struct CallOptions {
     pub url: String,
     /// Which carrier to play.
     pub carrier: Dialect,
-    /// Caller audio, μ-law 8 kHz.
+    /// The carrier's audio format (μ-law for most; PCM16 for Exotel and raw audio).
+    pub format: AudioFormat,
+    /// Caller audio in `format`.
     pub audio: Vec<u8>,
     /// Playback speed: 1.0 is real time, 10.0 ten times faster.
     pub pace: f64,
@@ -31,25 +30,37 @@ pub struct CallOptions {
     pub linger: Duration,
     /// `start.customParameters`.
     pub custom_parameters: BTreeMap<String, String>,
-    /// `callSid` / `streamSid` to announce.
+    /// Call id to announce.
     pub call_sid: String,
-    /// `streamSid`.
+    /// Stream id to announce.
     pub stream_sid: String,
 }
 
 impl CallOptions {
-    /// Options with generated ids, real-time pace and a 6 s linger.
+    /// Options with generated ids, real-time pace and a 6 s linger; `audio` is in the
+    /// carrier's usual format ([`CallOptions::format_for`]).
     pub fn new(url: impl Into<String>, carrier: Dialect, audio: Vec<u8>) -> Self {
         let n: u64 = rand::random();
         Self {
             url: url.into(),
             carrier,
+            format: Self::format_for(carrier),
             audio,
             pace: 1.0,
             linger: Duration::from_secs(6),
             custom_parameters: BTreeMap::new(),
             call_sid: format!("CA{n:032x}"),
             stream_sid: format!("MZ{n:032x}"),
+        }
+    }
+
+    /// The format a carrier streams by default: Exotel 16-bit PCM at 8 kHz, raw audio PCM16 at
+    /// 24 kHz, everyone else μ-law.
+    pub fn format_for(carrier: Dialect) -> AudioFormat {
+        match carrier {
+            Dialect::Exotel => AudioFormat::Pcm16 { rate: 8000 },
+            Dialect::RawAudio => AudioFormat::Pcm16 { rate: 24000 },
+            _ => AudioFormat::Mulaw,
         }
     }
 }
@@ -61,22 +72,20 @@ pub struct CallSummary {
     pub frames_sent: u64,
     /// Media messages received.
     pub frames_received: u64,
-    /// Reply audio (μ-law).
+    /// Reply audio, in the call's format.
     pub received_audio: Vec<u8>,
+    /// Sizes of the media payloads received, in bytes.
+    pub received_sizes: Vec<usize>,
     /// Marks received (and echoed once played).
     pub marks: Vec<String>,
-    /// `clear` messages received.
+    /// Barge-ins (`clear`, `clearAudio`, `gw.clear`) received.
     pub clears: u64,
     /// From `start` to the first reply audio.
     pub first_reply: Option<Duration>,
     /// The gateway's close code and reason.
     pub close: Option<(u16, String)>,
-    /// Every message received, in order.
+    /// Every JSON message received, in order.
     pub events: Vec<Value>,
-}
-
-enum Played {
-    Mark(String),
 }
 
 /// Plays one call to the end.
@@ -93,57 +102,51 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
             Duration::ZERO
         }
     };
+    let carrier = options.carrier;
+    let text = |v: Value| Message::Text(v.to_string().into());
 
-    if options.carrier == Dialect::VendorStream {
+    if carrier == Dialect::VendorStream {
         // Clients of the in-house integration wait for its greeting before anything else.
         let greeting = tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await
             .context("no connected greeting")?;
-        if let Some(Ok(Message::Text(text))) = greeting {
+        if let Some(Ok(Message::Text(t))) = greeting {
             summary
                 .events
-                .push(serde_json::from_str(&text).unwrap_or(Value::Null));
+                .push(serde_json::from_str(&t).unwrap_or(Value::Null));
         }
-    } else {
-        let connected = match options.carrier {
-            Dialect::Twilio => {
-                json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            }
-            _ => json!({"event": "connected"}),
-        };
-        sink.send(Message::Text(connected.to_string().into()))
-            .await?;
+    }
+    if let Some(connected) = connected_message(carrier) {
+        sink.send(text(connected)).await?;
     }
     let mut sequence = 1u64;
-    sink.send(Message::Text(
-        start_message(&options, sequence).to_string().into(),
-    ))
-    .await?;
+    if let Some(start) = start_message(&options) {
+        sink.send(text(start)).await?;
+    }
     let started = Instant::now();
 
     // Marks are echoed once the audio before them has "played" (at `pace`), as carriers do.
-    let (played_tx, mut played_rx) = mpsc::unbounded_channel::<Played>();
+    let (played_tx, mut played_rx) = mpsc::unbounded_channel::<String>();
     let mut playhead = Instant::now();
     let mut pending_marks: Vec<(Instant, String)> = Vec::new();
-    let frame_time = Duration::from_millis(20);
+    let frame_bytes = options.format.bytes_per_ms() * 20;
     let mut next_frame = Instant::now();
     let mut frames = options
         .audio
-        .chunks(FRAME)
+        .chunks(frame_bytes)
         .map(<[u8]>::to_vec)
         .collect::<Vec<_>>()
         .into_iter();
     let mut file_done_at: Option<Instant> = None;
     let mut last_audio_at: Option<Instant> = None;
     let mut replies_played = 0u32;
-    let silence = vec![0xFFu8; FRAME];
+    let silence = vec![options.format.silence_byte(); frame_bytes];
 
     let close = loop {
         let now = Instant::now();
-        // Echo marks whose audio has played.
         pending_marks.retain(|(due, name)| {
             if *due <= now {
-                let _ = played_tx.send(Played::Mark(name.clone()));
+                let _ = played_tx.send(name.clone());
                 false
             } else {
                 true
@@ -153,16 +156,23 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
             None => false,
             Some(done) => {
                 let quiet =
-                    last_audio_at.is_none_or(|t| t.elapsed() >= scale(Duration::from_secs(1)));
-                (replies_played > 0 && quiet && pending_marks.is_empty())
-                    || done.elapsed() >= options.linger
+                    last_audio_at.is_some_and(|t| t.elapsed() >= scale(Duration::from_secs(1)));
+                // Carriers without marks: a reply that went quiet has been heard.
+                let replied = if carrier.has_marks() {
+                    replies_played > 0 && pending_marks.is_empty()
+                } else {
+                    summary.frames_received > 0
+                };
+                (replied && quiet) || done.elapsed() >= options.linger
             }
         };
         if finished {
             sequence += 1;
-            let stop = json!({"event": "stop", "sequenceNumber": sequence.to_string(), "streamSid": options.stream_sid,
-                "stop": {"accountSid": "ACcallgate", "callSid": options.call_sid}});
-            sink.send(Message::Text(stop.to_string().into())).await?;
+            match stop_message(&options, sequence) {
+                Some(stop) => sink.send(text(stop)).await?,
+                // The raw-audio protocol has no stop: hanging up is closing the socket.
+                None => sink.send(Message::Close(None)).await?,
+            }
             break wait_close(&mut stream, &mut summary).await;
         }
         let next_mark = pending_marks.iter().map(|(due, _)| *due).min();
@@ -179,87 +189,186 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                     };
                     sequence += 1;
                     summary.frames_sent += 1;
-                    let media = json!({"event": "media", "sequenceNumber": sequence.to_string(), "streamSid": options.stream_sid,
-                        "media": {"track": "inbound", "chunk": summary.frames_sent.to_string(),
-                                  "timestamp": (summary.frames_sent * 20).to_string(), "payload": BASE64.encode(&payload)}});
-                    sink.send(Message::Text(media.to_string().into())).await?;
-                    next_frame += scale(frame_time);
+                    let message = match media_message(&options, sequence, summary.frames_sent, &payload) {
+                        Some(media) => text(media),
+                        None => Message::Binary(payload.into()),
+                    };
+                    sink.send(message).await?;
+                    next_frame += scale(Duration::from_millis(20));
                 }
             }
-            Some(Played::Mark(name)) = played_rx.recv() => {
+            Some(name) = played_rx.recv() => {
                 if name.ends_with("/end") {
                     replies_played += 1;
                 }
                 sequence += 1;
-                let mark = json!({"event": "mark", "sequenceNumber": sequence.to_string(), "streamSid": options.stream_sid, "mark": {"name": name}});
-                sink.send(Message::Text(mark.to_string().into())).await?;
+                sink.send(text(mark_echo(&options, sequence, &name))).await?;
             }
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    let event: Value = serde_json::from_str(&text).context("gateway sent invalid JSON")?;
-                    match event["event"].as_str().unwrap_or("") {
-                        "media" => {
-                            let audio = BASE64.decode(event["media"]["payload"].as_str().unwrap_or("")).context("bad media payload")?;
-                            summary.frames_received += 1;
-                            summary.first_reply.get_or_insert_with(|| started.elapsed());
-                            let now = Instant::now();
-                            playhead = playhead.max(now) + scale(Duration::from_millis(audio.len() as u64 / 8));
-                            last_audio_at = Some(now);
-                            summary.received_audio.extend_from_slice(&audio);
-                        }
-                        "mark" => {
-                            let name = event["mark"]["name"].as_str().unwrap_or("").to_owned();
-                            summary.marks.push(name.clone());
-                            pending_marks.push((playhead.max(Instant::now()), name));
-                        }
-                        "clear" => {
-                            summary.clears += 1;
-                            playhead = Instant::now();
-                            // A carrier echoes every pending mark on clear.
-                            for (_, name) in pending_marks.drain(..) {
-                                let _ = played_tx.send(Played::Mark(name));
+            message = stream.next() => {
+                let audio = match message {
+                    Some(Ok(Message::Text(t))) => {
+                        let event: Value = serde_json::from_str(&t).context("gateway sent invalid JSON")?;
+                        let kind = event["event"].as_str().unwrap_or("").to_owned();
+                        let audio = match kind.as_str() {
+                            "media" | "playAudio" => {
+                                Some(BASE64.decode(event["media"]["payload"].as_str().unwrap_or("")).context("bad media payload")?)
                             }
-                        }
-                        _ => {}
+                            "mark" | "checkpoint" => {
+                                let name = event["mark"]["name"].as_str().or(event["name"].as_str()).unwrap_or("").to_owned();
+                                summary.marks.push(name.clone());
+                                pending_marks.push((playhead.max(Instant::now()), name));
+                                None
+                            }
+                            "clear" | "clearAudio" | "gw.clear" => {
+                                summary.clears += 1;
+                                playhead = Instant::now();
+                                // A carrier echoes every pending mark on clear.
+                                for (_, name) in pending_marks.drain(..) {
+                                    let _ = played_tx.send(name);
+                                }
+                                None
+                            }
+                            _ => None,
+                        };
+                        summary.events.push(event);
+                        audio
                     }
-                    summary.events.push(event);
+                    Some(Ok(Message::Binary(bytes))) => Some(bytes.to_vec()),
+                    Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => return Err(e).context("gateway socket failed"),
+                    None => break None,
+                };
+                if let Some(audio) = audio {
+                    summary.frames_received += 1;
+                    summary.first_reply.get_or_insert_with(|| started.elapsed());
+                    let now = Instant::now();
+                    playhead = playhead.max(now) + scale(Duration::from_millis(options.format.duration_ms(audio.len())));
+                    last_audio_at = Some(now);
+                    summary.received_sizes.push(audio.len());
+                    summary.received_audio.extend_from_slice(&audio);
                 }
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e).context("gateway socket failed"),
-                None => break None,
-            },
+            }
         }
     };
     summary.close = close.or(summary.close.take());
     Ok(summary)
 }
 
-fn start_message(options: &CallOptions, sequence: u64) -> Value {
-    let mut start = json!({
-        "accountSid": "ACcallgate",
-        "streamSid": options.stream_sid,
-        "callSid": options.call_sid,
-        "customParameters": options.custom_parameters,
-    });
-    match options.carrier {
+fn connected_message(carrier: Dialect) -> Option<Value> {
+    match carrier {
         Dialect::Twilio => {
-            start["tracks"] = json!(["inbound"]);
-            start["mediaFormat"] =
-                json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
+            Some(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        }
+        Dialect::Smartflo | Dialect::Exotel => Some(json!({"event": "connected"})),
+        Dialect::Telnyx => Some(json!({"event": "connected", "version": "1.0.0"})),
+        Dialect::VendorStream | Dialect::Voximplant | Dialect::RawAudio | Dialect::Plivo => None,
+    }
+}
+
+fn start_message(o: &CallOptions) -> Option<Value> {
+    let (sid, call, params) = (&o.stream_sid, &o.call_sid, &o.custom_parameters);
+    Some(match o.carrier {
+        Dialect::Twilio => {
+            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "accountSid": "ACcallgate", "streamSid": sid, "callSid": call, "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": params}})
         }
         Dialect::Smartflo => {
-            start["from"] = json!("0000000000");
-            start["to"] = json!("1111111111");
-            start["mediaFormat"] = json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "bitRate": 64, "bitDepth": 8});
+            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "accountSid": "ACcallgate", "streamSid": sid, "callSid": call, "from": "0000000000", "to": "1111111111",
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "bitRate": 64, "bitDepth": 8}, "customParameters": params}})
         }
         Dialect::VendorStream => {
-            start["tracks"] = json!("inbound");
-            start["mediaFormat"] =
-                json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1});
+            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "callSid": call, "streamSid": sid, "accountSid": "ACcallgate", "tracks": "inbound",
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": params}})
+        }
+        Dialect::Exotel => {
+            json!({"event": "start", "sequence_number": "1", "stream_sid": sid, "start": {
+            "stream_sid": sid, "call_sid": call, "account_sid": "ACcallgate", "from": "+910000000000", "to": "+911111111111",
+            "custom_parameters": params,
+            "media_format": {"encoding": "audio/x-raw", "sample_rate": o.format.sample_rate().to_string(), "bit_rate": "16"}}})
+        }
+        Dialect::Voximplant => {
+            json!({"event": "start", "sequenceNumber": 0, "start": {"tag": "caller",
+            "customParameters": params, "mediaFormat": {"encoding": "ULAW", "sampleRate": 8000}}})
+        }
+        Dialect::Plivo => {
+            json!({"event": "start", "sequenceNumber": 1, "start": {"callId": call, "streamId": sid,
+            "accountId": "MAcallgate", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}},
+            "extra_headers": ""})
+        }
+        Dialect::Telnyx => {
+            json!({"event": "start", "sequence_number": "1", "stream_id": sid, "start": {
+            "call_control_id": call, "call_session_id": call, "from": "+10000000000", "to": "+11111111111",
+            "custom_parameters": params, "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}})
+        }
+        // The call id rides in the URL path; the socket opening is the start.
+        Dialect::RawAudio => return None,
+    })
+}
+
+fn media_message(o: &CallOptions, sequence: u64, chunk: u64, audio: &[u8]) -> Option<Value> {
+    let (sid, payload, ts) = (&o.stream_sid, BASE64.encode(audio), chunk * 20);
+    Some(match o.carrier {
+        Dialect::Twilio | Dialect::Smartflo | Dialect::VendorStream => {
+            json!({"event": "media", "sequenceNumber": sequence.to_string(),
+            "streamSid": sid, "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
+        }
+        Dialect::Exotel => {
+            json!({"event": "media", "sequence_number": sequence.to_string(), "stream_sid": sid,
+            "media": {"chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
+        }
+        Dialect::Voximplant => {
+            json!({"event": "media", "sequenceNumber": chunk, "media": {"chunk": chunk, "timestamp": chunk * 160, "payload": payload}})
+        }
+        Dialect::Plivo => json!({"event": "media", "sequenceNumber": sequence, "streamId": sid,
+            "media": {"track": "inbound", "timestamp": (1_700_000_000_000u64 + ts).to_string(), "chunk": chunk, "payload": payload}}),
+        Dialect::Telnyx => {
+            json!({"event": "media", "sequence_number": sequence.to_string(), "stream_id": sid,
+            "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
+        }
+        Dialect::RawAudio => return None,
+    })
+}
+
+fn mark_echo(o: &CallOptions, sequence: u64, name: &str) -> Value {
+    let sid = &o.stream_sid;
+    match o.carrier {
+        Dialect::Exotel => {
+            json!({"event": "mark", "sequence_number": sequence.to_string(), "stream_sid": sid, "mark": {"name": name}})
+        }
+        Dialect::Plivo => {
+            json!({"event": "playedStream", "sequenceNumber": sequence, "streamId": sid, "name": name})
+        }
+        Dialect::Telnyx => {
+            json!({"event": "mark", "sequence_number": sequence.to_string(), "stream_id": sid, "mark": {"name": name}})
+        }
+        _ => {
+            json!({"event": "mark", "sequenceNumber": sequence.to_string(), "streamSid": sid, "mark": {"name": name}})
         }
     }
-    json!({"event": "start", "sequenceNumber": sequence.to_string(), "streamSid": options.stream_sid, "start": start})
+}
+
+fn stop_message(o: &CallOptions, sequence: u64) -> Option<Value> {
+    let (sid, call) = (&o.stream_sid, &o.call_sid);
+    Some(match o.carrier {
+        Dialect::Exotel => {
+            json!({"event": "stop", "sequence_number": sequence.to_string(), "stream_sid": sid,
+            "stop": {"call_sid": call, "account_sid": "ACcallgate", "reason": "callended"}})
+        }
+        Dialect::Voximplant => {
+            json!({"event": "stop", "sequenceNumber": sequence, "stop": {"mediaInfo": {"bytesSent": 0, "duration": 0}}})
+        }
+        Dialect::Plivo => json!({"event": "stop", "sequenceNumber": sequence, "streamId": sid}),
+        Dialect::Telnyx => {
+            json!({"event": "stop", "sequence_number": sequence.to_string(), "stream_id": sid, "stop": {"call_control_id": call}})
+        }
+        Dialect::RawAudio => return None,
+        _ => json!({"event": "stop", "sequenceNumber": sequence.to_string(), "streamSid": sid,
+            "stop": {"accountSid": "ACcallgate", "callSid": call}}),
+    })
 }
 
 async fn wait_close<S>(stream: &mut S, summary: &mut CallSummary) -> Option<(u16, String)>

@@ -180,10 +180,11 @@ impl Default for CallsConfig {
 /// `[[routes]]`: a path served with a dialect.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct RouteConfig {
-    /// URL path, e.g. `/ws/media`.
+    /// URL path, e.g. `/ws/media`; a final `{call_id}` segment captures the call id.
     pub path: String,
-    /// `twilio`, `smartflo` or `vendor-stream`.
-    pub dialect: Dialect,
+    /// A carrier dialect (`twilio`, `smartflo`, `vendor-stream`, `exotel`, `voximplant`,
+    /// `raw-audio`, `plivo`, `telnyx`) or `detect`.
+    pub dialect: RouteDialect,
     /// Send `{"event":"connected",...}` as soon as the socket opens.
     #[serde(default)]
     pub send_connected: bool,
@@ -204,9 +205,34 @@ pub struct RouteConfig {
     pub require_call_token: bool,
 }
 
+/// A route's dialect: fixed, or recognised from the first messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteDialect {
+    /// Always this carrier.
+    Fixed(Dialect),
+    /// Recognised from the first message(s); 1008 when it cannot be.
+    Detect,
+}
+
+impl<'de> Deserialize<'de> for RouteDialect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "detect" {
+            return Ok(Self::Detect);
+        }
+        Dialect::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
+            .map(Self::Fixed)
+    }
+}
+
 impl RouteConfig {
     /// A route with defaults for everything but path, dialect and greeting.
     pub fn new(path: &str, dialect: Dialect, send_connected: bool) -> Self {
+        Self::with(path, RouteDialect::Fixed(dialect), send_connected)
+    }
+
+    /// A route with any [`RouteDialect`].
+    pub fn with(path: &str, dialect: RouteDialect, send_connected: bool) -> Self {
         Self {
             path: path.into(),
             dialect,
@@ -499,7 +525,8 @@ impl Config {
         self.validate_security(errors);
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
-            if !route.path.starts_with('/') || route.path.contains(['?', '#', '{', '}', '*']) {
+            let plain = route.path.strip_suffix("/{call_id}").unwrap_or(&route.path);
+            if !route.path.starts_with('/') || plain.contains(['?', '#', '{', '}', '*']) {
                 errors.push(format!(
                     "routes[{i}].path: {:?} must be a plain path starting with /",
                     route.path
@@ -597,6 +624,13 @@ impl Config {
             RouteConfig::new("/twilio", Dialect::Twilio, false),
             RouteConfig::new("/smartflo", Dialect::Smartflo, false),
             RouteConfig::new("/vendor-stream", Dialect::VendorStream, true),
+            RouteConfig::new("/exotel", Dialect::Exotel, false),
+            RouteConfig::new("/voximplant", Dialect::Voximplant, false),
+            RouteConfig::new("/voximplant/{call_id}", Dialect::Voximplant, false),
+            RouteConfig::new("/ws/audio/{call_id}", Dialect::RawAudio, false),
+            RouteConfig::new("/plivo", Dialect::Plivo, false),
+            RouteConfig::new("/telnyx", Dialect::Telnyx, false),
+            RouteConfig::with("/stream", RouteDialect::Detect, false),
         ];
         for configured in &self.routes {
             routes.retain(|r| r.path != configured.path);
@@ -778,7 +812,7 @@ mod tests {
         let config = Config::load(None, env(&[])).unwrap();
         assert!(config.uses_loopback());
         assert_eq!(config.listen_addr().port(), 8080);
-        assert_eq!(config.effective_routes().len(), 3);
+        assert_eq!(config.effective_routes().len(), 10);
     }
 
     #[test]
@@ -818,7 +852,7 @@ mod tests {
     #[test]
     fn no_auth_on_a_public_address_refuses_to_start() {
         let err = Config::load(None, env(&[("CALLGATE_LISTEN", "0.0.0.0:8080")])).unwrap_err();
-        assert_eq!(err.0.len(), 3, "{err}");
+        assert_eq!(err.0.len(), 10, "{err}");
         assert!(err.0[0].contains("allow_unauthenticated"), "{err}");
         // Each auth mode names what it is missing.
         let err = load("[security]\ndefault_auth = \"jwt\"\n[[routes]]\npath = \"/t\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\nrequire_call_token = true\n", &[]).unwrap_err();
@@ -903,6 +937,6 @@ dialect = "twilio"
         assert!(routes.contains(&RouteConfig::new("/ws/media", Dialect::Twilio, false)));
         let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
         assert!(!vendor.send_connected);
-        assert_eq!(routes.len(), 4);
+        assert_eq!(routes.len(), 11);
     }
 }

@@ -1,26 +1,39 @@
 //! The per-socket loop: one task per call, `select!` over the carrier socket, the outbox and
 //! shutdown. It owns the carrier socket and is the only place that sends a close frame.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use callgate_handlers::bridge::Downstream;
-use callgate_handlers::dialect::{Writer, CONNECTED_GREETING};
+use callgate_handlers::dialect::detect::{self, Detection};
+use callgate_handlers::dialect::{Dialect, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::{Frame, Outbound};
 use callgate_handlers::{CallContext, Flow};
+use callgate_layers::http::limit::{quota, GlobalLimiter};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::close::{classify, CloseReason, Verdict};
+use crate::config::RouteDialect;
 use crate::routes::{AppState, CallAdmission, Route};
-use callgate_layers::http::limit::{quota, GlobalLimiter};
 
 /// Outbox bound: a few seconds of model audio at typical delta sizes. When full the bridge
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
 const OUTBOX: usize = 256;
+
+/// What the upgrade request said that the dialect may need.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    /// The `{call_id}` path segment.
+    pub call_id: Option<String>,
+    /// Exotel's `?sample-rate=`.
+    pub sample_rate: Option<u32>,
+}
 
 /// Serves one upgraded carrier socket until the call ends.
 pub async fn serve(
@@ -28,11 +41,16 @@ pub async fn serve(
     state: AppState,
     route: Arc<Route>,
     admission: CallAdmission,
+    opened: Opened,
 ) {
     let id = state.next_call_id();
+    let label = match route.dialect {
+        RouteDialect::Fixed(d) => d.name(),
+        RouteDialect::Detect => "detect",
+    };
     let span = tracing::info_span!(
         "call",
-        carrier = route.dialect.name(),
+        carrier = label,
         route = %route.path,
         call_id = id,
         call_sid = tracing::field::Empty,
@@ -44,183 +62,318 @@ pub async fn serve(
         tenant = admission.identity.tenant.as_deref(),
         subject = admission.identity.subject.as_deref(),
     );
-    let carrier = route.dialect.name();
-    metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
-    let close = run(socket, &state, &route, id, admission)
-        .instrument(span)
-        .await;
-    metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
-    metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome())
-        .increment(1);
-}
-
-async fn run(
-    mut socket: WebSocket,
-    state: &AppState,
-    route: &Route,
-    id: u64,
-    admission: CallAdmission,
-) -> CloseReason {
-    let CallAdmission {
-        client_ip,
-        identity,
-        start_auth,
-        permit,
-    } = admission;
-    // Held for the whole call: the call-cap slot is free again only when the call ends.
-    let _permit = permit;
-    let deferred_auth = start_auth.is_some();
-    let (outbox, mut downstream) = mpsc::channel(OUTBOX);
-    let ctx = CallContext::with_auth(
-        id,
-        route.dialect,
-        state.store.clone(),
-        state.bridge.clone(),
-        outbox,
-        identity,
-        start_auth,
-    );
-    let mut stack = crate::pipeline::build(ctx.clone(), state.calls.event_timeout);
-    // Per-socket message rate: a flood from one carrier socket cannot starve the others.
-    let rate = GlobalLimiter::new(quota(
-        state.calls.messages_per_second,
-        state.calls.message_burst,
-    ));
-    let start_deadline = tokio::time::sleep(state.security.start_deadline());
-    tokio::pin!(start_deadline);
-    let mut writer: Option<Writer> = None;
-    let mut frames = Vec::new();
-    let mut bad_streak = 0u32;
-    let mut bad_total = 0u64;
-    tracing::debug!("carrier connected");
-
-    if route.send_connected
-        && socket
-            .send(Message::Text(CONNECTED_GREETING.into()))
-            .await
-            .is_err()
-    {
-        ctx.finish(state.calls.upstream_close_wait).await;
-        return CloseReason::NORMAL;
-    }
-
-    let close = loop {
-        tokio::select! {
-            inbound = socket.recv() => {
-                let frame = match inbound {
-                    Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
-                    Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    // The carrier hung up without `stop`: same as `stop`, but no close frame
-                    // is owed.
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(error)) => break Some(socket_error(error)),
-                };
-                if rate.check().is_err() {
-                    metrics::counter!("callgate_bad_frames_total", "carrier" => route.dialect.name(), "reason" => "flood").increment(1);
-                    tracing::warn!("carrier message rate exceeded");
-                    break Some(CloseReason::FLOOD);
+    async move {
+        let mut socket = socket;
+        let mut queued = VecDeque::new();
+        let dialect = match route.dialect {
+            RouteDialect::Fixed(dialect) => dialect,
+            RouteDialect::Detect => match detect_dialect(&mut socket, &mut queued).await {
+                Ok(dialect) => {
+                    tracing::Span::current().record("carrier", dialect.name());
+                    dialect
                 }
-                let result = match stack.ready().await {
-                    Ok(service) => service.call(frame).await,
-                    Err(error) => Err(error),
-                };
-                match result {
-                    Ok(Flow::Continue) => bad_streak = 0,
-                    Ok(Flow::Stop) => break Some(CloseReason::NORMAL),
-                    Err(error) => match classify(&error) {
-                        Verdict::BadInput(reason) => {
-                            bad_streak += 1;
-                            bad_total += 1;
-                            metrics::counter!("callgate_bad_frames_total", "carrier" => route.dialect.name(), "reason" => reason).increment(1);
-                            if let Some(session) = ctx.session() {
-                                session.counters.bad_frames.fetch_add(1, Relaxed);
-                            }
-                            tracing::warn!(%error, reason, streak = bad_streak, "invalid frame rejected");
-                            if bad_streak >= state.calls.max_consecutive_bad_frames {
-                                break Some(CloseReason::TOO_MANY_BAD_FRAMES);
-                            }
-                        }
-                        Verdict::Close(reason) if reason == CloseReason::UNAUTHORIZED => {
-                            state.security.admission.failures.record_failure(client_ip.key());
-                            tracing::warn!(%error, "start refused");
-                            break Some(reason);
-                        }
-                        Verdict::Close(reason) => {
-                            tracing::error!(%error, code = reason.code, "call failed");
-                            break Some(reason);
-                        }
-                    },
-                }
-                if writer.is_none() {
-                    if let Some(session) = ctx.session() {
-                        writer = Some(Writer::new(route.dialect, session.stream_sid.clone(), session.media_format));
-                    }
-                }
-            }
-            Some(item) = downstream.recv() => match item {
-                Downstream::Out(message) => {
-                    // Nothing may reach the carrier before `start` (it has no streamSid yet).
-                    let Some(writer) = writer.as_mut() else { continue };
-                    frames.clear();
-                    if let Err(error) = writer.write(&message, &mut frames) {
-                        tracing::warn!(%error, "undecodable upstream audio dropped");
-                        continue;
-                    }
-                    if matches!(message, Outbound::Media { .. }) {
-                        if let Some(session) = ctx.session() {
-                            session.counters.frames_out.fetch_add(frames.len() as u64, Relaxed);
-                        }
-                    }
-                    if send_all(&mut socket, &mut frames).await.is_err() {
-                        break None;
-                    }
-                }
-                Downstream::End(error) => {
-                    tracing::warn!(%error, "ending call: upstream failed");
-                    break Some(CloseReason::UPSTREAM);
+                Err(reason) => {
+                    metrics::counter!("callgate_calls_total", "carrier" => "detect", "outcome" => reason.outcome()).increment(1);
+                    send_close(&mut socket, &reason).await;
+                    return;
                 }
             },
-            _ = &mut start_deadline, if deferred_auth && writer.is_none() => {
-                state.security.admission.failures.record_failure(client_ip.key());
-                tracing::warn!("no valid start before the deadline");
-                break Some(CloseReason::AUTH_TIMEOUT);
-            }
-            _ = state.shutdown.cancelled() => break Some(CloseReason::GOING_AWAY),
-        }
-    };
-
-    let session = ctx.finish(state.calls.upstream_close_wait).await;
-    let span = tracing::Span::current();
-    if let Some(session) = &session {
-        let c = &session.counters;
-        span.record("frames_in", c.frames_in.load(Relaxed));
-        span.record("frames_out", c.frames_out.load(Relaxed));
-    }
-    span.record("bad_frames", bad_total);
-    let send_close = close.is_some();
-    let reason = close.unwrap_or(CloseReason::NORMAL);
-    span.record("close_code", reason.code);
-    if send_close {
-        let frame = CloseFrame {
-            code: reason.code,
-            reason: reason.reason.as_ref().into(),
         };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        let carrier = dialect.name();
+        metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
+        queued.push_front(Frame::Opened { call_id: opened.call_id, sample_rate: opened.sample_rate });
+        let close = Call::run(socket, &state, &route, dialect, id, admission, queued).await;
+        metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
+        metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome()).increment(1);
     }
-    tracing::info!(
-        code = reason.code,
-        duration_ms = session.as_ref().map(|s| s.age().as_millis() as u64),
-        "call closed"
-    );
-    reason
+    .instrument(span)
+    .await
 }
 
-async fn send_all(socket: &mut WebSocket, frames: &mut Vec<String>) -> Result<(), axum::Error> {
-    for frame in frames.drain(..) {
-        socket.feed(Message::Text(frame.into())).await?;
+/// Reads up to [`detect::MAX_FRAMES`] frames (for at most 5 s) to recognise the carrier;
+/// the frames read are queued for the call.
+async fn detect_dialect(
+    socket: &mut WebSocket,
+    queued: &mut VecDeque<Frame>,
+) -> Result<Dialect, CloseReason> {
+    let unknown = |why: String| {
+        metrics::counter!("callgate_bad_frames_total", "carrier" => "detect", "reason" => "undetected").increment(1);
+        tracing::warn!(why, "carrier not recognised");
+        let reason: String = format!("unknown carrier: {why}")
+            .chars()
+            .take(120)
+            .collect();
+        CloseReason {
+            code: 1008,
+            reason: reason.into(),
+        }
+    };
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    while queued.len() < detect::MAX_FRAMES {
+        let frame = tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
+                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return Err(unknown("socket closed before any event".into())),
+            },
+            _ = &mut deadline => return Err(unknown("no event within 5 s".into())),
+        };
+        let detection = detect::detect(&frame);
+        queued.push_back(frame);
+        match detection {
+            Detection::Found(dialect) => return Ok(dialect),
+            Detection::NeedMore => continue,
+            Detection::Unknown(why) => return Err(unknown(why)),
+        }
     }
-    socket.flush().await
+    Err(unknown("no start event".into()))
+}
+
+async fn send_close(socket: &mut WebSocket, reason: &CloseReason) {
+    let frame = CloseFrame {
+        code: reason.code,
+        reason: reason.reason.as_ref().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// One call's loop state.
+struct Call<'a> {
+    state: &'a AppState,
+    dialect: Dialect,
+    ctx: Arc<CallContext>,
+    writer: Option<Writer>,
+    frames: Vec<OutFrame>,
+    bad_streak: u32,
+    bad_total: u64,
+    client_ip: callgate_layers::http::client_ip::ClientIp,
+}
+
+impl Call<'_> {
+    async fn run(
+        mut socket: WebSocket,
+        state: &AppState,
+        route: &Route,
+        dialect: Dialect,
+        id: u64,
+        admission: CallAdmission,
+        mut queued: VecDeque<Frame>,
+    ) -> CloseReason {
+        let CallAdmission {
+            client_ip,
+            identity,
+            start_auth,
+            permit,
+        } = admission;
+        // Held for the whole call: the call-cap slot is free again only when the call ends.
+        let _permit = permit;
+        let deferred_auth = start_auth.is_some();
+        let (outbox, mut downstream) = mpsc::channel(OUTBOX);
+        let ctx = CallContext::with_auth(
+            id,
+            dialect,
+            state.store.clone(),
+            state.bridge.clone(),
+            outbox,
+            identity,
+            start_auth,
+        );
+        let mut stack = crate::pipeline::build(ctx.clone(), state.calls.event_timeout);
+        let mut call = Call {
+            state,
+            dialect,
+            ctx,
+            writer: None,
+            frames: Vec::new(),
+            bad_streak: 0,
+            bad_total: 0,
+            client_ip,
+        };
+        // Per-socket message rate: a flood from one carrier socket cannot starve the others.
+        let rate = GlobalLimiter::new(quota(
+            state.calls.messages_per_second,
+            state.calls.message_burst,
+        ));
+        let start_deadline = tokio::time::sleep(state.security.start_deadline());
+        tokio::pin!(start_deadline);
+        tracing::debug!("carrier connected");
+
+        let mut close = None;
+        if route.send_connected
+            && socket
+                .send(Message::Text(CONNECTED_GREETING.into()))
+                .await
+                .is_err()
+        {
+            close = Some(None);
+        }
+        // Frames read before the call began (detection, the socket's opening).
+        while close.is_none() {
+            let Some(frame) = queued.pop_front() else {
+                break;
+            };
+            if let Some(reason) = call.on_frame(&mut stack, frame).await {
+                close = Some(Some(reason));
+            }
+        }
+        let close = match close {
+            Some(close) => close,
+            None => loop {
+                tokio::select! {
+                    inbound = socket.recv() => {
+                        let frame = match inbound {
+                            Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
+                            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            // The carrier hung up without `stop`: same as `stop`, but no close
+                            // frame is owed.
+                            Some(Ok(Message::Close(_))) | None => break None,
+                            Some(Err(error)) => break Some(socket_error(error)),
+                        };
+                        if rate.check().is_err() {
+                            metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "flood").increment(1);
+                            tracing::warn!("carrier message rate exceeded");
+                            break Some(CloseReason::FLOOD);
+                        }
+                        if let Some(reason) = call.on_frame(&mut stack, frame).await {
+                            break Some(reason);
+                        }
+                    }
+                    Some(item) = downstream.recv() => match item {
+                        Downstream::Out(message) => {
+                            if call.on_outbound(&mut socket, &message).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Downstream::End(error) => {
+                            tracing::warn!(%error, "ending call: upstream failed");
+                            break Some(CloseReason::UPSTREAM);
+                        }
+                    },
+                    _ = &mut start_deadline, if deferred_auth && call.writer.is_none() => {
+                        state.security.admission.failures.record_failure(client_ip.key());
+                        tracing::warn!("no valid start before the deadline");
+                        break Some(CloseReason::AUTH_TIMEOUT);
+                    }
+                    _ = state.shutdown.cancelled() => break Some(CloseReason::GOING_AWAY),
+                }
+            },
+        };
+        call.finish(socket, close).await
+    }
+
+    /// Runs one inbound frame through the event stack; `Some` ends the call.
+    async fn on_frame<S>(&mut self, stack: &mut S, frame: Frame) -> Option<CloseReason>
+    where
+        S: Service<Frame, Response = Flow, Error = callgate_layers::BoxError>,
+    {
+        let result = match stack.ready().await {
+            Ok(service) => service.call(frame).await,
+            Err(error) => Err(error),
+        };
+        let outcome = match result {
+            Ok(Flow::Continue) => {
+                self.bad_streak = 0;
+                None
+            }
+            Ok(Flow::Stop) => Some(CloseReason::NORMAL),
+            Err(error) => match classify(&error) {
+                Verdict::BadInput(reason) => {
+                    self.bad_streak += 1;
+                    self.bad_total += 1;
+                    metrics::counter!("callgate_bad_frames_total", "carrier" => self.dialect.name(), "reason" => reason).increment(1);
+                    if let Some(session) = self.ctx.session() {
+                        session.counters.bad_frames.fetch_add(1, Relaxed);
+                    }
+                    tracing::warn!(%error, reason, streak = self.bad_streak, "invalid frame rejected");
+                    (self.bad_streak >= self.state.calls.max_consecutive_bad_frames)
+                        .then_some(CloseReason::TOO_MANY_BAD_FRAMES)
+                }
+                Verdict::Close(reason) if reason == CloseReason::UNAUTHORIZED => {
+                    self.state
+                        .security
+                        .admission
+                        .failures
+                        .record_failure(self.client_ip.key());
+                    tracing::warn!(%error, "start refused");
+                    Some(reason)
+                }
+                Verdict::Close(reason) => {
+                    tracing::error!(%error, code = reason.code, "call failed");
+                    Some(reason)
+                }
+            },
+        };
+        if self.writer.is_none() {
+            if let Some(session) = self.ctx.session() {
+                self.writer = Some(Writer::new(
+                    self.dialect,
+                    session.stream_sid.clone(),
+                    session.media_format,
+                ));
+            }
+        }
+        outcome
+    }
+
+    /// Encodes and sends one message from the bridge.
+    async fn on_outbound(
+        &mut self,
+        socket: &mut WebSocket,
+        message: &Outbound,
+    ) -> Result<(), axum::Error> {
+        // Nothing may reach the carrier before `start` (it has no stream id yet).
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        self.frames.clear();
+        if let Err(error) = writer.write(message, &mut self.frames) {
+            tracing::warn!(%error, "undecodable upstream audio dropped");
+            return Ok(());
+        }
+        if matches!(message, Outbound::Media { .. }) {
+            if let Some(session) = self.ctx.session() {
+                session
+                    .counters
+                    .frames_out
+                    .fetch_add(self.frames.len() as u64, Relaxed);
+            }
+        }
+        for frame in self.frames.drain(..) {
+            socket
+                .feed(match frame {
+                    OutFrame::Text(text) => Message::Text(text.into()),
+                    OutFrame::Binary(bytes) => Message::Binary(bytes),
+                })
+                .await?;
+        }
+        socket.flush().await
+    }
+
+    async fn finish(self, mut socket: WebSocket, close: Option<CloseReason>) -> CloseReason {
+        let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
+        let span = tracing::Span::current();
+        if let Some(session) = &session {
+            let c = &session.counters;
+            span.record("frames_in", c.frames_in.load(Relaxed));
+            span.record("frames_out", c.frames_out.load(Relaxed));
+        }
+        span.record("bad_frames", self.bad_total);
+        let send = close.is_some();
+        let reason = close.unwrap_or(CloseReason::NORMAL);
+        span.record("close_code", reason.code);
+        if send {
+            send_close(&mut socket, &reason).await;
+        }
+        tracing::info!(
+            code = reason.code,
+            duration_ms = session.as_ref().map(|s| s.age().as_millis() as u64),
+            "call closed"
+        );
+        reason
+    }
 }
 
 /// A read error: oversized messages close 1009, anything else is treated as a dead peer.

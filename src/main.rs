@@ -72,9 +72,13 @@ struct CallArgs {
     /// Which carrier to play.
     #[arg(long, value_enum, default_value_t = Carrier::Twilio)]
     carrier: Carrier,
-    /// Gateway URL; defaults to ws://127.0.0.1:8080/<carrier>.
+    /// Gateway URL; defaults to ws://127.0.0.1:8080/<carrier> (raw audio:
+    /// /ws/audio/<call id>).
     #[arg(long)]
     url: Option<String>,
+    /// Exotel only: the stream's sample rate (8000, 16000 or 24000).
+    #[arg(long, default_value_t = 8000)]
+    rate: u32,
     /// WAV file to play (μ-law, A-law or 16-bit PCM at 8, 16 or 24 kHz, mono).
     #[arg(long)]
     play: PathBuf,
@@ -97,6 +101,11 @@ enum Carrier {
     Twilio,
     Smartflo,
     VendorStream,
+    Exotel,
+    Voximplant,
+    RawAudio,
+    Plivo,
+    Telnyx,
 }
 
 impl From<Carrier> for Dialect {
@@ -105,6 +114,11 @@ impl From<Carrier> for Dialect {
             Carrier::Twilio => Dialect::Twilio,
             Carrier::Smartflo => Dialect::Smartflo,
             Carrier::VendorStream => Dialect::VendorStream,
+            Carrier::Exotel => Dialect::Exotel,
+            Carrier::Voximplant => Dialect::Voximplant,
+            Carrier::RawAudio => Dialect::RawAudio,
+            Carrier::Plivo => Dialect::Plivo,
+            Carrier::Telnyx => Dialect::Telnyx,
         }
     }
 }
@@ -243,7 +257,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         None => println!("closed:           without a close frame"),
     }
     if let Some(path) = args.record {
-        wav::write_mulaw_as_pcm(&path, &summary.received_audio)?;
+        wav::write_as_pcm(&path, format, &summary.received_audio)?;
         println!("reply written to {}", path.display());
     }
     Ok(())

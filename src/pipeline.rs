@@ -19,11 +19,12 @@ pub fn build(
     event_timeout: Duration,
 ) -> impl Service<Frame, Response = Flow, Error = BoxError, Future: Send> + Send {
     let dialect = ctx.dialect;
+    let mut hints = callgate_handlers::dialect::Hints::default();
     ServiceBuilder::new()
         // Frame → typed Event for this route's dialect; rejects bad input before anything
         // else runs.
         .layer(ValidateLayer::new(move |frame: Frame| {
-            dialect.decode(&frame)
+            dialect.decode_with(&frame, &mut hints)
         }))
         // A span per event, inside the call span, except media: 50 a second would drown the
         // trace (they are counted on the call span instead).

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use callgate_handlers::bridge::BridgeConfig;
-use callgate_handlers::dialect::Dialect;
 use callgate_handlers::session::CallIdentity;
 use callgate_handlers::session::SessionStore;
 use callgate_handlers::StartAuth;
@@ -25,7 +24,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::{CallsConfig, Config};
+use crate::config::{CallsConfig, Config, RouteDialect};
 use crate::security::Security;
 
 /// A carrier route: path, dialect and per-route settings.
@@ -33,8 +32,8 @@ use crate::security::Security;
 pub struct Route {
     /// URL path.
     pub path: String,
-    /// Carrier protocol.
-    pub dialect: Dialect,
+    /// Carrier protocol (or detection).
+    pub dialect: RouteDialect,
     /// Send the in-house `connected` greeting on open.
     pub send_connected: bool,
 }
@@ -135,7 +134,21 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
         let handler = move |upgrade: WebSocketUpgrade,
                             State(state): State<AppState>,
                             Extension(admitted): Extension<Admitted>,
-                            Extension(client_ip): Extension<ClientIp>| async move {
+                            Extension(client_ip): Extension<ClientIp>,
+                            params: RawPathParams,
+                            RawQuery(query): RawQuery| async move {
+            let opened = crate::connection::Opened {
+                call_id: params
+                    .iter()
+                    .find(|(k, _)| *k == "call_id")
+                    .map(|(_, v)| v.to_owned()),
+                // Exotel picks its sample rate with ?sample-rate=8000|16000|24000.
+                sample_rate: query.as_deref().and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("sample-rate="))
+                        .and_then(|v| v.parse().ok())
+                }),
+            };
             // With the identity known now, the call-cap permit is taken before the 101;
             // deferred calls take theirs when `start` proves who they are.
             let permit = match admitted.start_token {
@@ -178,7 +191,9 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 .max_write_buffer_size(1024 * 1024)
                 .max_message_size(max)
                 .max_frame_size(max)
-                .on_upgrade(move |socket| crate::connection::serve(socket, state, route, admission))
+                .on_upgrade(move |socket| {
+                    crate::connection::serve(socket, state, route, admission, opened)
+                })
         };
         carriers = carriers.route(&path, get(handler).layer(AuthLayer::new(auth)));
     }

@@ -57,10 +57,15 @@ pub fn read(path: &Path) -> anyhow::Result<(AudioFormat, Vec<u8>)> {
 
 /// Converts raw audio to μ-law 8 kHz (what Twilio and Smartflo carry).
 pub fn to_mulaw(format: AudioFormat, audio: &[u8]) -> anyhow::Result<Vec<u8>> {
-    if format == AudioFormat::Mulaw {
+    convert(format, audio, AudioFormat::Mulaw)
+}
+
+/// Converts raw audio from one format to another (resampling as needed).
+pub fn convert(from: AudioFormat, audio: &[u8], to: AudioFormat) -> anyhow::Result<Vec<u8>> {
+    if from == to {
         return Ok(audio.to_vec());
     }
-    let mut transcoder = Transcoder::new(format, AudioFormat::Mulaw)?;
+    let mut transcoder = Transcoder::new(from, to)?;
     let mut out = Vec::with_capacity(audio.len());
     transcoder.transcode(audio, &mut out);
     transcoder.flush(&mut out);
@@ -69,16 +74,21 @@ pub fn to_mulaw(format: AudioFormat, audio: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Writes μ-law 8 kHz audio as a PCM16 WAV file.
 pub fn write_mulaw_as_pcm(path: &Path, mulaw: &[u8]) -> anyhow::Result<()> {
+    write_as_pcm(path, AudioFormat::Mulaw, mulaw)
+}
+
+/// Writes audio of any format as a 16-bit PCM WAV file at its own rate.
+pub fn write_as_pcm(path: &Path, format: AudioFormat, audio: &[u8]) -> anyhow::Result<()> {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 8000,
+        sample_rate: format.sample_rate(),
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(path, spec)
         .with_context(|| format!("creating {}", path.display()))?;
-    let mut samples = Vec::with_capacity(mulaw.len());
-    AudioFormat::Mulaw.decode(mulaw, &mut samples);
+    let mut samples = Vec::with_capacity(audio.len());
+    format.decode(audio, &mut samples);
     for s in samples {
         writer.write_sample(s)?;
     }

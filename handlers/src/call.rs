@@ -165,7 +165,11 @@ impl CallContext {
                 (admission.identity, std::borrow::Cow::Owned(cleaned))
             }
         };
-        let session = self.store.insert(self.id, self.dialect, &start, identity);
+        let upstream_audio =
+            crate::bridge::UpstreamAudio::for_carrier(self.bridge_config.audio, start.media_format);
+        let session = self
+            .store
+            .insert(self.id, self.dialect, &start, identity, upstream_audio);
         let bridge = bridge::spawn(
             self.bridge_config.clone(),
             session.clone(),

@@ -21,7 +21,11 @@ impl DtmfHandler {
 
     fn handle(&mut self, dtmf: Dtmf) -> Result<Flow, EventError> {
         let (session, _) = self.ctx.started()?;
-        if dtmf.stream_sid != session.stream_sid {
+        if dtmf
+            .stream_sid
+            .as_ref()
+            .is_some_and(|sid| *sid != session.stream_sid)
+        {
             return Err(EventError::StreamSidMismatch);
         }
         session.touch();

@@ -16,6 +16,15 @@ pub enum Frame {
     Text(Bytes),
     /// A binary frame.
     Binary(Bytes),
+    /// Not from the wire: the socket just opened. Carries what the upgrade request said
+    /// (the call id in the path, Exotel's `?sample-rate=`), so dialects without a `start`
+    /// event (raw audio) can begin the call.
+    Opened {
+        /// The `{call_id}` path segment, when the route has one.
+        call_id: Option<String>,
+        /// The `sample-rate` query parameter, when present.
+        sample_rate: Option<u32>,
+    },
 }
 
 impl Frame {
@@ -30,6 +39,8 @@ impl Frame {
 pub enum Event {
     /// The carrier's `connected` greeting: accepted and ignored.
     Connected,
+    /// A carrier acknowledgement that needs no action (Plivo `clearedAudio`, socket open).
+    Ack(&'static str),
     /// The call's metadata; always the first event that matters.
     Start(Start),
     /// A chunk of caller audio.
@@ -49,6 +60,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Connected => "connected",
+            Self::Ack(_) => "ack",
             Self::Start(_) => "start",
             Self::Media(_) => "media",
             Self::Dtmf(_) => "dtmf",
@@ -80,13 +92,24 @@ pub struct Start {
     pub custom_parameters: BTreeMap<String, String>,
 }
 
-/// `media`: base64 audio in the call's media format.
+/// Caller audio as it came off the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Base64 text from a JSON field (checked by the media handler before use).
+    Base64(String),
+    /// Raw bytes from a binary frame.
+    Raw(Bytes),
+}
+
+/// `media`: audio in the call's media format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Media {
-    /// Stream the frame belongs to.
-    pub stream_sid: String,
-    /// Base64 text as received (checked by the media handler before use).
-    pub payload: String,
+    /// Stream the frame belongs to (absent in dialects that carry none).
+    pub stream_sid: Option<String>,
+    /// The audio.
+    pub payload: Payload,
+    /// The message's sequence number, when sent (Telnyx frames are reordered by it).
+    pub sequence: Option<u64>,
     /// The carrier's media counter, when sent.
     pub chunk: Option<u64>,
     /// Presentation time in ms from stream start, when sent.
@@ -97,7 +120,7 @@ pub struct Media {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dtmf {
     /// Stream the event belongs to.
-    pub stream_sid: String,
+    pub stream_sid: Option<String>,
     /// `0`-`9`, `*`, `#` or `A`-`D`.
     pub digit: char,
 }
@@ -106,7 +129,7 @@ pub struct Dtmf {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mark {
     /// Stream the event belongs to.
-    pub stream_sid: String,
+    pub stream_sid: Option<String>,
     /// The name we gave the mark.
     pub name: String,
 }
@@ -115,7 +138,7 @@ pub struct Mark {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stop {
     /// Stream the event belongs to.
-    pub stream_sid: String,
+    pub stream_sid: Option<String>,
     /// Free-text reason (Smartflo).
     pub reason: Option<String>,
 }

@@ -21,7 +21,11 @@ impl MarkHandler {
 
     fn handle(&mut self, mark: Mark) -> Result<Flow, EventError> {
         let (session, _) = self.ctx.started()?;
-        if mark.stream_sid != session.stream_sid {
+        if mark
+            .stream_sid
+            .as_ref()
+            .is_some_and(|sid| *sid != session.stream_sid)
+        {
             return Err(EventError::StreamSidMismatch);
         }
         session.touch();

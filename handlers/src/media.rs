@@ -2,8 +2,10 @@
 //!
 //! The hot path: 50 frames a second per call. No lock, no log above `trace`, no metrics
 //! registry lookup; one base64 check into a reused buffer, and in passthrough mode the
-//! payload text itself goes upstream.
+//! payload text itself goes upstream. Telnyx frames, which may arrive out of order, pass
+//! through a small reorder window first.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -13,8 +15,11 @@ use crate::bridge::BridgeHandle;
 use crate::call::{sync_service, CallContext, Flow};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::error::EventError;
-use crate::event::Media;
+use crate::event::{Media, Payload};
 use crate::session::Session;
+
+/// Out-of-order frames held before a gap is given up on (100 ms of 20 ms frames).
+const REORDER_WINDOW: usize = 5;
 
 /// Handles `media`.
 #[derive(Debug)]
@@ -23,6 +28,7 @@ pub struct MediaHandler {
     call: Option<(Arc<Session>, Arc<BridgeHandle>)>,
     /// `None` when carrier and upstream formats are equal (passthrough).
     transcoder: Option<Transcoder>,
+    reorder: Option<Reorder>,
     raw: Vec<u8>,
     converted: Vec<u8>,
 }
@@ -30,10 +36,12 @@ pub struct MediaHandler {
 impl MediaHandler {
     /// A handler for one connection.
     pub fn new(ctx: Arc<CallContext>) -> Self {
+        let reorder = ctx.dialect.reorders_media().then(Reorder::default);
         Self {
             ctx,
             call: None,
             transcoder: None,
+            reorder,
             raw: Vec::with_capacity(1024),
             converted: Vec::new(),
         }
@@ -42,7 +50,7 @@ impl MediaHandler {
     fn handle(&mut self, media: Media) -> Result<Flow, EventError> {
         if self.call.is_none() {
             let (session, bridge) = self.ctx.started()?;
-            let upstream = self.ctx.bridge_config.audio.format();
+            let upstream = session.upstream_audio.format();
             if session.media_format != upstream {
                 self.transcoder = Some(
                     Transcoder::new(session.media_format, upstream)
@@ -51,22 +59,56 @@ impl MediaHandler {
             }
             self.call = Some((session, bridge));
         }
-        let (session, bridge) = self.call.as_ref().expect("set above");
-        if media.stream_sid != session.stream_sid {
+        let (session, _) = self.call.as_ref().expect("set above");
+        if media
+            .stream_sid
+            .as_ref()
+            .is_some_and(|sid| *sid != session.stream_sid)
+        {
             return Err(EventError::StreamSidMismatch);
         }
-        decode_base64_into(&media.payload, &mut self.raw).map_err(|_| EventError::BadBase64)?;
+        match &mut self.reorder {
+            None => self.forward(media.payload),
+            Some(reorder) => {
+                let key = media.chunk.or(media.sequence);
+                let ready = reorder.push(key, media.payload);
+                if reorder.lost > 0 {
+                    session
+                        .counters
+                        .audio_dropped
+                        .fetch_add(std::mem::take(&mut reorder.lost), Relaxed);
+                }
+                for payload in ready {
+                    self.forward(payload)?;
+                }
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn forward(&mut self, payload: Payload) -> Result<Flow, EventError> {
+        let (session, bridge) = self.call.as_ref().expect("started");
+        let raw = match &payload {
+            Payload::Base64(text) => {
+                decode_base64_into(text, &mut self.raw).map_err(|_| EventError::BadBase64)?;
+                &self.raw[..]
+            }
+            Payload::Raw(bytes) => &bytes[..],
+        };
         session.touch();
         session.counters.frames_in.fetch_add(1, Relaxed);
         session
             .counters
             .bytes_in
-            .fetch_add(self.raw.len() as u64, Relaxed);
+            .fetch_add(raw.len() as u64, Relaxed);
         let chunk = match &mut self.transcoder {
-            None => media.payload,
+            None => match payload {
+                Payload::Base64(text) => text,
+                Payload::Raw(bytes) => BASE64.encode(&bytes),
+            },
             Some(transcoder) => {
                 self.converted.clear();
-                transcoder.transcode(&self.raw, &mut self.converted);
+                transcoder.transcode(raw, &mut self.converted);
                 if self.converted.is_empty() {
                     return Ok(Flow::Continue);
                 }
@@ -81,3 +123,83 @@ impl MediaHandler {
 }
 
 sync_service!(MediaHandler, Media);
+
+/// Puts frames back in order by their counter, holding at most [`REORDER_WINDOW`] of them.
+#[derive(Debug, Default)]
+struct Reorder {
+    next: Option<u64>,
+    held: BTreeMap<u64, Payload>,
+    /// Frames skipped (a gap given up on) or arriving too late, since last read.
+    lost: u64,
+}
+
+impl Reorder {
+    fn push(&mut self, key: Option<u64>, payload: Payload) -> Vec<Payload> {
+        let Some(key) = key else { return vec![payload] };
+        let next = *self.next.get_or_insert(key);
+        if key < next {
+            // Too late: its place in the stream has passed.
+            self.lost += 1;
+            return Vec::new();
+        }
+        self.held.insert(key, payload);
+        let mut ready = Vec::new();
+        loop {
+            let next = self.next.expect("set above");
+            if let Some(payload) = self.held.remove(&next) {
+                ready.push(payload);
+                self.next = Some(next + 1);
+            } else if self.held.len() > REORDER_WINDOW {
+                // The missing frame is not coming: skip to the oldest one we hold.
+                let (&oldest, _) = self.held.first_key_value().expect("non-empty");
+                self.lost += oldest - next;
+                self.next = Some(oldest);
+            } else {
+                return ready;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: u64) -> Payload {
+        Payload::Base64(n.to_string())
+    }
+
+    fn keys(out: Vec<Payload>) -> Vec<u64> {
+        out.into_iter()
+            .map(|p| match p {
+                Payload::Base64(s) => s.parse().unwrap(),
+                Payload::Raw(_) => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reorders_within_the_window() {
+        let mut r = Reorder::default();
+        assert_eq!(keys(r.push(Some(1), p(1))), [1]);
+        assert_eq!(keys(r.push(Some(3), p(3))), Vec::<u64>::new());
+        assert_eq!(keys(r.push(Some(4), p(4))), Vec::<u64>::new());
+        assert_eq!(keys(r.push(Some(2), p(2))), [2, 3, 4]);
+        assert_eq!(r.lost, 0);
+        // A late duplicate is dropped and counted.
+        assert!(r.push(Some(3), p(3)).is_empty());
+        assert_eq!(r.lost, 1);
+    }
+
+    #[test]
+    fn gives_up_on_a_gap_after_the_window() {
+        let mut r = Reorder::default();
+        r.push(Some(1), p(1));
+        let mut out = Vec::new();
+        for k in 3..=8 {
+            out.extend(keys(r.push(Some(k), p(k))));
+        }
+        assert_eq!(out, [3, 4, 5, 6, 7, 8]);
+        assert_eq!(r.lost, 1, "frame 2 never came");
+    }
+}

@@ -58,7 +58,7 @@ impl Service<Event> for EventRouter {
             Event::Dtmf(e) => self.dtmf.call(e),
             Event::Mark(e) => self.mark.call(e),
             Event::Stop(e) => self.stop.call(e),
-            Event::Connected => std::future::ready(Ok(Flow::Continue)),
+            Event::Connected | Event::Ack(_) => std::future::ready(Ok(Flow::Continue)),
             Event::Unknown(name) => {
                 metrics::counter!("callgate_unknown_events_total", "carrier" => self.carrier)
                     .increment(1);

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::bridge::UpstreamAudio;
 use crate::codec::AudioFormat;
 use crate::dialect::Dialect;
 use crate::event::Start;
@@ -66,6 +67,8 @@ pub struct Session {
     pub to: Option<String>,
     /// Carrier-side audio format.
     pub media_format: AudioFormat,
+    /// Upstream audio format chosen for this call.
+    pub upstream_audio: UpstreamAudio,
     /// Custom parameters from `start` (credentials removed).
     pub custom_parameters: BTreeMap<String, String>,
     /// Who the call was authenticated as.
@@ -117,6 +120,7 @@ impl SessionStore {
         dialect: Dialect,
         start: &Start,
         identity: CallIdentity,
+        upstream_audio: UpstreamAudio,
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
@@ -127,6 +131,7 @@ impl SessionStore {
             from: start.from.clone(),
             to: start.to.clone(),
             media_format: start.media_format,
+            upstream_audio,
             custom_parameters: start.custom_parameters.clone(),
             identity,
             started_at: SystemTime::now(),
@@ -207,8 +212,20 @@ mod tests {
     #[test]
     fn insert_find_remove() {
         let store = SessionStore::new();
-        store.insert(1, Dialect::Twilio, &start("CA1"), CallIdentity::default());
-        store.insert(2, Dialect::Twilio, &start("CA2"), CallIdentity::default());
+        store.insert(
+            1,
+            Dialect::Twilio,
+            &start("CA1"),
+            CallIdentity::default(),
+            UpstreamAudio::Pcmu,
+        );
+        store.insert(
+            2,
+            Dialect::Twilio,
+            &start("CA2"),
+            CallIdentity::default(),
+            UpstreamAudio::Pcmu,
+        );
         assert_eq!(store.len(), 2);
         assert_eq!(store.find_call("CA2").unwrap().id, 2);
         assert!(store.remove(1).is_some());
@@ -219,10 +236,22 @@ mod tests {
     #[test]
     fn reaps_only_idle_sessions() {
         let store = SessionStore::new();
-        let idle = store.insert(1, Dialect::Twilio, &start("CA1"), CallIdentity::default());
+        let idle = store.insert(
+            1,
+            Dialect::Twilio,
+            &start("CA1"),
+            CallIdentity::default(),
+            UpstreamAudio::Pcmu,
+        );
         std::thread::sleep(Duration::from_millis(30));
         store
-            .insert(2, Dialect::Twilio, &start("CA2"), CallIdentity::default())
+            .insert(
+                2,
+                Dialect::Twilio,
+                &start("CA2"),
+                CallIdentity::default(),
+                UpstreamAudio::Pcmu,
+            )
             .touch();
         assert!(idle.idle_for() >= Duration::from_millis(30));
         assert_eq!(store.reap_idle(Duration::from_millis(20)), 1);

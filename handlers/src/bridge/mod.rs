@@ -74,6 +74,8 @@ pub enum UpstreamAudio {
     Pcmu,
     /// 16-bit PCM at 24 kHz (decode, resample, encode both ways for μ-law carriers).
     Pcm24k,
+    /// G.711 A-law both ways (chosen automatically for A-law carriers).
+    Pcma,
 }
 
 impl UpstreamAudio {
@@ -81,7 +83,22 @@ impl UpstreamAudio {
     pub fn format(self) -> AudioFormat {
         match self {
             Self::Pcmu => AudioFormat::Mulaw,
+            Self::Pcma => AudioFormat::Alaw,
             Self::Pcm24k => AudioFormat::Pcm16 { rate: 24000 },
+        }
+    }
+
+    /// The upstream format for a call whose carrier speaks `carrier`, given the configured
+    /// preference: whatever needs the least work. G.711 passes through; 24 kHz PCM passes
+    /// through; 8 kHz PCM is μ-law encoded (no resampling); 16 kHz PCM goes up to 24 kHz
+    /// (keeping its band). `pcm24k` forces 24 kHz PCM for every call.
+    pub fn for_carrier(preference: Self, carrier: AudioFormat) -> Self {
+        match (preference, carrier) {
+            (Self::Pcm24k, _) => Self::Pcm24k,
+            (_, AudioFormat::Mulaw) => Self::Pcmu,
+            (_, AudioFormat::Alaw) => Self::Pcma,
+            (_, AudioFormat::Pcm16 { rate: 8000 }) => Self::Pcmu,
+            (_, AudioFormat::Pcm16 { .. }) => Self::Pcm24k,
         }
     }
 }

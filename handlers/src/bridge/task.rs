@@ -123,7 +123,7 @@ impl Relay {
         outbox: mpsc::Sender<Downstream>,
         audio: Arc<AudioQueue>,
     ) -> Result<Self, BridgeError> {
-        let upstream = config.audio.format();
+        let upstream = session.upstream_audio.format();
         let transcoder = if upstream == session.media_format {
             None
         } else {
@@ -133,10 +133,14 @@ impl Relay {
             )
         };
         Ok(Self {
+            session_update: wire::session_update(
+                config.dialect,
+                session.upstream_audio,
+                &config.session,
+            ),
             session,
             outbox,
             audio,
-            session_update: wire::session_update(config.dialect, config.audio, &config.session),
             ready: false,
             generation: 0,
             speaking: false,

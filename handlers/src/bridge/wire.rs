@@ -33,6 +33,7 @@ pub fn session_update(
         RealtimeDialect::Ga => {
             let format = match audio {
                 UpstreamAudio::Pcmu => json!({"type": "audio/pcmu"}),
+                UpstreamAudio::Pcma => json!({"type": "audio/pcma"}),
                 UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
             };
             json!({
@@ -52,6 +53,7 @@ pub fn session_update(
         RealtimeDialect::Beta => {
             let format = match audio {
                 UpstreamAudio::Pcmu => "g711_ulaw",
+                UpstreamAudio::Pcma => "g711_alaw",
                 UpstreamAudio::Pcm24k => "pcm16",
             };
             json!({
@@ -217,6 +219,7 @@ pub fn session_output_audio(session: &Value) -> Option<UpstreamAudio> {
     let beta = session.get("output_audio_format").and_then(Value::as_str);
     match ga.or(beta)? {
         "audio/pcmu" | "g711_ulaw" => Some(UpstreamAudio::Pcmu),
+        "audio/pcma" | "g711_alaw" => Some(UpstreamAudio::Pcma),
         "audio/pcm" | "pcm16" => Some(UpstreamAudio::Pcm24k),
         _ => None,
     }

@@ -1,25 +1,45 @@
-//! Carrier dialects: inbound JSON → [`Event`], [`Outbound`] → JSON, with each carrier's
-//! framing rules (PROTOCOLS.md §2, §3).
+//! Carrier dialects: inbound frames → [`Event`], [`Outbound`] → frames, with each carrier's
+//! framing rules (PROTOCOLS.md §2–§6).
 //!
-//! | dialect        | inbound                               | outbound                              |
-//! |----------------|---------------------------------------|---------------------------------------|
-//! | `twilio`       | Twilio Media Streams, strict `start`  | `media`/`mark`/`clear`, any size      |
-//! | `smartflo`     | Smartflo v.8 document                 | adds numeric `media.chunk`; 160-byte multiples |
-//! | `vendor-stream`| the in-house Smartflo integration: minimal `start`, `tracks` as a string | as `smartflo`, plus numeric `sequenceNumber` |
+//! | dialect         | route (default)          | audio            | outbound |
+//! |-----------------|--------------------------|------------------|----------|
+//! | `twilio`        | `/twilio`                | μ-law 8k         | `media`/`mark`/`clear`, any size |
+//! | `smartflo`      | `/smartflo`              | μ-law 8k         | numeric `media.chunk`, 160-byte multiples |
+//! | `vendor-stream` | `/vendor-stream`         | μ-law 8k         | as `smartflo`, numbered `sequenceNumber` |
+//! | `exotel`        | `/exotel`                | PCM16 8/16/24k   | `stream_sid`, ≥100 ms chunks in 20 ms multiples, zero-padded |
+//! | `voximplant`    | `/voximplant[/{call_id}]`| μ-law, A-law, PCM | our own `start` per playback stream, `gw.clear`, `gw.hangup` |
+//! | `raw-audio`     | `/ws/audio/{call_id}`    | binary PCM16 24k | binary PCM16 24k |
+//! | `plivo`         | `/plivo`                 | μ-law 8k, L16    | `playAudio`, `checkpoint`, `clearAudio` |
+//! | `telnyx`        | `/telnyx`                | PCMU/PCMA/L16    | `media`/`mark`/`clear`; inbound reordered by `sequence_number` |
+//!
+//! Decoding is deliberately tolerant (one serde model accepts camelCase and snake_case and
+//! counters as strings or numbers); what each carrier *requires* is checked per dialect.
 
+pub mod detect;
 mod wire;
+mod writer;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::codec::{AudioFormat, BASE64};
-use crate::event::{Dtmf, Event, Frame, Mark, Media, Outbound, Start, Stop};
-use base64::Engine as _;
+use crate::codec::AudioFormat;
+use crate::event::{Dtmf, Event, Frame, Mark, Media, Payload, Start, Stop};
+
+pub use writer::{OutFrame, Writer};
 
 /// The greeting the in-house Smartflo integration sent as soon as a socket opened; its
 /// clients wait for it (a per-route setting, never sent to real carriers).
 pub const CONNECTED_GREETING: &str = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+
+/// What the upgrade request told us (via [`Frame::Opened`]) that messages may omit.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// The `{call_id}` path segment.
+    pub call_id: Option<String>,
+    /// Exotel's `?sample-rate=`.
+    pub sample_rate: Option<u32>,
+}
 
 /// Which carrier protocol a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, Serialize)]
@@ -31,35 +51,101 @@ pub enum Dialect {
     Smartflo,
     /// Smartflo as the original in-house integration served it on `/vendor-stream`.
     VendorStream,
+    /// Exotel AgentStream (Voicebot applet, Connect Voice AI).
+    Exotel,
+    /// Voximplant VoxEngine WebSocket media, driven by our scenario.
+    Voximplant,
+    /// The original Voximplant integration: binary PCM16 24 kHz both ways, call id in the path.
+    RawAudio,
+    /// Plivo Audio Streams.
+    Plivo,
+    /// Telnyx media streaming.
+    Telnyx,
 }
 
 impl Dialect {
+    /// Every dialect.
+    pub const ALL: [Dialect; 8] = [
+        Self::Twilio,
+        Self::Smartflo,
+        Self::VendorStream,
+        Self::Exotel,
+        Self::Voximplant,
+        Self::RawAudio,
+        Self::Plivo,
+        Self::Telnyx,
+    ];
+
     /// Name for logs, spans and metric labels.
     pub fn name(self) -> &'static str {
         match self {
             Self::Twilio => "twilio",
             Self::Smartflo => "smartflo",
             Self::VendorStream => "vendor-stream",
+            Self::Exotel => "exotel",
+            Self::Voximplant => "voximplant",
+            Self::RawAudio => "raw-audio",
+            Self::Plivo => "plivo",
+            Self::Telnyx => "telnyx",
         }
     }
 
-    /// Decodes and validates one inbound frame.
+    /// Whether the carrier echoes marks (otherwise playback is estimated from time).
+    pub fn has_marks(self) -> bool {
+        !matches!(self, Self::Voximplant | Self::RawAudio)
+    }
+
+    /// Whether inbound media may arrive out of order and is reordered by sequence number.
+    pub fn reorders_media(self) -> bool {
+        self == Self::Telnyx
+    }
+
+    /// Whether every event must carry the call's stream id.
+    fn requires_stream_id(self) -> bool {
+        matches!(self, Self::Twilio | Self::Smartflo | Self::VendorStream)
+    }
+
+    /// Decodes and validates one inbound frame (no hints from the upgrade request).
     pub fn decode(self, frame: &Frame) -> Result<Event, DecodeError> {
+        self.decode_with(frame, &mut Hints::default())
+    }
+
+    /// Decodes one frame, learning [`Hints`] from [`Frame::Opened`] and using them where the
+    /// carrier's messages leave something out.
+    pub fn decode_with(self, frame: &Frame, hints: &mut Hints) -> Result<Event, DecodeError> {
         let bytes = match frame {
             Frame::Text(bytes) => bytes,
+            Frame::Binary(bytes) if self == Self::RawAudio => {
+                return Ok(Event::Media(Media {
+                    stream_sid: None,
+                    payload: Payload::Raw(bytes.clone()),
+                    sequence: None,
+                    chunk: None,
+                    timestamp: None,
+                }));
+            }
             Frame::Binary(_) => return Err(DecodeError::Binary),
+            Frame::Opened {
+                call_id,
+                sample_rate,
+            } => {
+                hints.call_id = call_id.clone();
+                hints.sample_rate = *sample_rate;
+                return Ok(self.opened(call_id.as_deref()));
+            }
         };
         let envelope: wire::Envelope<'_> = serde_json::from_slice(bytes)?;
-        let top_sid = envelope.stream_sid.as_deref();
-        let stream_sid = || {
-            top_sid
-                .map(str::to_owned)
-                .ok_or(DecodeError::Missing("streamSid"))
+        let stream_sid = || -> Result<Option<String>, DecodeError> {
+            match envelope.stream_sid.as_deref() {
+                Some(sid) => Ok(Some(sid.to_owned())),
+                None if self.requires_stream_id() => Err(DecodeError::Missing("streamSid")),
+                None => Ok(None),
+            }
         };
-        Ok(match &*envelope.event {
-            "connected" => Event::Connected,
-            "start" => Event::Start(self.decode_start(&envelope)?),
-            "media" => {
+        Ok(match (self, &*envelope.event) {
+            (_, "connected") => Event::Connected,
+            (_, "start") => Event::Start(self.decode_start(&envelope, hints)?),
+            (_, "media") => {
                 let media = envelope
                     .media
                     .as_ref()
@@ -70,75 +156,78 @@ impl Dialect {
                     .ok_or(DecodeError::Missing("media.payload"))?;
                 Event::Media(Media {
                     stream_sid: stream_sid()?,
-                    payload: payload.to_owned(),
+                    payload: Payload::Base64(payload.to_owned()),
+                    sequence: envelope.sequence_number,
                     chunk: media.chunk,
                     timestamp: media.timestamp,
                 })
             }
-            "dtmf" => {
+            (_, "dtmf") | (Self::Voximplant | Self::RawAudio, "gw.dtmf") => {
                 let digit = envelope
                     .dtmf
                     .as_ref()
                     .and_then(|d| d.digit.as_deref())
+                    .or(envelope.digit.as_deref())
                     .ok_or(DecodeError::Missing("dtmf.digit"))?;
-                let mut chars = digit.chars();
-                let digit = match (chars.next(), chars.next()) {
-                    (Some(c), None) if c.is_ascii_digit() || "*#ABCDabcd".contains(c) => {
-                        c.to_ascii_uppercase()
-                    }
-                    _ => return Err(DecodeError::InvalidDigit),
-                };
                 Event::Dtmf(Dtmf {
                     stream_sid: stream_sid()?,
-                    digit,
+                    digit: parse_digit(digit)?,
                 })
             }
-            "mark" => Event::Mark(Mark {
+            (_, "mark") => Event::Mark(Mark {
                 stream_sid: stream_sid()?,
                 name: envelope
                     .mark
-                    .and_then(|m| m.name)
+                    .as_ref()
+                    .and_then(|m| m.name.clone())
                     .ok_or(DecodeError::Missing("mark.name"))?,
             }),
-            "stop" => Event::Stop(Stop {
+            (Self::Plivo, "playedStream") => Event::Mark(Mark {
                 stream_sid: stream_sid()?,
-                reason: envelope.stop.and_then(|s| s.reason),
+                name: envelope.name.clone().ok_or(DecodeError::Missing("name"))?,
             }),
-            other => Event::Unknown(other.chars().take(64).collect()),
+            (Self::Plivo, "clearedAudio") => Event::Ack("clearedAudio"),
+            (_, "stop") | (Self::Voximplant | Self::RawAudio, "gw.hangup") => Event::Stop(Stop {
+                stream_sid: stream_sid()?,
+                reason: envelope.stop.as_ref().and_then(|s| s.reason.clone()),
+            }),
+            (_, other) => Event::Unknown(other.chars().take(64).collect()),
         })
     }
 
-    fn decode_start(self, envelope: &wire::Envelope<'_>) -> Result<Start, DecodeError> {
+    /// The socket opened: raw audio starts its call here (it has no `start` event).
+    fn opened(self, call_id: Option<&str>) -> Event {
+        match (self, call_id) {
+            (Self::RawAudio, Some(call_id)) => Event::Start(Start {
+                stream_sid: call_id.to_owned(),
+                call_sid: call_id.to_owned(),
+                account_sid: None,
+                from: None,
+                to: None,
+                tracks: vec!["inbound".into()],
+                media_format: AudioFormat::Pcm16 { rate: 24000 },
+                custom_parameters: BTreeMap::new(),
+            }),
+            _ => Event::Ack("opened"),
+        }
+    }
+
+    fn decode_start(
+        self,
+        envelope: &wire::Envelope<'_>,
+        hints: &Hints,
+    ) -> Result<Start, DecodeError> {
         let body = envelope
             .start
             .as_ref()
             .ok_or(DecodeError::Missing("start"))?;
-        let stream_sid = body
-            .stream_sid
-            .as_deref()
-            .or(envelope.stream_sid.as_deref())
-            .ok_or(DecodeError::Missing("start.streamSid"))?;
-        if let (Some(top), Some(inner)) =
-            (envelope.stream_sid.as_deref(), body.stream_sid.as_deref())
-        {
+        let top = envelope.stream_sid.as_deref();
+        let inner = body.stream_sid.as_deref();
+        if let (Some(top), Some(inner)) = (top, inner) {
             if top != inner {
                 return Err(DecodeError::StreamSidMismatch);
             }
         }
-        let call_sid = body
-            .call_sid
-            .clone()
-            .ok_or(DecodeError::Missing("start.callSid"))?;
-        // The in-house integration's own test client sends only callSid and streamSid.
-        let strict = self != Self::VendorStream;
-        if strict && body.account_sid.is_none() {
-            return Err(DecodeError::Missing("start.accountSid"));
-        }
-        let media_format = match &body.media_format {
-            Some(format) => parse_media_format(format)?,
-            None if strict => return Err(DecodeError::Missing("start.mediaFormat")),
-            None => AudioFormat::Mulaw,
-        };
         let custom_parameters = body
             .custom_parameters
             .iter()
@@ -151,8 +240,48 @@ impl Dialect {
                 (k.clone(), value)
             })
             .collect::<BTreeMap<_, _>>();
+        // What each carrier must send; the in-house integrations are the most lenient.
+        let (needs_account, needs_format) = match self {
+            Self::Twilio | Self::Smartflo => (true, true),
+            Self::Telnyx | Self::Voximplant => (false, true),
+            _ => (false, false),
+        };
+        let stream_sid = match (top.or(inner), self) {
+            (Some(sid), _) => sid.to_owned(),
+            // Voximplant streams carry no id: the call id (path or parameters), else the tag.
+            (None, Self::Voximplant) => hints
+                .call_id
+                .as_ref()
+                .or(custom_parameters.get("callId"))
+                .or(body.tag.as_ref())
+                .cloned()
+                .unwrap_or_else(|| "voximplant".to_owned()),
+            // Exotel's own examples sometimes leave it out; the call id stands in.
+            (None, Self::Exotel) => body
+                .call_sid
+                .clone()
+                .ok_or(DecodeError::Missing("start.stream_sid"))?,
+            (None, _) => return Err(DecodeError::Missing("start.streamSid")),
+        };
+        let call_sid = match (&body.call_sid, self) {
+            (Some(call), _) => call.clone(),
+            (None, Self::Voximplant) => stream_sid.clone(),
+            (None, _) => return Err(DecodeError::Missing("start.callSid")),
+        };
+        if needs_account && body.account_sid.is_none() {
+            return Err(DecodeError::Missing("start.accountSid"));
+        }
+        let media_format = match &body.media_format {
+            Some(format) => parse_media_format(self, format)?,
+            None if needs_format => return Err(DecodeError::Missing("start.mediaFormat")),
+            None => match (self, hints.sample_rate) {
+                // Exotel announces the rate in the URL (?sample-rate=) when not in `start`.
+                (Self::Exotel, Some(rate @ (8000 | 16000 | 24000))) => AudioFormat::Pcm16 { rate },
+                _ => self.default_format(),
+            },
+        };
         Ok(Start {
-            stream_sid: stream_sid.to_owned(),
+            stream_sid,
             call_sid,
             account_sid: body.account_sid.clone(),
             from: body.from.clone().or_else(|| envelope.from.clone()),
@@ -163,39 +292,83 @@ impl Dialect {
         })
     }
 
-    /// Outbound payloads must be a multiple of this many bytes (1: any size).
-    fn outbound_multiple(self) -> usize {
+    /// The format when `start` names none.
+    fn default_format(self) -> AudioFormat {
         match self {
-            Self::Twilio => 1,
-            // 20 ms of μ-law (PROTOCOLS.md §3.2).
-            Self::Smartflo | Self::VendorStream => 160,
+            // Exotel's default stream is 16-bit PCM at 8 kHz; Plivo's default content type
+            // is L16 at 8 kHz.
+            Self::Exotel | Self::Plivo => AudioFormat::Pcm16 { rate: 8000 },
+            Self::RawAudio => AudioFormat::Pcm16 { rate: 24000 },
+            _ => AudioFormat::Mulaw,
         }
     }
 }
 
-fn parse_media_format(format: &wire::MediaFormatBody) -> Result<AudioFormat, DecodeError> {
-    let encoding = format.encoding.as_deref().unwrap_or("audio/x-mulaw");
-    let rate = format.sample_rate.unwrap_or(8000);
+fn parse_digit(digit: &str) -> Result<char, DecodeError> {
+    let mut chars = digit.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || "*#ABCDabcd".contains(c) => {
+            Ok(c.to_ascii_uppercase())
+        }
+        _ => Err(DecodeError::InvalidDigit),
+    }
+}
+
+fn parse_media_format(
+    dialect: Dialect,
+    format: &wire::MediaFormatBody,
+) -> Result<AudioFormat, DecodeError> {
+    let encoding = format.encoding.as_deref().map(str::to_ascii_lowercase);
+    let encoding = encoding.as_deref().unwrap_or(match dialect {
+        Dialect::Exotel | Dialect::Plivo => "audio/x-l16",
+        _ => "audio/x-mulaw",
+    });
     if format.channels.is_some_and(|c| c != 1) {
         return Err(DecodeError::UnsupportedFormat(format!(
             "{} channels",
             format.channels.unwrap_or_default()
         )));
     }
-    match (encoding.to_ascii_lowercase().as_str(), rate) {
-        ("audio/x-mulaw" | "audio/pcmu" | "mulaw" | "ulaw", 8000) => Ok(AudioFormat::Mulaw),
-        ("audio/x-alaw" | "audio/pcma" | "alaw", 8000) => Ok(AudioFormat::Alaw),
-        (other, rate) => Err(DecodeError::UnsupportedFormat(format!(
-            "{} at {rate} Hz",
-            other.chars().take(32).collect::<String>()
-        ))),
-    }
+    // Plivo puts the rate into the content type (`audio/x-l16;rate=16000`).
+    let (encoding, inline_rate) = match encoding.split_once(";rate=") {
+        Some((enc, rate)) => (enc, rate.trim().parse::<u64>().ok()),
+        None => (encoding, None),
+    };
+    let rate = format.sample_rate.or(inline_rate);
+    let format = match (encoding, rate) {
+        (
+            "audio/x-mulaw" | "audio/pcmu" | "mulaw" | "ulaw" | "pcmu" | "g711_ulaw",
+            None | Some(8000),
+        ) => AudioFormat::Mulaw,
+        ("audio/x-alaw" | "audio/pcma" | "alaw" | "pcma" | "g711_alaw", None | Some(8000)) => {
+            AudioFormat::Alaw
+        }
+        // Voximplant's constants: PCM8 is 8 kHz; PCM16 16 kHz unless told otherwise.
+        ("pcm8" | "pcm16_8khz", None | Some(8000)) => AudioFormat::Pcm16 { rate: 8000 },
+        ("pcm16_16khz", None | Some(16000)) => AudioFormat::Pcm16 { rate: 16000 },
+        ("pcm16", None) => AudioFormat::Pcm16 { rate: 16000 },
+        (
+            "audio/x-raw" | "linear16" | "audio/x-l16" | "l16" | "slin" | "pcm16" | "audio/pcm",
+            Some(rate @ (8000 | 16000 | 24000)),
+        ) => AudioFormat::Pcm16 { rate: rate as u32 },
+        ("audio/x-raw" | "linear16" | "audio/x-l16" | "l16" | "slin" | "audio/pcm", None) => {
+            AudioFormat::Pcm16 { rate: 8000 }
+        }
+        (other, rate) => {
+            return Err(DecodeError::UnsupportedFormat(format!(
+                "{} at {} Hz",
+                other.chars().take(32).collect::<String>(),
+                rate.unwrap_or_default()
+            )))
+        }
+    };
+    Ok(format)
 }
 
 /// Why an inbound frame was rejected. Every variant is the carrier's fault (bad input).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// Binary frames are not part of any JSON carrier protocol.
+    /// Binary frames are not part of this dialect.
     #[error("binary frames are not supported")]
     Binary,
     /// Not JSON, or a field of the wrong type.
@@ -226,142 +399,6 @@ impl DecodeError {
             Self::UnsupportedFormat(_) => "unsupported_format",
             Self::InvalidDigit => "invalid_digit",
         }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutMessage<'a> {
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sequence_number: Option<u64>,
-    stream_sid: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    media: Option<OutMedia<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mark: Option<OutMark<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutMedia<'a> {
-    payload: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chunk: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct OutMark<'a> {
-    name: &'a str,
-}
-
-/// Encodes one call's outbound messages: its `streamSid`, counters and framing rules.
-#[derive(Debug)]
-pub struct Writer {
-    dialect: Dialect,
-    stream_sid: String,
-    silence: u8,
-    chunk: u64,
-    sequence: u64,
-    /// Audio waiting to fill a whole multiple (dialects with a framing rule only).
-    pending: Vec<u8>,
-    scratch: Vec<u8>,
-}
-
-impl Writer {
-    /// A writer for one call.
-    pub fn new(dialect: Dialect, stream_sid: impl Into<String>, format: AudioFormat) -> Self {
-        Self {
-            dialect,
-            stream_sid: stream_sid.into(),
-            silence: format.silence_byte(),
-            chunk: 0,
-            sequence: 0,
-            pending: Vec::new(),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Appends the text frames for `message` to `frames`. Malformed base64 from upstream is
-    /// dropped (and reported as an error) rather than sent to the carrier.
-    pub fn write(
-        &mut self,
-        message: &Outbound,
-        frames: &mut Vec<String>,
-    ) -> Result<(), base64::DecodeError> {
-        let multiple = self.dialect.outbound_multiple();
-        match message {
-            Outbound::Media { payload } if multiple == 1 => {
-                self.media_frame(payload, frames);
-            }
-            Outbound::Media { payload } => {
-                BASE64.decode_vec(payload, &mut self.pending)?;
-                let whole = self.pending.len() / multiple * multiple;
-                if whole > 0 {
-                    self.emit_pending(whole, frames);
-                }
-            }
-            Outbound::Mark { name } => {
-                // A mark closes a stretch of audio: pad the tail so it is played before the
-                // mark, as the framing rule demands (PROTOCOLS.md §3.2).
-                if !self.pending.is_empty() {
-                    let padded = self.pending.len().div_ceil(multiple) * multiple;
-                    self.pending.resize(padded, self.silence);
-                    self.emit_pending(padded, frames);
-                }
-                self.sequence += 1;
-                frames.push(self.json(OutMessage {
-                    event: "mark",
-                    sequence_number: self.sequence_number(),
-                    stream_sid: &self.stream_sid,
-                    media: None,
-                    mark: Some(OutMark { name }),
-                }));
-            }
-            Outbound::Clear => {
-                self.pending.clear();
-                frames.push(self.json(OutMessage {
-                    event: "clear",
-                    sequence_number: None,
-                    stream_sid: &self.stream_sid,
-                    media: None,
-                    mark: None,
-                }));
-            }
-        }
-        Ok(())
-    }
-
-    fn emit_pending(&mut self, len: usize, frames: &mut Vec<String>) {
-        self.scratch.clear();
-        self.scratch.extend(self.pending.drain(..len));
-        let payload = BASE64.encode(&self.scratch);
-        self.media_frame(&payload, frames);
-    }
-
-    fn media_frame(&mut self, payload: &str, frames: &mut Vec<String>) {
-        self.chunk += 1;
-        self.sequence += 1;
-        let chunk = match self.dialect {
-            Dialect::Twilio => None,
-            Dialect::Smartflo | Dialect::VendorStream => Some(self.chunk),
-        };
-        frames.push(self.json(OutMessage {
-            event: "media",
-            sequence_number: self.sequence_number(),
-            stream_sid: &self.stream_sid,
-            media: Some(OutMedia { payload, chunk }),
-            mark: None,
-        }));
-    }
-
-    fn sequence_number(&self) -> Option<u64> {
-        // Only the in-house integration numbered its outbound messages; real carriers list
-        // no such field and Twilio rejects extra fields (31951).
-        (self.dialect == Dialect::VendorStream).then_some(self.sequence)
-    }
-
-    fn json(&self, message: OutMessage<'_>) -> String {
-        serde_json::to_string(&message).expect("plain structs always serialize")
     }
 }
 

@@ -14,8 +14,22 @@ use serde::Deserialize;
 pub(crate) struct Envelope<'a> {
     #[serde(borrow)]
     pub event: Cow<'a, str>,
-    #[serde(default, borrow, rename = "streamSid", alias = "stream_sid")]
+    #[serde(
+        default,
+        borrow,
+        rename = "streamSid",
+        alias = "stream_sid",
+        alias = "streamId",
+        alias = "stream_id"
+    )]
     pub stream_sid: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        rename = "sequenceNumber",
+        alias = "sequence_number",
+        deserialize_with = "counter"
+    )]
+    pub sequence_number: Option<u64>,
     #[serde(default, borrow)]
     pub start: Option<StartBody<'a>>,
     #[serde(default, borrow)]
@@ -31,16 +45,43 @@ pub(crate) struct Envelope<'a> {
     pub from: Option<String>,
     #[serde(default)]
     pub to: Option<String>,
+    /// Plivo's `playedStream` carries the checkpoint name at the top level.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Our Voximplant convention: `{"event":"gw.dtmf","digit":"5"}`.
+    #[serde(default)]
+    pub digit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct StartBody<'a> {
-    #[serde(default, borrow, rename = "streamSid", alias = "stream_sid")]
+    #[serde(
+        default,
+        borrow,
+        rename = "streamSid",
+        alias = "stream_sid",
+        alias = "streamId",
+        alias = "stream_id"
+    )]
     pub stream_sid: Option<Cow<'a, str>>,
-    #[serde(default, rename = "callSid", alias = "call_sid")]
+    #[serde(
+        default,
+        rename = "callSid",
+        alias = "call_sid",
+        alias = "callId",
+        alias = "call_control_id"
+    )]
     pub call_sid: Option<String>,
-    #[serde(default, rename = "accountSid", alias = "account_sid")]
+    #[serde(
+        default,
+        rename = "accountSid",
+        alias = "account_sid",
+        alias = "accountId"
+    )]
     pub account_sid: Option<String>,
+    /// Voximplant's stream tag.
+    #[serde(default)]
+    pub tag: Option<String>,
     #[serde(default)]
     pub from: Option<String>,
     #[serde(default)]

@@ -1,0 +1,256 @@
+//! Outbound: [`Outbound`] messages → carrier frames, with each carrier's framing rules.
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::Dialect;
+use crate::codec::{AudioFormat, BASE64};
+use crate::event::Outbound;
+
+/// One frame for the carrier socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A JSON text frame.
+    Text(String),
+    /// A binary frame (raw audio).
+    Binary(Bytes),
+}
+
+impl OutFrame {
+    /// The text, for text frames.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t),
+            Self::Binary(_) => None,
+        }
+    }
+}
+
+/// Encodes one call's outbound messages: its stream id, counters and framing rules.
+#[derive(Debug)]
+pub struct Writer {
+    dialect: Dialect,
+    format: AudioFormat,
+    /// The stream id as a JSON string literal (quotes and escaping included).
+    sid: String,
+    /// Payload sizes must be a multiple of this many bytes (1: any size).
+    multiple: usize,
+    /// Smallest payload worth sending (the rest waits, or is padded at the end of audio).
+    min: usize,
+    /// Largest payload in one message.
+    max: usize,
+    chunk: u64,
+    sequence: u64,
+    /// Audio bytes sent so far (timestamps).
+    sent_bytes: u64,
+    /// Voximplant: a playback stream is open (our `start` was sent).
+    stream_open: bool,
+    pending: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Writer {
+    /// A writer for one call whose carrier-side audio is `format`.
+    pub fn new(dialect: Dialect, stream_sid: impl Into<String>, format: AudioFormat) -> Self {
+        let frame_20ms = format.bytes_per_ms() * 20;
+        let (multiple, min, max) = match dialect {
+            Dialect::Twilio | Dialect::Plivo | Dialect::Voximplant | Dialect::RawAudio => {
+                (1, 1, usize::MAX)
+            }
+            // Smartflo: multiples of 160 bytes of μ-law (PROTOCOLS.md §3.2).
+            Dialect::Smartflo | Dialect::VendorStream => (frame_20ms, frame_20ms, usize::MAX),
+            // Exotel: at least 100 ms, at most 100 KB, in whole 20 ms frames (§4.2).
+            Dialect::Exotel => (
+                frame_20ms,
+                format.bytes_per_ms() * 100,
+                100_000 / frame_20ms * frame_20ms,
+            ),
+            // Telnyx RTP mode: 20 ms to 30 s per chunk (§6.2).
+            Dialect::Telnyx => (frame_20ms, frame_20ms, format.bytes_per_ms() * 30_000),
+        };
+        Self {
+            dialect,
+            format,
+            sid: serde_json::to_string(&stream_sid.into()).expect("a string always serializes"),
+            multiple,
+            min,
+            max,
+            chunk: 0,
+            sequence: 0,
+            sent_bytes: 0,
+            stream_open: false,
+            pending: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Appends the frames for `message` to `frames`. Malformed base64 from upstream is refused
+    /// rather than sent to the carrier.
+    pub fn write(
+        &mut self,
+        message: &Outbound,
+        frames: &mut Vec<OutFrame>,
+    ) -> Result<(), base64::DecodeError> {
+        match message {
+            // Any size, JSON: the base64 text passes through without decoding.
+            Outbound::Media { payload }
+                if self.multiple == 1 && self.dialect != Dialect::RawAudio =>
+            {
+                let bytes = base64_len(payload);
+                self.media(payload, bytes, frames);
+            }
+            Outbound::Media { payload } => {
+                BASE64.decode_vec(payload, &mut self.pending)?;
+                while self.pending.len() >= self.min {
+                    let whole = (self.pending.len() / self.multiple * self.multiple).min(self.max);
+                    self.emit_pending(whole, frames);
+                }
+            }
+            Outbound::Mark { name } => {
+                // A mark closes a stretch of audio: the tail goes out padded with silence so
+                // it plays before the mark and still obeys the framing rule.
+                if !self.pending.is_empty() {
+                    let padded = self.pending.len().div_ceil(self.multiple) * self.multiple;
+                    self.pending
+                        .resize(padded.max(self.min), self.format.silence_byte());
+                    while !self.pending.is_empty() {
+                        let take = self.pending.len().min(self.max);
+                        self.emit_pending(take, frames);
+                    }
+                }
+                if self.dialect.has_marks() {
+                    self.sequence += 1;
+                    let name = serde_json::to_string(name).expect("a string always serializes");
+                    frames.push(OutFrame::Text(match self.dialect {
+                        Dialect::Exotel => format!(r#"{{"event":"mark","stream_sid":{},"sequence_number":"{}","mark":{{"name":{name}}}}}"#, self.sid, self.sequence),
+                        Dialect::Plivo => format!(r#"{{"event":"checkpoint","streamId":{},"name":{name}}}"#, self.sid),
+                        Dialect::Telnyx => format!(r#"{{"event":"mark","stream_id":{},"mark":{{"name":{name}}}}}"#, self.sid),
+                        Dialect::VendorStream => format!(r#"{{"event":"mark","sequenceNumber":{},"streamSid":{},"mark":{{"name":{name}}}}}"#, self.sequence, self.sid),
+                        _ => format!(r#"{{"event":"mark","streamSid":{},"mark":{{"name":{name}}}}}"#, self.sid),
+                    }));
+                }
+            }
+            Outbound::Clear => {
+                self.pending.clear();
+                let sid = &self.sid;
+                match self.dialect {
+                    Dialect::Exotel => frames.push(OutFrame::Text(format!(
+                        r#"{{"event":"clear","stream_sid":{sid}}}"#
+                    ))),
+                    Dialect::Plivo => frames.push(OutFrame::Text(format!(
+                        r#"{{"event":"clearAudio","streamId":{sid}}}"#
+                    ))),
+                    Dialect::Telnyx => frames.push(OutFrame::Text(format!(
+                        r#"{{"event":"clear","stream_id":{sid}}}"#
+                    ))),
+                    Dialect::Voximplant => {
+                        // Our scenario calls ws.clearMediaBuffer(); the next audio opens a new
+                        // playback stream with its own `start`.
+                        if self.stream_open {
+                            self.sequence += 1;
+                            frames.push(OutFrame::Text(format!(
+                                r#"{{"event":"stop","sequenceNumber":{}}}"#,
+                                self.sequence
+                            )));
+                            self.stream_open = false;
+                        }
+                        frames.push(OutFrame::Text(r#"{"event":"gw.clear"}"#.to_owned()));
+                    }
+                    // The in-house raw-audio protocol has no control messages.
+                    Dialect::RawAudio => {}
+                    _ => frames.push(OutFrame::Text(format!(
+                        r#"{{"event":"clear","streamSid":{sid}}}"#
+                    ))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Voximplant scenario's hang-up message (`end_call`), where the dialect has one.
+    pub fn hangup(&self) -> Option<OutFrame> {
+        (self.dialect == Dialect::Voximplant)
+            .then(|| OutFrame::Text(r#"{"event":"gw.hangup"}"#.to_owned()))
+    }
+
+    fn emit_pending(&mut self, len: usize, frames: &mut Vec<OutFrame>) {
+        self.raw.clear();
+        self.raw.extend(self.pending.drain(..len));
+        if self.dialect == Dialect::RawAudio {
+            self.sent_bytes += len as u64;
+            frames.push(OutFrame::Binary(Bytes::copy_from_slice(&self.raw)));
+            return;
+        }
+        let payload = BASE64.encode(&self.raw);
+        self.media(&payload, len, frames);
+    }
+
+    /// One media message for `payload` (base64 of `bytes` bytes).
+    fn media(&mut self, payload: &str, bytes: usize, frames: &mut Vec<OutFrame>) {
+        self.chunk += 1;
+        self.sequence += 1;
+        let sid = &self.sid;
+        let (chunk, sequence) = (self.chunk, self.sequence);
+        let timestamp_ms = self.format.duration_ms(self.sent_bytes as usize);
+        let text = match self.dialect {
+            Dialect::Twilio => format!(
+                r#"{{"event":"media","streamSid":{sid},"media":{{"payload":"{payload}"}}}}"#
+            ),
+            Dialect::Smartflo => format!(
+                r#"{{"event":"media","streamSid":{sid},"media":{{"payload":"{payload}","chunk":{chunk}}}}}"#
+            ),
+            Dialect::VendorStream => {
+                format!(
+                    r#"{{"event":"media","sequenceNumber":{sequence},"streamSid":{sid},"media":{{"payload":"{payload}","chunk":{chunk}}}}}"#
+                )
+            }
+            Dialect::Exotel => format!(
+                r#"{{"event":"media","stream_sid":{sid},"sequence_number":"{sequence}","media":{{"chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"{payload}"}}}}"#
+            ),
+            Dialect::Plivo => {
+                let (content_type, rate) = match self.format {
+                    AudioFormat::Mulaw => ("audio/x-mulaw", 8000),
+                    AudioFormat::Alaw => ("audio/x-alaw", 8000),
+                    AudioFormat::Pcm16 { rate } => ("audio/x-l16", rate),
+                };
+                format!(
+                    r#"{{"event":"playAudio","media":{{"contentType":"{content_type}","sampleRate":{rate},"payload":"{payload}"}}}}"#
+                )
+            }
+            Dialect::Telnyx => format!(
+                r#"{{"event":"media","stream_id":{sid},"media":{{"payload":"{payload}"}}}}"#
+            ),
+            Dialect::Voximplant => {
+                if !self.stream_open {
+                    self.stream_open = true;
+                    self.chunk = 1;
+                    let (encoding, rate) = match self.format {
+                        AudioFormat::Mulaw => ("ULAW", 8000),
+                        AudioFormat::Alaw => ("ALAW", 8000),
+                        AudioFormat::Pcm16 { rate: 8000 } => ("PCM8", 8000),
+                        AudioFormat::Pcm16 { rate } => ("PCM16", rate),
+                    };
+                    frames.push(OutFrame::Text(format!(
+                        r#"{{"event":"start","sequenceNumber":{sequence},"start":{{"mediaFormat":{{"encoding":"{encoding}","sampleRate":{rate}}}}}}}"#
+                    )));
+                    self.sequence += 1;
+                }
+                // Timestamps in samples (PROTOCOLS.md §5.3, UNVERIFIED).
+                let samples = self.sent_bytes / self.format.bytes_per_sample() as u64;
+                format!(
+                    r#"{{"event":"media","sequenceNumber":{},"media":{{"chunk":{},"timestamp":{samples},"payload":"{payload}"}}}}"#,
+                    self.sequence, self.chunk
+                )
+            }
+            Dialect::RawAudio => unreachable!("raw audio is written as binary frames"),
+        };
+        self.sent_bytes += bytes as u64;
+        frames.push(OutFrame::Text(text));
+    }
+}
+
+/// Decoded length of base64 text (standard, padded).
+fn base64_len(text: &str) -> usize {
+    let pad = text.bytes().rev().take_while(|&b| b == b'=').count();
+    (text.len() / 4 * 3).saturating_sub(pad)
+}
