@@ -217,26 +217,33 @@ async fn wait_for_signal() {
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
     let dialect = Dialect::from(args.carrier);
-    let url = args
-        .url
-        .unwrap_or_else(|| format!("ws://127.0.0.1:8080/{}", dialect.name()));
-    let (format, audio) = wav::read(&args.play)?;
-    let audio = wav::to_mulaw(format, &audio)?;
-    let mut options = CallOptions::new(url, dialect, audio);
+    let (wav_format, audio) = wav::read(&args.play)?;
+    let mut options = CallOptions::new("", dialect, Vec::new());
+    if dialect == Dialect::Exotel {
+        options.format = callgate_handlers::codec::AudioFormat::Pcm16 { rate: args.rate };
+    }
+    // Play the file in the carrier's own format.
+    options.audio = wav::convert(wav_format, &audio, options.format)?;
+    options.url = args.url.unwrap_or_else(|| match dialect {
+        Dialect::RawAudio => format!("ws://127.0.0.1:8080/ws/audio/{}", options.call_sid),
+        Dialect::Exotel => format!("ws://127.0.0.1:8080/exotel?sample-rate={}", args.rate),
+        _ => format!("ws://127.0.0.1:8080/{}", dialect.name()),
+    });
     options.pace = args.pace;
     options.linger = Duration::from_secs_f64(args.linger);
     options.custom_parameters = args.params.into_iter().collect();
+    let format = options.format;
     println!(
         "calling {} as {} with {} ({} ms of audio)",
         options.url,
         dialect.name(),
         args.play.display(),
-        options.audio.len() / 8
+        format.duration_ms(options.audio.len())
     );
     let summary = client::run(options).await?;
     for event in &summary.events {
         let kind = event["event"].as_str().unwrap_or("?");
-        if kind != "media" {
+        if kind != "media" && kind != "playAudio" {
             println!("<- {event}");
         }
     }
@@ -244,7 +251,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
     println!(
         "frames received:  {} ({} ms of reply audio)",
         summary.frames_received,
-        summary.received_audio.len() / 8
+        format.duration_ms(summary.received_audio.len())
     );
     println!("marks:            {}", summary.marks.len());
     println!("clears:           {}", summary.clears);
