@@ -255,7 +255,8 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
     Ok(summary)
 }
 
-fn connected_message(carrier: Dialect) -> Option<Value> {
+/// The carrier's `connected` greeting, if it sends one.
+pub fn connected_message(carrier: Dialect) -> Option<Value> {
     match carrier {
         Dialect::Twilio => {
             Some(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -266,7 +267,8 @@ fn connected_message(carrier: Dialect) -> Option<Value> {
     }
 }
 
-fn start_message(o: &CallOptions) -> Option<Value> {
+/// The carrier's `start` (None: raw audio starts by connecting).
+pub fn start_message(o: &CallOptions) -> Option<Value> {
     let (sid, call, params) = (&o.stream_sid, &o.call_sid, &o.custom_parameters);
     Some(match o.carrier {
         Dialect::Twilio => {
@@ -309,7 +311,8 @@ fn start_message(o: &CallOptions) -> Option<Value> {
     })
 }
 
-fn media_message(o: &CallOptions, sequence: u64, chunk: u64, audio: &[u8]) -> Option<Value> {
+/// One media message (None: raw audio sends binary frames).
+pub fn media_message(o: &CallOptions, sequence: u64, chunk: u64, audio: &[u8]) -> Option<Value> {
     let (sid, payload, ts) = (&o.stream_sid, BASE64.encode(audio), chunk * 20);
     Some(match o.carrier {
         Dialect::Twilio | Dialect::Smartflo | Dialect::VendorStream => {
@@ -333,7 +336,8 @@ fn media_message(o: &CallOptions, sequence: u64, chunk: u64, audio: &[u8]) -> Op
     })
 }
 
-fn mark_echo(o: &CallOptions, sequence: u64, name: &str) -> Value {
+/// The carrier's echo of a played mark.
+pub fn mark_echo(o: &CallOptions, sequence: u64, name: &str) -> Value {
     let sid = &o.stream_sid;
     match o.carrier {
         Dialect::Exotel => {
@@ -351,7 +355,8 @@ fn mark_echo(o: &CallOptions, sequence: u64, name: &str) -> Value {
     }
 }
 
-fn stop_message(o: &CallOptions, sequence: u64) -> Option<Value> {
+/// The carrier's `stop` (None: raw audio hangs up by closing).
+pub fn stop_message(o: &CallOptions, sequence: u64) -> Option<Value> {
     let (sid, call) = (&o.stream_sid, &o.call_sid);
     Some(match o.carrier {
         Dialect::Exotel => {

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 fn tone(format: AudioFormat, freq: f64, ms: usize) -> Vec<u8> {
     let rate = format.sample_rate() as usize;
     let samples: Vec<i16> = (0..ms * rate / 1000)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16)
+        .map(|i| {
+            (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16
+        })
         .collect();
     let mut out = Vec::new();
     format.encode(&samples, &mut out);
@@ -23,7 +25,8 @@ fn tone(format: AudioFormat, freq: f64, ms: usize) -> Vec<u8> {
 }
 
 fn hz(samples: &[i16], rate: u32) -> f64 {
-    samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count() as f64 * rate as f64 / samples.len() as f64
+    samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count() as f64 * rate as f64
+        / samples.len() as f64
 }
 
 fn rms(samples: &[i16]) -> f64 {
@@ -45,18 +48,30 @@ async fn raw_audio_is_binary_pcm24k_passthrough_both_ways() {
     let mut carrier = Carrier::connect(&gw.url("/ws/audio/call-77")).await;
     // No start event: the socket opening is the start, the call id is the path's.
     let update = upstream_update(&upstream).await;
-    assert_eq!(update["session"]["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}));
-    let audio = callgate::wav::read(&fixture("caller-booking-24k-pcm16.wav")).unwrap().1;
+    assert_eq!(
+        update["session"]["audio"]["input"]["format"],
+        json!({"type": "audio/pcm", "rate": 24000})
+    );
+    let audio = callgate::wav::read(&fixture("caller-booking-24k-pcm16.wav"))
+        .unwrap()
+        .1;
     let frames: Vec<&[u8]> = audio.chunks(960).collect();
-    carrier.send_raw(Message::Binary(frames[0].to_vec().into())).await;
+    carrier
+        .send_raw(Message::Binary(frames[0].to_vec().into()))
+        .await;
     upstream.wait_appends(0, 1).await;
     for (n, frame) in frames.iter().enumerate().skip(1) {
-        carrier.send_raw(Message::Binary(frame.to_vec().into())).await;
+        carrier
+            .send_raw(Message::Binary(frame.to_vec().into()))
+            .await;
         pace(n).await;
     }
     // Sample-accurate: the appends are exactly the bytes sent.
     let appends = upstream.wait_appends(0, frames.len()).await;
-    let received: Vec<u8> = appends.iter().flat_map(|a| B64.decode(a).unwrap()).collect();
+    let received: Vec<u8> = appends
+        .iter()
+        .flat_map(|a| B64.decode(a).unwrap())
+        .collect();
     assert_eq!(received, audio);
     // Model audio comes back as binary PCM16 frames, byte for byte.
     let reply = tone(AudioFormat::Pcm16 { rate: 24000 }, 440.0, 300);
@@ -65,7 +80,10 @@ async fn raw_audio_is_binary_pcm24k_passthrough_both_ways() {
     }
     let mut back = Vec::new();
     while back.len() < reply.len() {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut carrier.ws)).await.unwrap() {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut carrier.ws))
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Binary(bytes))) => back.extend_from_slice(&bytes),
             other => panic!("expected binary audio, got {other:?}"),
         }
@@ -84,4 +102,356 @@ async fn upstream_update(upstream: &FakeUpstream) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     panic!("no session.update")
+}
+
+struct Case {
+    dialect: Dialect,
+    path: &'static str,
+    format: AudioFormat,
+    upstream: AudioFormat,
+}
+
+/// A full call for one carrier against the fake upstream: caller tone in, model tone out,
+/// framing, marks, barge-in and stop, all checked.
+async fn full_call(case: Case) {
+    use callgate::client::{mark_echo, media_message, start_message, stop_message, CallOptions};
+    let name = case.dialect.name();
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut options = CallOptions::new(gw.url(case.path), case.dialect, Vec::new());
+    options.format = case.format;
+    let mut carrier = Carrier::connect(&options.url).await;
+    if let Some(connected) = callgate::client::connected_message(case.dialect) {
+        carrier.send(connected).await;
+    }
+    carrier.send(start_message(&options).unwrap()).await;
+    let update = upstream_update(&upstream).await;
+    let expected_format = match case.upstream {
+        AudioFormat::Mulaw => json!({"type": "audio/pcmu"}),
+        AudioFormat::Alaw => json!({"type": "audio/pcma"}),
+        AudioFormat::Pcm16 { .. } => json!({"type": "audio/pcm", "rate": 24000}),
+    };
+    assert_eq!(
+        update["session"]["audio"]["input"]["format"], expected_format,
+        "{name}"
+    );
+
+    // Caller: one second of a 1 kHz tone in the carrier's format, 20 ms frames.
+    let audio = tone(case.format, 1000.0, 1000);
+    let frame = case.format.bytes_per_ms() * 20;
+    let frames: Vec<&[u8]> = audio.chunks(frame).collect();
+    for (n, chunk) in frames.iter().enumerate() {
+        carrier
+            .send(media_message(&options, n as u64 + 2, n as u64 + 1, chunk).unwrap())
+            .await;
+        if n == 0 {
+            upstream.wait_appends(0, 1).await;
+        }
+        pace(n).await;
+    }
+    let appends = upstream
+        .wait_appends(
+            0,
+            if case.format == case.upstream {
+                frames.len()
+            } else {
+                40
+            },
+        )
+        .await;
+    if case.format == case.upstream {
+        let sent: Vec<u8> = appends
+            .iter()
+            .flat_map(|a| B64.decode(a).unwrap())
+            .collect();
+        assert_eq!(sent, audio, "{name}: passthrough must be sample-accurate");
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let appends = upstream.wait_appends(0, 1).await;
+        let samples = decode_appends(&appends, case.upstream);
+        let rate = case.upstream.sample_rate();
+        let steady = &samples[samples.len() / 10..samples.len() * 9 / 10];
+        let f = hz(steady, rate);
+        assert!((f - 1000.0).abs() < 15.0, "{name}: upstream tone at {f} Hz");
+        let mut original = Vec::new();
+        case.format.decode(&audio, &mut original);
+        let level = 20.0 * (rms(steady) / rms(&original)).log10();
+        assert!(level.abs() < 1.0, "{name}: level changed by {level} dB");
+    }
+
+    // Model: 600 ms of a 500 Hz tone in the upstream format, in uneven deltas.
+    let reply = tone(case.upstream, 500.0, 600);
+    for chunk in reply.chunks(1234) {
+        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "item_1", "delta": B64.encode(chunk)})).await;
+    }
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "item_1"}),
+        )
+        .await;
+    let mut payloads = Vec::new();
+    let mut messages = Vec::new();
+    let mark = loop {
+        let m = carrier.recv().await;
+        messages.push(m.clone());
+        match m["event"].as_str().unwrap() {
+            "media" | "playAudio" => {
+                payloads.push(B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap())
+            }
+            "mark" | "checkpoint" => {
+                break Some(
+                    m["mark"]["name"]
+                        .as_str()
+                        .or(m["name"].as_str())
+                        .unwrap()
+                        .to_owned(),
+                )
+            }
+            "start" => {}
+            other => panic!("{name}: unexpected {other}"),
+        }
+        if !case.dialect.has_marks()
+            && payloads.iter().map(Vec::len).sum::<usize>() >= case.format.bytes_per_ms() * 590
+        {
+            break None;
+        }
+    };
+    let mut back = Vec::new();
+    for p in &payloads {
+        case.format.decode(p, &mut back);
+    }
+    let f = hz(
+        &back[back.len() / 10..back.len() * 8 / 10],
+        case.format.sample_rate(),
+    );
+    assert!((f - 500.0).abs() < 10.0, "{name}: caller hears {f} Hz");
+    match case.dialect {
+        Dialect::Exotel => {
+            let frame = case.format.bytes_per_ms() * 20;
+            for p in &payloads {
+                assert!(
+                    p.len() % frame == 0 && p.len() >= frame * 10,
+                    "{name}: chunk of {} bytes",
+                    p.len()
+                );
+            }
+            assert!(
+                messages.iter().all(|m| m.get("stream_sid").is_some()),
+                "{name}: stream_sid on every message"
+            );
+        }
+        Dialect::Telnyx => assert!(
+            payloads.iter().all(|p| p.len() % 160 == 0),
+            "{name}: 20 ms multiples"
+        ),
+        Dialect::Voximplant => {
+            assert_eq!(
+                messages[0]["event"], "start",
+                "{name}: our own start comes first"
+            );
+            assert_eq!(messages[0]["start"]["mediaFormat"]["encoding"], "ULAW");
+        }
+        _ => {}
+    }
+    if let Some(mark) = &mark {
+        assert!(mark.contains("item_1"), "{name}: {mark}");
+        carrier.send(mark_echo(&options, 900, mark)).await;
+    }
+
+    // Barge-in: the dialect's own clear.
+    upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 100, "item_id": "item_2"})).await;
+    let clear = carrier.recv().await;
+    let clear = if clear["event"] == "stop" {
+        carrier.recv().await
+    } else {
+        clear
+    };
+    let expected = match case.dialect {
+        Dialect::Plivo => "clearAudio",
+        Dialect::Voximplant => "gw.clear",
+        _ => "clear",
+    };
+    assert_eq!(clear["event"], expected, "{name}");
+
+    carrier.send(stop_message(&options, 999).unwrap()).await;
+    assert_eq!(carrier.closed().await.0, 1000, "{name}");
+    assert_eq!(upstream.wait_closed(0).await, 1000, "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_8k_transcodes_to_mulaw_and_frames_in_3200_byte_chunks() {
+    full_call(Case {
+        dialect: Dialect::Exotel,
+        path: "/exotel",
+        format: AudioFormat::Pcm16 { rate: 8000 },
+        upstream: AudioFormat::Mulaw,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_16k_goes_to_24k_pcm() {
+    full_call(Case {
+        dialect: Dialect::Exotel,
+        path: "/exotel",
+        format: AudioFormat::Pcm16 { rate: 16000 },
+        upstream: AudioFormat::Pcm16 { rate: 24000 },
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_24k_is_a_passthrough() {
+    full_call(Case {
+        dialect: Dialect::Exotel,
+        path: "/exotel",
+        format: AudioFormat::Pcm16 { rate: 24000 },
+        upstream: AudioFormat::Pcm16 { rate: 24000 },
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voximplant_ulaw_passthrough_with_its_own_start_and_clear() {
+    full_call(Case {
+        dialect: Dialect::Voximplant,
+        path: "/voximplant/call-5",
+        format: AudioFormat::Mulaw,
+        upstream: AudioFormat::Mulaw,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plivo_play_audio_checkpoints_and_clear_audio() {
+    full_call(Case {
+        dialect: Dialect::Plivo,
+        path: "/plivo",
+        format: AudioFormat::Mulaw,
+        upstream: AudioFormat::Mulaw,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_pcmu_passthrough() {
+    full_call(Case {
+        dialect: Dialect::Telnyx,
+        path: "/telnyx",
+        format: AudioFormat::Mulaw,
+        upstream: AudioFormat::Mulaw,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_frames_are_reordered() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/telnyx")).await;
+    carrier.send(json!({"event": "start", "sequence_number": "1", "stream_id": "t1", "start": {"call_control_id": "v2:1",
+        "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}})).await;
+    let payload = |n: u8| B64.encode([n; 160]);
+    let media = |n: u8| {
+        json!({"event": "media", "sequence_number": (n as u64 + 1).to_string(), "stream_id": "t1",
+        "media": {"chunk": n.to_string(), "timestamp": (n as u64 * 20).to_string(), "payload": payload(n)}})
+    };
+    carrier.send(media(1)).await;
+    upstream.wait_appends(0, 1).await;
+    for n in [3, 2, 5, 4, 6] {
+        carrier.send(media(n)).await;
+    }
+    let appends = upstream.wait_appends(0, 6).await;
+    assert_eq!(appends, (1..=6).map(payload).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voximplant_dtmf_and_hangup_text_events() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/voximplant")).await;
+    carrier.send(json!({"event": "start", "sequenceNumber": 0, "start": {"tag": "caller", "customParameters": {"callId": "vox-1"},
+        "mediaFormat": {"encoding": "ULAW", "sampleRate": 8000}}})).await;
+    carrier
+        .send(json!({"event": "gw.dtmf", "digit": "7"}))
+        .await;
+    carrier.send(json!({"event": "media", "sequenceNumber": 1, "media": {"chunk": 1, "timestamp": 160, "payload": "/w=="}})).await;
+    upstream.wait_appends(0, 1).await;
+    carrier.send(json!({"event": "gw.hangup"})).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_route_detects_every_carrier_and_rejects_garbage() {
+    let gw = Gateway::start(None, |_| {}).await;
+    let audio = callgate::wav::read(&fixture("caller-hours-8k-mulaw.wav"))
+        .unwrap()
+        .1;
+    for dialect in [
+        Dialect::Twilio,
+        Dialect::Smartflo,
+        Dialect::Exotel,
+        Dialect::Voximplant,
+        Dialect::Plivo,
+        Dialect::Telnyx,
+    ] {
+        let mut options =
+            callgate::client::CallOptions::new(gw.url("/stream"), dialect, Vec::new());
+        options.audio = callgate::wav::convert(AudioFormat::Mulaw, &audio, options.format).unwrap();
+        options.pace = 50.0;
+        let summary = callgate::client::run(options).await.unwrap();
+        assert_eq!(
+            summary.close.as_ref().map(|c| c.0),
+            Some(1000),
+            "{dialect:?}: {:?}",
+            summary.close
+        );
+        assert!(
+            summary.frames_received > 0,
+            "{dialect:?}: no reply through /stream"
+        );
+    }
+    for (garbage, says) in [
+        (Message::Text("not json".into()), "not JSON"),
+        (
+            Message::Text(r#"{"event":"media","media":{"payload":"AA=="}}"#.into()),
+            "media before start",
+        ),
+        (Message::Binary(vec![0u8; 160].into()), "binary"),
+    ] {
+        let mut carrier = Carrier::connect(&gw.url("/stream")).await;
+        carrier.ws.send(garbage).await.unwrap();
+        let (code, reason) = carrier.closed().await;
+        assert_eq!(code, 1008);
+        assert!(reason.contains(says), "{reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_carrier_completes_a_call_with_the_loopback() {
+    let gw = Gateway::start(None, |_| {}).await;
+    let (format, audio) = callgate::wav::read(&fixture("caller-booking-8k-pcm16.wav")).unwrap();
+    for dialect in Dialect::ALL {
+        let mut options = callgate::client::CallOptions::new("", dialect, Vec::new());
+        options.url = match dialect {
+            Dialect::RawAudio => gw.url(&format!("/ws/audio/{}", options.call_sid)),
+            d => gw.url(&format!("/{}", d.name())),
+        };
+        options.audio = callgate::wav::convert(format, &audio, options.format).unwrap();
+        options.pace = 50.0;
+        let summary = callgate::client::run(options.clone()).await.unwrap();
+        let expected_close = if dialect == Dialect::RawAudio {
+            None
+        } else {
+            Some(1000)
+        };
+        assert_eq!(
+            summary.close.as_ref().map(|c| c.0),
+            expected_close,
+            "{dialect:?}"
+        );
+        let reply_ms = options.format.duration_ms(summary.received_audio.len());
+        assert!(reply_ms > 2000, "{dialect:?}: only {reply_ms} ms of reply");
+    }
 }

@@ -326,3 +326,519 @@ fn clear_drops_held_audio() {
     assert_eq!(out[0]["event"], "clear");
     assert_eq!(out[1]["event"], "mark");
 }
+
+// ---- Exotel, Voximplant, Plivo, Telnyx, raw audio (PROTOCOLS.md §4–§6) ----
+
+#[test]
+fn other_carriers_protocol_examples_decode() {
+    let cases: &[(Dialect, &str, &str)] = &[
+        (Dialect::Exotel, r#"{"event": "connected"}"#, "connected"),
+        (
+            Dialect::Exotel,
+            r#"{"event":"connected","protocol":"Exotel Media Stream","version":"1.0.0"}"#,
+            "connected",
+        ),
+        (
+            Dialect::Exotel,
+            r#"{"event": "start", "sequence_number": "1", "stream_sid": "MZx", "start": {"stream_sid": "MZx", "call_sid": "CAx", "account_sid": "ACx", "from": "+919876543210", "to": "+918047491899", "custom_parameters": {"key1": "value1"}, "media_format": {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"}}}"#,
+            "start",
+        ),
+        (
+            Dialect::Exotel,
+            r#"{"event": "media", "sequence_number": "3", "stream_sid": "MZx", "media": {"chunk": "2", "timestamp": "200", "payload": "AAAA"}}"#,
+            "media",
+        ),
+        (
+            Dialect::Exotel,
+            r#"{"event": "dtmf", "sequence_number": "7", "stream_sid": "MZx", "dtmf": {"digit": "5", "duration": "100"}}"#,
+            "dtmf",
+        ),
+        (
+            Dialect::Exotel,
+            r#"{"event": "mark", "sequence_number": "15", "stream_sid": "MZx", "mark": {"name": "r1:i3:c17"}}"#,
+            "mark",
+        ),
+        (
+            Dialect::Exotel,
+            r#"{"event": "stop", "sequence_number": "100", "stream_sid": "MZx", "stop": {"call_sid": "CAx", "account_sid": "ACx", "reason": "callended"}}"#,
+            "stop",
+        ),
+        (
+            Dialect::Voximplant,
+            r#"{"event": "start", "sequenceNumber": 0, "start": {"mediaFormat": {"encoding": "PCM16", "sampleRate": 16000}}}"#,
+            "start",
+        ),
+        (
+            Dialect::Voximplant,
+            r#"{"event": "start", "sequenceNumber": 0, "start": {"tag": "caller", "customParameters": {"callId": "12345"}, "mediaFormat": {"encoding": "ULAW", "sampleRate": 8000}}}"#,
+            "start",
+        ),
+        (
+            Dialect::Voximplant,
+            r#"{"event": "media", "sequenceNumber": 1, "media": {"chunk": 1, "timestamp": 160, "payload": "AAAA"}}"#,
+            "media",
+        ),
+        (
+            Dialect::Voximplant,
+            r#"{"event": "stop", "sequenceNumber": 42, "stop": {"mediaInfo": {"bytesSent": 64000, "duration": 8000}}}"#,
+            "stop",
+        ),
+        (
+            Dialect::Voximplant,
+            r#"{"event": "gw.dtmf", "digit": "5"}"#,
+            "dtmf",
+        ),
+        (Dialect::Voximplant, r#"{"event": "gw.hangup"}"#, "stop"),
+        (
+            Dialect::Plivo,
+            r#"{"event": "start", "sequenceNumber": 1, "start": {"callId": "12345678-1234-1234-1234-123456789abc", "streamId": "87654321-4321-4321-4321-cba987654321", "accountId": "MAXXXXXXXXXXXXXXXXXX", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}, "extra_headers": "userId=12345;sessionId=abc-xyz"}"#,
+            "start",
+        ),
+        (
+            Dialect::Plivo,
+            r#"{"event":"media","sequenceNumber":42,"streamId":"s1","media":{"track":"inbound","timestamp":"1705312200000","chunk":41,"payload":"AAAA"},"extra_headers":""}"#,
+            "media",
+        ),
+        (
+            Dialect::Plivo,
+            r#"{"event":"playedStream","streamId":"s1","name":"cp1"}"#,
+            "mark",
+        ),
+        (
+            Dialect::Plivo,
+            r#"{"event":"clearedAudio","streamId":"s1"}"#,
+            "ack",
+        ),
+        (
+            Dialect::Telnyx,
+            r#"{"event":"connected","version":"1.0.0"}"#,
+            "connected",
+        ),
+        (
+            Dialect::Telnyx,
+            r#"{"event":"start","sequence_number":"1","stream_id":"32DE0DEA-53CB-4B21-89A4-9E1819C043BC","start":{"user_id":"u","call_control_id":"v2:abc","call_session_id":"s","from":"+13122010094","to":"+13122123456","tags":["TAG1"],"client_state":"aGF2ZSBhIG5pY2UgZGF5ID1d","custom_parameters":{"customer_id":"customer_123"},"media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}"#,
+            "start",
+        ),
+        (
+            Dialect::Telnyx,
+            r#"{"event":"media","sequence_number":"4","stream_id":"32DE","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAAA"}}"#,
+            "media",
+        ),
+    ];
+    for (dialect, json, kind) in cases {
+        let event = decode(*dialect, json).unwrap_or_else(|e| panic!("{dialect:?} {json}: {e}"));
+        assert_eq!(event.kind(), *kind, "{json}");
+    }
+}
+
+#[test]
+fn exotel_formats_casing_and_fallbacks() {
+    let rates = [("\"8000\"", 8000), ("16000", 16000), ("\"24000\"", 24000)];
+    for (rate, expected) in rates {
+        let json = format!(
+            r#"{{"event":"start","stream_sid":"MZ1","start":{{"call_sid":"CA1","media_format":{{"encoding":"audio/x-raw","sample_rate":{rate}}}}}}}"#
+        );
+        let Event::Start(start) = decode(Dialect::Exotel, &json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.media_format, AudioFormat::Pcm16 { rate: expected });
+    }
+    // camelCase works as well as snake_case; "linear16" is the repo's name for the encoding.
+    let camel = r#"{"event":"start","streamSid":"MZ1","sequenceNumber":1,"start":{"callSid":"CA1","mediaFormat":{"encoding":"linear16","sampleRate":16000}}}"#;
+    let Event::Start(start) = decode(Dialect::Exotel, camel).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (start.stream_sid.as_str(), start.media_format),
+        ("MZ1", AudioFormat::Pcm16 { rate: 16000 })
+    );
+    // The in-house Exotel integration's minimal messages (seeds/003): no stream_sid on media,
+    // no media_format (8 kHz, or the ?sample-rate= hint), an empty stop.
+    let minimal = r#"{"event":"start","start":{"stream_sid":"stream_id","call_sid":"call_id"}}"#;
+    let Event::Start(start) = decode(Dialect::Exotel, minimal).unwrap() else {
+        panic!()
+    };
+    assert_eq!(start.media_format, AudioFormat::Pcm16 { rate: 8000 });
+    let mut hints = Hints::default();
+    Dialect::Exotel
+        .decode_with(
+            &Frame::Opened {
+                call_id: None,
+                sample_rate: Some(24000),
+            },
+            &mut hints,
+        )
+        .unwrap();
+    let Event::Start(start) = Dialect::Exotel
+        .decode_with(&Frame::text(minimal), &mut hints)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(start.media_format, AudioFormat::Pcm16 { rate: 24000 });
+    assert!(matches!(
+        decode(
+            Dialect::Exotel,
+            r#"{"event":"media","media":{"payload":"AAAA","timestamp":"1"}}"#
+        ),
+        Ok(Event::Media(Media {
+            stream_sid: None,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        decode(Dialect::Exotel, r#"{"event":"stop"}"#),
+        Ok(Event::Stop(_))
+    ));
+}
+
+#[test]
+fn voximplant_encodings_and_ids() {
+    for (encoding, rate, expected) in [
+        ("ULAW", 8000, AudioFormat::Mulaw),
+        ("ALAW", 8000, AudioFormat::Alaw),
+        ("PCM8", 8000, AudioFormat::Pcm16 { rate: 8000 }),
+        ("PCM16", 16000, AudioFormat::Pcm16 { rate: 16000 }),
+        ("PCM16_8KHZ", 8000, AudioFormat::Pcm16 { rate: 8000 }),
+    ] {
+        let json = format!(
+            r#"{{"event":"start","sequenceNumber":0,"start":{{"mediaFormat":{{"encoding":"{encoding}","sampleRate":{rate}}}}}}}"#
+        );
+        let Event::Start(start) = decode(Dialect::Voximplant, &json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.media_format, expected, "{encoding}");
+    }
+    let opus = r#"{"event":"start","sequenceNumber":0,"start":{"mediaFormat":{"encoding":"OPUS","sampleRate":48000}}}"#;
+    assert_eq!(
+        decode(Dialect::Voximplant, opus).unwrap_err().reason(),
+        "unsupported_format"
+    );
+    // The call id comes from the path when the route has one.
+    let mut hints = Hints::default();
+    Dialect::Voximplant
+        .decode_with(
+            &Frame::Opened {
+                call_id: Some("call-9".into()),
+                sample_rate: None,
+            },
+            &mut hints,
+        )
+        .unwrap();
+    let json = r#"{"event":"start","sequenceNumber":0,"start":{"tag":"caller","mediaFormat":{"encoding":"ULAW","sampleRate":8000}}}"#;
+    let Event::Start(start) = Dialect::Voximplant
+        .decode_with(&Frame::text(json), &mut hints)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (start.call_sid.as_str(), start.stream_sid.as_str()),
+        ("call-9", "call-9")
+    );
+}
+
+#[test]
+fn raw_audio_opens_with_its_path_id_and_takes_binary() {
+    let event = Dialect::RawAudio
+        .decode(&Frame::Opened {
+            call_id: Some("abc".into()),
+            sample_rate: None,
+        })
+        .unwrap();
+    let Event::Start(start) = event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (start.call_sid.as_str(), start.media_format),
+        ("abc", AudioFormat::Pcm16 { rate: 24000 })
+    );
+    let Event::Media(media) = Dialect::RawAudio
+        .decode(&Frame::Binary(vec![1, 2, 3, 4].into()))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(media.payload, Payload::Raw(vec![1, 2, 3, 4].into()));
+    // Other dialects refuse binary frames and ignore the opening.
+    assert_eq!(
+        Dialect::Plivo
+            .decode(&Frame::Binary(vec![1].into()))
+            .unwrap_err()
+            .reason(),
+        "binary_frame"
+    );
+    assert_eq!(
+        Dialect::Twilio
+            .decode(&Frame::Opened {
+                call_id: None,
+                sample_rate: None
+            })
+            .unwrap(),
+        Event::Ack("opened")
+    );
+}
+
+#[test]
+fn plivo_and_telnyx_formats() {
+    for (content, expected) in [
+        ("audio/x-mulaw", AudioFormat::Mulaw),
+        ("audio/x-l16;rate=16000", AudioFormat::Pcm16 { rate: 16000 }),
+        ("audio/x-l16", AudioFormat::Pcm16 { rate: 8000 }),
+    ] {
+        let json = format!(
+            r#"{{"event":"start","start":{{"callId":"c","streamId":"s","mediaFormat":{{"encoding":"{content}"}}}}}}"#
+        );
+        let Event::Start(start) = decode(Dialect::Plivo, &json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.media_format, expected, "{content}");
+        assert_eq!(start.stream_sid, "s");
+    }
+    for (encoding, rate, expected) in [
+        ("PCMU", 8000, AudioFormat::Mulaw),
+        ("PCMA", 8000, AudioFormat::Alaw),
+        ("L16", 16000, AudioFormat::Pcm16 { rate: 16000 }),
+    ] {
+        let json = format!(
+            r#"{{"event":"start","stream_id":"t1","start":{{"call_control_id":"v2:x","media_format":{{"encoding":"{encoding}","sample_rate":{rate},"channels":1}}}}}}"#
+        );
+        let Event::Start(start) = decode(Dialect::Telnyx, &json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.media_format, expected);
+        assert_eq!(
+            (start.stream_sid.as_str(), start.call_sid.as_str()),
+            ("t1", "v2:x")
+        );
+    }
+    let Event::Media(media) = decode(Dialect::Telnyx, r#"{"event":"media","sequence_number":"9","stream_id":"t1","media":{"chunk":7,"payload":"AAAA"}}"#).unwrap() else { panic!() };
+    assert_eq!((media.sequence, media.chunk), (Some(9), Some(7)));
+}
+
+#[test]
+fn exotel_outbound_framing() {
+    // 8 kHz: at least 3200 bytes, multiples of 320, first chunk as soon as complete.
+    let mut writer = Writer::new(Dialect::Exotel, "MZ1", AudioFormat::Pcm16 { rate: 8000 });
+    let delta = |n: usize| Outbound::Media {
+        payload: BASE64.encode(vec![0x11u8; n]),
+    };
+    let out = write_all(
+        &mut writer,
+        &[
+            delta(3000),
+            delta(500),
+            delta(100),
+            Outbound::Mark { name: "m".into() },
+            Outbound::Clear,
+        ],
+    );
+    let media: Vec<&serde_json::Value> = out.iter().filter(|m| m["event"] == "media").collect();
+    let sizes: Vec<usize> = media
+        .iter()
+        .map(|m| {
+            BASE64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len()
+        })
+        .collect();
+    // 3000 held; 3500 → 3200 out (300 held); 400 held; the mark pads the tail to 3200.
+    assert_eq!(sizes, [3200, 3200]);
+    let tail = BASE64
+        .decode(media[1]["media"]["payload"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        tail[..400].iter().all(|&b| b == 0x11) && tail[400..].iter().all(|&b| b == 0),
+        "zero padded"
+    );
+    assert_eq!(media[0]["stream_sid"], "MZ1");
+    assert_eq!(media[0]["sequence_number"], "1");
+    assert_eq!(media[0]["media"]["chunk"], "1");
+    assert_eq!(media[1]["media"]["timestamp"], "200");
+    let mark = out.iter().find(|m| m["event"] == "mark").unwrap();
+    assert_eq!(mark["mark"]["name"], "m");
+    assert_eq!(
+        out.last().unwrap(),
+        &serde_json::json!({"event": "clear", "stream_sid": "MZ1"})
+    );
+    // 24 kHz scales: 100 ms = 4800 bytes... ×2 for 16-bit = 9600, multiples of 960.
+    let mut writer = Writer::new(Dialect::Exotel, "MZ1", AudioFormat::Pcm16 { rate: 24000 });
+    let out = write_all(
+        &mut writer,
+        &[delta(10_000), Outbound::Mark { name: "m".into() }],
+    );
+    let sizes: Vec<usize> = out
+        .iter()
+        .filter(|m| m["event"] == "media")
+        .map(|m| {
+            BASE64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [9600, 9600]);
+}
+
+#[test]
+fn plivo_telnyx_voximplant_outbound() {
+    let mut plivo = Writer::new(Dialect::Plivo, "s1", AudioFormat::Mulaw);
+    let out = write_all(
+        &mut plivo,
+        &[
+            Outbound::Media {
+                payload: "AAAA".into(),
+            },
+            Outbound::Mark { name: "cp".into() },
+            Outbound::Clear,
+        ],
+    );
+    assert_eq!(
+        out[0],
+        serde_json::json!({"event": "playAudio", "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "AAAA"}})
+    );
+    assert_eq!(
+        out[1],
+        serde_json::json!({"event": "checkpoint", "streamId": "s1", "name": "cp"})
+    );
+    assert_eq!(
+        out[2],
+        serde_json::json!({"event": "clearAudio", "streamId": "s1"})
+    );
+
+    let mut telnyx = Writer::new(Dialect::Telnyx, "t1", AudioFormat::Mulaw);
+    let out = write_all(
+        &mut telnyx,
+        &[
+            Outbound::Media {
+                payload: BASE64.encode([1u8; 200]),
+            },
+            Outbound::Mark { name: "m".into() },
+            Outbound::Clear,
+        ],
+    );
+    let sizes: Vec<usize> = out
+        .iter()
+        .filter(|m| m["event"] == "media")
+        .map(|m| {
+            BASE64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [160, 160], "20 ms multiples, tail padded");
+    assert_eq!(out[0]["stream_id"], "t1");
+    assert_eq!(
+        out.last().unwrap(),
+        &serde_json::json!({"event": "clear", "stream_id": "t1"})
+    );
+
+    let mut vox = Writer::new(Dialect::Voximplant, "call-1", AudioFormat::Mulaw);
+    let out = write_all(
+        &mut vox,
+        &[
+            Outbound::Media {
+                payload: BASE64.encode([1u8; 160]),
+            },
+            Outbound::Media {
+                payload: BASE64.encode([2u8; 160]),
+            },
+            Outbound::Mark {
+                name: "no marks on this wire".into(),
+            },
+            Outbound::Clear,
+            Outbound::Media {
+                payload: BASE64.encode([3u8; 160]),
+            },
+        ],
+    );
+    let events: Vec<&str> = out.iter().map(|m| m["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["start", "media", "media", "stop", "gw.clear", "start", "media"]
+    );
+    assert_eq!(
+        out[0]["start"]["mediaFormat"],
+        serde_json::json!({"encoding": "ULAW", "sampleRate": 8000})
+    );
+    assert_eq!(
+        out[2]["media"]["timestamp"], 160,
+        "timestamps count samples"
+    );
+    assert_eq!(
+        vox.hangup().unwrap().as_text(),
+        Some(r#"{"event":"gw.hangup"}"#)
+    );
+}
+
+#[test]
+fn detection_recognises_each_opening() {
+    use super::detect::{detect, Detection};
+    let found = |json: &str| match detect(&Frame::text(json)) {
+        Detection::Found(d) => Some(d),
+        _ => None,
+    };
+    assert_eq!(
+        found(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#),
+        Some(Dialect::Twilio)
+    );
+    assert_eq!(found(TWILIO_START), Some(Dialect::Twilio));
+    assert_eq!(found(SMARTFLO_START), Some(Dialect::Smartflo));
+    assert_eq!(
+        found(r#"{"event":"start","streamSid":"ST1","start":{"callSid":"CA1","streamSid":"ST1"}}"#),
+        Some(Dialect::VendorStream)
+    );
+    assert_eq!(
+        found(r#"{"event":"connected","protocol":"Exotel Media Stream","version":"1.0.0"}"#),
+        Some(Dialect::Exotel)
+    );
+    assert_eq!(
+        found(
+            r#"{"event":"start","sequence_number":"1","stream_sid":"MZ","start":{"call_sid":"CA"}}"#
+        ),
+        Some(Dialect::Exotel)
+    );
+    assert_eq!(
+        found(
+            r#"{"event":"start","sequenceNumber":0,"start":{"mediaFormat":{"encoding":"ULAW","sampleRate":8000}}}"#
+        ),
+        Some(Dialect::Voximplant)
+    );
+    assert_eq!(
+        found(
+            r#"{"event":"start","sequenceNumber":1,"start":{"callId":"c","streamId":"s","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}}}"#
+        ),
+        Some(Dialect::Plivo)
+    );
+    assert_eq!(
+        found(r#"{"event":"connected","version":"1.0.0"}"#),
+        Some(Dialect::Telnyx)
+    );
+    assert_eq!(
+        found(r#"{"event":"start","stream_id":"t","start":{"call_control_id":"v2"}}"#),
+        Some(Dialect::Telnyx)
+    );
+    assert_eq!(
+        detect(&Frame::text(r#"{"event":"connected"}"#)),
+        Detection::NeedMore
+    );
+    for (garbage, says) in [
+        ("hello", "not JSON"),
+        (r#"{"foo":1}"#, "no event field"),
+        (
+            r#"{"event":"media","media":{"payload":"AA=="}}"#,
+            "media before start",
+        ),
+        (r#"{"event":"start","start":{}}"#, "no known carrier"),
+    ] {
+        match detect(&Frame::text(garbage)) {
+            Detection::Unknown(why) => assert!(why.contains(says), "{garbage}: {why}"),
+            other => panic!("{garbage}: {other:?}"),
+        }
+    }
+    assert!(
+        matches!(detect(&Frame::Binary(vec![0].into())), Detection::Unknown(why) if why.contains("binary"))
+    );
+}

@@ -59,10 +59,12 @@ impl Writer {
             }
             // Smartflo: multiples of 160 bytes of μ-law (PROTOCOLS.md §3.2).
             Dialect::Smartflo | Dialect::VendorStream => (frame_20ms, frame_20ms, usize::MAX),
-            // Exotel: at least 100 ms, at most 100 KB, in whole 20 ms frames (§4.2).
+            // Exotel: at least 3200 bytes and at most 100 KB, in multiples of 320 bytes at
+            // 8 kHz, scaled with the rate (§4.2). Exotel calls 3.2 KB "100 ms"; at 16-bit
+            // 8 kHz it is 200 ms. The byte rule is what its player enforces, so we keep it.
             Dialect::Exotel => (
                 frame_20ms,
-                format.bytes_per_ms() * 100,
+                frame_20ms * 10,
                 100_000 / frame_20ms * frame_20ms,
             ),
             // Telnyx RTP mode: 20 ms to 30 s per chunk (§6.2).
