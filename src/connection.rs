@@ -139,6 +139,57 @@ async fn send_close(socket: &mut WebSocket, reason: &CloseReason) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
+/// Keeps outbound audio at most `lead` ahead of real time, for carriers that buffer only a
+/// little and drop the rest silently (Voximplant: about 10 s, PROTOCOLS.md §5.3).
+#[derive(Debug)]
+struct Pacer {
+    lead: Duration,
+    /// When everything handed to the carrier so far will have played.
+    playhead: tokio::time::Instant,
+    queue: VecDeque<(Vec<OutFrame>, Duration)>,
+}
+
+impl Pacer {
+    fn new(lead: Duration) -> Self {
+        Self {
+            lead,
+            playhead: tokio::time::Instant::now(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Queues frames carrying `audio` of playback and returns whatever may go now.
+    fn push(&mut self, frames: Vec<OutFrame>, audio: Duration) -> Vec<OutFrame> {
+        self.queue.push_back((frames, audio));
+        self.release()
+    }
+
+    /// Frames whose turn has come.
+    fn release(&mut self) -> Vec<OutFrame> {
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        while self.queue.front().is_some()
+            && self.playhead.saturating_duration_since(now) < self.lead
+        {
+            let (frames, audio) = self.queue.pop_front().expect("checked");
+            self.playhead = self.playhead.max(now) + audio;
+            out.extend(frames);
+        }
+        out
+    }
+
+    /// When the next queued frames may go.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        (!self.queue.is_empty()).then(|| self.playhead - self.lead)
+    }
+
+    /// Barge-in: nothing queued will ever play.
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.playhead = tokio::time::Instant::now();
+    }
+}
+
 /// One call's loop state.
 struct Call<'a> {
     state: &'a AppState,
@@ -149,6 +200,8 @@ struct Call<'a> {
     bad_streak: u32,
     bad_total: u64,
     client_ip: callgate_layers::http::client_ip::ClientIp,
+    /// Only for carriers without marks that must not be sent audio far ahead.
+    pacer: Option<Pacer>,
 }
 
 impl Call<'_> {
@@ -190,6 +243,7 @@ impl Call<'_> {
             bad_streak: 0,
             bad_total: 0,
             client_ip,
+            pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
         };
         // Per-socket message rate: a flood from one carrier socket cannot starve the others.
         let rate = GlobalLimiter::new(quota(
@@ -252,6 +306,18 @@ impl Call<'_> {
                             break Some(CloseReason::UPSTREAM);
                         }
                     },
+                    _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
+                        let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
+                        if send_frames(&mut socket, frames).await.is_err() {
+                            break None;
+                        }
+                    }
+                    _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
+                        let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
+                        if send_frames(&mut socket, frames).await.is_err() {
+                            break None;
+                        }
+                    }
                     _ = &mut start_deadline, if deferred_auth && call.writer.is_none() => {
                         state.security.admission.failures.record_failure(client_ip.key());
                         tracing::warn!("no valid start before the deadline");
@@ -333,23 +399,32 @@ impl Call<'_> {
             tracing::warn!(%error, "undecodable upstream audio dropped");
             return Ok(());
         }
-        if matches!(message, Outbound::Media { .. }) {
-            if let Some(session) = self.ctx.session() {
-                session
-                    .counters
-                    .frames_out
-                    .fetch_add(self.frames.len() as u64, Relaxed);
+        let frames = std::mem::take(&mut self.frames);
+        let Some(session) = self.ctx.session() else {
+            return Ok(());
+        };
+        let frames = match (&mut self.pacer, message) {
+            (None, _) => frames,
+            (Some(pacer), Outbound::Clear) => {
+                pacer.clear();
+                frames
             }
+            (Some(pacer), Outbound::Media { payload }) => {
+                let bytes = payload.len() / 4 * 3;
+                pacer.push(
+                    frames,
+                    Duration::from_millis(session.media_format.duration_ms(bytes)),
+                )
+            }
+            (Some(pacer), _) => pacer.push(frames, Duration::ZERO),
+        };
+        if matches!(message, Outbound::Media { .. }) {
+            session
+                .counters
+                .frames_out
+                .fetch_add(frames.len() as u64, Relaxed);
         }
-        for frame in self.frames.drain(..) {
-            socket
-                .feed(match frame {
-                    OutFrame::Text(text) => Message::Text(text.into()),
-                    OutFrame::Binary(bytes) => Message::Binary(bytes),
-                })
-                .await?;
-        }
-        socket.flush().await
+        send_frames(socket, frames).await
     }
 
     async fn finish(self, mut socket: WebSocket, close: Option<CloseReason>) -> CloseReason {
@@ -373,6 +448,29 @@ impl Call<'_> {
             "call closed"
         );
         reason
+    }
+}
+
+async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>) -> Result<(), axum::Error> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for frame in frames {
+        socket
+            .feed(match frame {
+                OutFrame::Text(text) => Message::Text(text.into()),
+                OutFrame::Binary(bytes) => Message::Binary(bytes),
+            })
+            .await?;
+    }
+    socket.flush().await
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -455,3 +455,43 @@ async fn every_carrier_completes_a_call_with_the_loopback() {
         assert!(reply_ms > 2000, "{dialect:?}: only {reply_ms} ms of reply");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voximplant_audio_is_paced_near_real_time() {
+    // Voximplant buffers about 10 s and silently drops the rest: the gateway keeps at most
+    // 2 s ahead of playback. (Timing is what this test is about: it runs ~1.5 s.)
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/voximplant")).await;
+    carrier.send(json!({"event": "start", "sequenceNumber": 0, "start": {"mediaFormat": {"encoding": "ULAW", "sampleRate": 8000}}})).await;
+    upstream_update(&upstream).await;
+    let started = std::time::Instant::now();
+    for _ in 0..35 {
+        // 35 × 100 ms = 3.5 s of model audio, all at once.
+        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": B64.encode([0x55u8; 800])})).await;
+    }
+    let mut received_ms = 0u64;
+    let mut early_ms = None;
+    while received_ms < 3500 {
+        let m = carrier.recv().await;
+        if m["event"] == "media" {
+            received_ms += B64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len() as u64
+                / 8;
+        }
+        if early_ms.is_none() && started.elapsed() > std::time::Duration::from_millis(300) {
+            early_ms = Some(received_ms);
+        }
+    }
+    let early = early_ms.unwrap_or(received_ms);
+    assert!(
+        early <= 2400,
+        "{early} ms of audio sent in the first 300 ms"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1200),
+        "the rest followed at playback pace"
+    );
+}
