@@ -164,6 +164,10 @@ pub struct CallsConfig {
     pub upstream_close_wait_ms: u64,
     /// Sessions idle this long are reaped (a safety net; calls remove their own).
     pub idle_session_timeout_s: u64,
+    /// No frame from the carrier for this long closes the call and its upstream (1001).
+    pub idle_timeout_s: u64,
+    /// On SIGTERM, how long live calls may continue before they are closed with 1001.
+    pub drain_deadline_s: u64,
 }
 
 impl Default for CallsConfig {
@@ -173,6 +177,8 @@ impl Default for CallsConfig {
             event_timeout_ms: 2_000,
             upstream_close_wait_ms: 2_000,
             idle_session_timeout_s: 300,
+            idle_timeout_s: 30,
+            drain_deadline_s: 30,
         }
     }
 }

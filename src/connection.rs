@@ -13,7 +13,7 @@ use callgate_handlers::dialect::{Dialect, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::{Frame, Outbound};
 use callgate_handlers::{CallContext, Flow};
 use callgate_layers::http::limit::{quota, GlobalLimiter};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
@@ -63,6 +63,7 @@ pub async fn serve(
         subject = admission.identity.subject.as_deref(),
     );
     async move {
+        let _live = state.live_call();
         let mut socket = socket;
         let mut queued = VecDeque::new();
         let dialect = match route.dialect {
@@ -82,7 +83,18 @@ pub async fn serve(
         let carrier = dialect.name();
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
         queued.push_front(Frame::Opened { call_id: opened.call_id, sample_rate: opened.sample_rate });
-        let close = Call::run(socket, &state, &route, dialect, id, admission, queued).await;
+        // A panic anywhere in this call's loop closes this call with 1011; nothing else notices.
+        let run = Call::run(&mut socket, &state, &route, dialect, id, admission, queued);
+        let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(close) => close,
+            Err(_) => {
+                metrics::counter!("callgate_panics_total").increment(1);
+                tracing::error!("call task panicked");
+                state.store.remove(id);
+                send_close(&mut socket, &CloseReason::INTERNAL).await;
+                CloseReason::INTERNAL
+            }
+        };
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
         metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome()).increment(1);
     }
@@ -206,7 +218,7 @@ struct Call<'a> {
 
 impl Call<'_> {
     async fn run(
-        mut socket: WebSocket,
+        socket: &mut WebSocket,
         state: &AppState,
         route: &Route,
         dialect: Dialect,
@@ -252,6 +264,9 @@ impl Call<'_> {
         ));
         let start_deadline = tokio::time::sleep(state.security.start_deadline());
         tokio::pin!(start_deadline);
+        // A half-open carrier socket must not keep a paid upstream session alive.
+        let idle = tokio::time::sleep(state.calls.idle_timeout);
+        tokio::pin!(idle);
         tracing::debug!("carrier connected");
 
         let mut close = None;
@@ -286,6 +301,7 @@ impl Call<'_> {
                             Some(Ok(Message::Close(_))) | None => break None,
                             Some(Err(error)) => break Some(socket_error(error)),
                         };
+                        idle.as_mut().reset(tokio::time::Instant::now() + state.calls.idle_timeout);
                         if rate.check().is_err() {
                             metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "flood").increment(1);
                             tracing::warn!("carrier message rate exceeded");
@@ -297,7 +313,7 @@ impl Call<'_> {
                     }
                     Some(item) = downstream.recv() => match item {
                         Downstream::Out(message) => {
-                            if call.on_outbound(&mut socket, &message).await.is_err() {
+                            if call.on_outbound(&mut *socket, &message).await.is_err() {
                                 break None;
                             }
                         }
@@ -308,13 +324,13 @@ impl Call<'_> {
                     },
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
-                        if send_frames(&mut socket, frames).await.is_err() {
+                        if send_frames(&mut *socket, frames).await.is_err() {
                             break None;
                         }
                     }
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
-                        if send_frames(&mut socket, frames).await.is_err() {
+                        if send_frames(&mut *socket, frames).await.is_err() {
                             break None;
                         }
                     }
@@ -323,7 +339,11 @@ impl Call<'_> {
                         tracing::warn!("no valid start before the deadline");
                         break Some(CloseReason::AUTH_TIMEOUT);
                     }
-                    _ = state.shutdown.cancelled() => break Some(CloseReason::GOING_AWAY),
+                    _ = &mut idle => {
+                        tracing::warn!("no frame from the carrier within the idle timeout");
+                        break Some(CloseReason::IDLE);
+                    }
+                    _ = state.hard_stop.cancelled() => break Some(CloseReason::GOING_AWAY),
                 }
             },
         };
@@ -427,7 +447,7 @@ impl Call<'_> {
         send_frames(socket, frames).await
     }
 
-    async fn finish(self, mut socket: WebSocket, close: Option<CloseReason>) -> CloseReason {
+    async fn finish(self, socket: &mut WebSocket, close: Option<CloseReason>) -> CloseReason {
         let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
         let span = tracing::Span::current();
         if let Some(session) = &session {
@@ -440,7 +460,7 @@ impl Call<'_> {
         let reason = close.unwrap_or(CloseReason::NORMAL);
         span.record("close_code", reason.code);
         if send {
-            send_close(&mut socket, &reason).await;
+            send_close(socket, &reason).await;
         }
         tracing::info!(
             code = reason.code,
@@ -451,19 +471,34 @@ impl Call<'_> {
     }
 }
 
+/// How long a carrier may leave our writes unread before the call is dropped.
+const CARRIER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends frames; a carrier that stops reading fills the bounded write buffer and the send
+/// times out, which ends the call (there is no one left to hear it).
 async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }
-    for frame in frames {
-        socket
-            .feed(match frame {
-                OutFrame::Text(text) => Message::Text(text.into()),
-                OutFrame::Binary(bytes) => Message::Binary(bytes),
-            })
-            .await?;
+    let send = async {
+        for frame in frames {
+            socket
+                .feed(match frame {
+                    OutFrame::Text(text) => Message::Text(text.into()),
+                    OutFrame::Binary(bytes) => Message::Binary(bytes),
+                })
+                .await?;
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(CARRIER_WRITE_TIMEOUT, send).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::counter!("callgate_carrier_write_timeouts_total").increment(1);
+            tracing::warn!("carrier stopped reading; dropping the call");
+            Err(axum::Error::new("carrier write timed out"))
+        }
     }
-    socket.flush().await
 }
 
 /// Sleeps until `at`, or forever.

@@ -34,8 +34,9 @@ pub use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::routes::AppState;
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled. Live calls are then closed
-/// with 1001; this returns once they have all gone (or after five seconds).
+/// Serves the gateway on `listener`. Cancelling `shutdown` starts the drain: readiness fails,
+/// new upgrades get 503, live calls continue until they end or `calls.drain_deadline_s`,
+/// then close with 1001; this returns once they have gone.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -77,12 +78,34 @@ pub async fn run(
     );
     let app = routes::router(&config, state.clone())?;
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
-    serve(listener, app, &config.security, shutdown.clone()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !state.store.is_empty() && tokio::time::Instant::now() < deadline {
+    // The accept loop runs through the drain, so late upgrades get a 503 rather than a
+    // refused connection; it stops at the hard stop.
+    let accept = tokio::spawn(serve(listener, app, config.security.clone(), state.hard_stop.clone()));
+    shutdown.cancelled().await;
+    drain(&state, Duration::from_secs(config.calls.drain_deadline_s)).await;
+    accept.abort();
+    Ok(())
+}
+
+/// Draining: readiness already fails and new upgrades get 503 (both watch `shutdown`); live
+/// calls go on until they end or the deadline, then close with 1001.
+async fn drain(state: &AppState, deadline: Duration) {
+    let live = state.live_calls();
+    tracing::info!(live, deadline_s = deadline.as_secs(), "draining: no new calls; waiting for live calls to end");
+    let until = tokio::time::Instant::now() + deadline;
+    while state.live_calls() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+    let left = state.live_calls();
+    if left > 0 {
+        tracing::warn!(left, "drain deadline reached: closing the remaining calls with 1001");
+    }
+    state.hard_stop.cancel();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while state.live_calls() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!("drained");
 }
 
 /// The accept loop: HTTP/1.1 with upgrades, a header-read timeout (slowloris), and a cap on
@@ -90,7 +113,7 @@ pub async fn run(
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    security: &config::SecurityConfig,
+    security: config::SecurityConfig,
     shutdown: CancellationToken,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};

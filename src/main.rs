@@ -194,8 +194,11 @@ async fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("signal received: draining (a second signal exits at once)");
         signal.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
     });
     callgate::run(listener, config, shutdown).await
 }

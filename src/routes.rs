@@ -50,6 +50,15 @@ pub struct CallAdmission {
     pub permit: Option<CallPermit>,
 }
 
+/// Counts one live call; see [`AppState::live_call`].
+pub struct LiveCall(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for LiveCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Per-call limits, resolved to durations.
 #[derive(Debug, Clone)]
 pub struct CallLimits {
@@ -65,6 +74,8 @@ pub struct CallLimits {
     pub messages_per_second: u32,
     /// Per-socket message burst.
     pub message_burst: u32,
+    /// No carrier frame for this long closes the call.
+    pub idle_timeout: Duration,
 }
 
 impl CallLimits {
@@ -76,6 +87,7 @@ impl CallLimits {
             max_message_bytes: config.security.max_message_bytes,
             messages_per_second: config.security.messages_per_second,
             message_burst: config.security.message_burst,
+            idle_timeout: Duration::from_secs(c.idle_timeout_s.max(1)),
         }
     }
 }
@@ -89,8 +101,11 @@ pub struct AppState {
     pub bridge: Arc<BridgeConfig>,
     /// Per-call limits.
     pub calls: Arc<CallLimits>,
-    /// Cancelled on shutdown: live calls close 1001.
+    /// Cancelled when draining starts: readiness fails, new upgrades get 503.
     pub shutdown: CancellationToken,
+    /// Cancelled at the drain deadline: live calls close 1001.
+    pub hard_stop: CancellationToken,
+    live: Arc<std::sync::atomic::AtomicUsize>,
     /// Admission: limits, caps, auth.
     pub security: Arc<Security>,
     next_id: Arc<AtomicU64>,
@@ -109,9 +124,22 @@ impl AppState {
             bridge: Arc::new(bridge),
             calls: Arc::new(CallLimits::new(&config.calls, config)),
             shutdown,
+            hard_stop: CancellationToken::new(),
+            live: Arc::default(),
             security: Arc::new(security),
             next_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Counts a live call until the guard drops (panics included).
+    pub fn live_call(&self) -> LiveCall {
+        self.live.fetch_add(1, Relaxed);
+        LiveCall(self.live.clone())
+    }
+
+    /// Calls in progress (upgraded sockets).
+    pub fn live_calls(&self) -> usize {
+        self.live.load(Relaxed)
     }
 
     /// A fresh connection id.
@@ -149,6 +177,9 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                         .and_then(|v| v.parse().ok())
                 }),
             };
+            if state.shutdown.is_cancelled() {
+                return reject(StatusCode::SERVICE_UNAVAILABLE, "draining", Some(Duration::from_secs(5)));
+            }
             // With the identity known now, the call-cap permit is taken before the 101;
             // deferred calls take theirs when `start` proves who they are.
             let permit = match admitted.start_token {
@@ -208,6 +239,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
@@ -227,6 +259,13 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok", "calls": state.store.len()}))
+}
+
+/// Ready to take calls: false (503) once draining has begun.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let draining = state.shutdown.is_cancelled();
+    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(serde_json::json!({"ready": !draining, "draining": draining, "calls": state.live_calls()})))
 }
 
 async fn metrics() -> impl IntoResponse {
