@@ -88,8 +88,23 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// Time from connect to `session.updated`.
     pub ready_timeout_ms: u64,
-    /// Caller audio held while the upstream is not ready or slow (oldest dropped beyond).
+    /// Caller audio held while the upstream is not ready, reconnecting or slow (oldest
+    /// dropped beyond).
     pub queue_ms: u64,
+    /// Reconnect attempts after an upstream failure (0: end the call at once).
+    pub reconnect_attempts: u32,
+    /// Time from a failure to a working session before giving up.
+    pub reconnect_budget_ms: u64,
+    /// First reconnect delay (doubled per attempt, jittered, at most 2 s).
+    pub reconnect_base_delay_ms: u64,
+    /// Upstream ping interval.
+    pub ping_interval_ms: u64,
+    /// Nothing heard (not even a pong) or a write blocked this long: reconnect.
+    pub stall_timeout_ms: u64,
+    /// Move to a fresh upstream session this long before `expires_at`.
+    pub rollover_margin_s: u64,
+    /// WAV file played to the caller when the upstream is gone for good ("" = none).
+    pub fallback_audio: String,
 }
 
 impl Default for UpstreamConfig {
@@ -104,7 +119,14 @@ impl Default for UpstreamConfig {
             auth: AuthStyle::Auto,
             connect_timeout_ms: 10_000,
             ready_timeout_ms: 10_000,
-            queue_ms: 2_000,
+            queue_ms: 1_000,
+            reconnect_attempts: 3,
+            reconnect_budget_ms: 5_000,
+            reconnect_base_delay_ms: 200,
+            ping_interval_ms: 5_000,
+            stall_timeout_ms: 10_000,
+            rollover_margin_s: 60,
+            fallback_audio: String::new(),
         }
     }
 }
@@ -529,6 +551,9 @@ impl Config {
             }
         }
         self.validate_security(errors);
+        if !self.upstream.fallback_audio.is_empty() && !Path::new(&self.upstream.fallback_audio).is_file() {
+            errors.push(format!("upstream.fallback_audio: {} is not a file", self.upstream.fallback_audio));
+        }
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             let plain = route.path.strip_suffix("/{call_id}").unwrap_or(&route.path);
@@ -696,6 +721,17 @@ impl Config {
             ready_timeout: Duration::from_millis(up.ready_timeout_ms),
             // Carriers send 20 ms frames; the queue is counted in frames.
             queue_frames: (up.queue_ms / 20).max(1) as usize,
+            reconnect: callgate_handlers::bridge::ReconnectPolicy {
+                max_attempts: up.reconnect_attempts,
+                budget: Duration::from_millis(up.reconnect_budget_ms),
+                base_delay: Duration::from_millis(up.reconnect_base_delay_ms),
+                max_delay: Duration::from_secs(2),
+            },
+            ping_interval: Duration::from_millis(up.ping_interval_ms.max(10)),
+            stall_timeout: Duration::from_millis(up.stall_timeout_ms.max(10)),
+            rollover_margin: Duration::from_secs(up.rollover_margin_s),
+            // Loaded by `run` (it reads a file).
+            fallback_audio: None,
         }
     }
 }

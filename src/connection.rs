@@ -264,6 +264,7 @@ impl Call<'_> {
         ));
         let start_deadline = tokio::time::sleep(state.security.start_deadline());
         tokio::pin!(start_deadline);
+        let mut fallback_until = None;
         // A half-open carrier socket must not keep a paid upstream session alive.
         let idle = tokio::time::sleep(state.calls.idle_timeout);
         tokio::pin!(idle);
@@ -317,8 +318,20 @@ impl Call<'_> {
                                 break None;
                             }
                         }
+                        Downstream::Fallback { payload, duration } => {
+                            // The carrier plays the fallback; the close follows once it has.
+                            let audio = Outbound::Media { payload };
+                            let end = Outbound::Mark { name: "fallback".into() };
+                            if call.on_outbound(&mut *socket, &audio).await.is_err() || call.on_outbound(&mut *socket, &end).await.is_err() {
+                                break None;
+                            }
+                            fallback_until = Some(tokio::time::Instant::now() + duration.min(Duration::from_secs(10)));
+                        }
                         Downstream::End(error) => {
                             tracing::warn!(%error, "ending call: upstream failed");
+                            if let Some(until) = fallback_until {
+                                tokio::time::sleep_until(until).await;
+                            }
                             break Some(CloseReason::UPSTREAM);
                         }
                     },

@@ -54,7 +54,10 @@ pub async fn run(
     } else {
         None
     };
-    let bridge = config.bridge_config(loopback.as_ref().map(|l| l.url.as_str()));
+    let mut bridge = config.bridge_config(loopback.as_ref().map(|l| l.url.as_str()));
+    if !config.upstream.fallback_audio.is_empty() {
+        bridge.fallback_audio = Some(wav::read(std::path::Path::new(&config.upstream.fallback_audio))?);
+    }
     tracing::info!(
         upstream = %bridge.url.split('?').next().unwrap_or_default(),
         dialect = ?bridge.dialect,

@@ -92,9 +92,9 @@ async fn a_panicking_handler_closes_only_its_call_with_1011() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_close_ends_the_call_with_1011() {
+async fn upstream_close_ends_the_call_with_1011_when_reconnects_are_off() {
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let gw = Gateway::start(Some(&upstream), |c| c.upstream.reconnect_attempts = 0).await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -108,7 +108,7 @@ async fn upstream_close_ends_the_call_with_1011() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_upstream_error_ends_the_call_and_recoverable_ones_do_not() {
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let gw = Gateway::start(Some(&upstream), |c| c.upstream.reconnect_attempts = 0).await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.send(0, json!({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value", "message": "meh"}})).await;
@@ -126,7 +126,11 @@ async fn unreachable_upstream_ends_the_call_with_1011() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/v1/realtime", closed.local_addr().unwrap());
     drop(closed);
-    let gw = Gateway::start(None, |c| c.upstream.url = url).await;
+    let gw = Gateway::start(None, |c| {
+        c.upstream.url = url;
+        c.upstream.reconnect_attempts = 0;
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     assert_eq!(

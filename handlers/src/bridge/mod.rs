@@ -149,8 +149,40 @@ pub struct BridgeConfig {
     pub connect_timeout: Duration,
     /// Limit from connect to `session.updated`.
     pub ready_timeout: Duration,
-    /// Caller audio chunks held while not ready or while the socket is slow.
+    /// Caller audio chunks held while not ready, reconnecting or slow (oldest dropped).
     pub queue_frames: usize,
+    /// Reconnects after an unexpected close or failure.
+    pub reconnect: ReconnectPolicy,
+    /// How often the upstream is pinged.
+    pub ping_interval: Duration,
+    /// Nothing heard (not even a pong) or a write blocked this long: the upstream stalled.
+    pub stall_timeout: Duration,
+    /// Move to a fresh session this long before `expires_at`.
+    pub rollover_margin: Duration,
+    /// Played to the caller when the upstream is gone for good (format, raw audio).
+    pub fallback_audio: Option<(AudioFormat, Vec<u8>)>,
+}
+
+/// Jittered exponential backoff inside a bounded budget.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    /// Attempts after one failure (0: never reconnect).
+    pub max_attempts: u32,
+    /// Total time allowed from the failure to a working session.
+    pub budget: Duration,
+    /// First delay; doubled per attempt.
+    pub base_delay: Duration,
+    /// Longest delay.
+    pub max_delay: Duration,
+}
+
+impl ReconnectPolicy {
+    /// The delay before attempt `n` (1-based): base × 2^(n-1), capped, times a random 0.5–1.5.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1 << n.saturating_sub(1).min(16));
+        let jitter = 0.5 + rand::random::<f64>();
+        exp.min(self.max_delay).mul_f64(jitter)
+    }
 }
 
 /// What the bridge asks the connection to do.
@@ -158,6 +190,13 @@ pub struct BridgeConfig {
 pub enum Downstream {
     /// Send this to the carrier.
     Out(Outbound),
+    /// Play this (base64, carrier format) before the call ends: the upstream is gone.
+    Fallback {
+        /// The audio.
+        payload: String,
+        /// How long it plays.
+        duration: Duration,
+    },
     /// The upstream failed: end the call.
     End(BridgeError),
 }
@@ -188,6 +227,45 @@ pub enum BridgeError {
     /// Transcoding could not be set up.
     #[error("audio setup failed: {0}")]
     Audio(String),
+    /// Nothing heard and no write possible within the stall timeout.
+    #[error("upstream stalled")]
+    Stalled,
+    /// The reconnect budget is spent.
+    #[error("upstream lost after {attempts} reconnect attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<BridgeError>,
+    },
+    /// The bridge task panicked.
+    #[error("bridge task panicked")]
+    Panicked,
+}
+
+impl BridgeError {
+    /// Worth reconnecting for (the next session may well work).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout | Self::NotReady | Self::Closed(_) | Self::Stalled => true,
+            Self::Fatal { code, .. } => matches!(code.as_str(), "session_expired" | "server_error"),
+            Self::Audio(_) | Self::GaveUp { .. } | Self::Panicked => false,
+        }
+    }
+
+    /// A short, bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout => "connect",
+            Self::NotReady => "not_ready",
+            Self::Closed(_) => "closed",
+            Self::Fatal { .. } => "fatal_error",
+            Self::Audio(_) => "audio",
+            Self::Stalled => "stalled",
+            Self::GaveUp { .. } => "gave_up",
+            Self::Panicked => "panic",
+        }
+    }
 }
 
 /// Control messages to the bridge task.

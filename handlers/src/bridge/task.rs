@@ -1,11 +1,21 @@
-//! The per-call upstream task: connect, configure, then relay until stop or failure.
+//! The per-call upstream task: connect, configure, relay; on failure reconnect within a
+//! budget and re-seed the conversation; roll the session over before it expires.
+//!
+//! ```text
+//! loop {
+//!     connect ─► session.created ─► session.update ─► session.updated ─► re-seed (reconnects)
+//!       └─► relay until: stop (close 1000, done) · rollover due (close 1000, connect again)
+//!                        · failure (retryable: backoff and connect again; else end the call)
+//! }
+//! ```
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -15,9 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::wire::{self, ServerEvent, ServerKind};
-use super::{
-    AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
-};
+use super::{AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::event::Outbound;
 use crate::session::Session;
@@ -27,6 +35,8 @@ type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Responses whose late deltas are dropped after a barge-in; a handful is plenty.
 const CANCELLED_MEMORY: usize = 8;
+/// Transcript lines kept to re-seed a new session (oldest dropped).
+const TRANSCRIPT_MEMORY: usize = 24;
 
 pub(crate) async fn run(
     config: Arc<BridgeConfig>,
@@ -39,34 +49,33 @@ pub(crate) async fn run(
         Ok(relay) => relay,
         Err(err) => return report(&outbox, err).await,
     };
-    if let Err(err) = relay.drive(&config, &mut control).await {
-        report(&outbox, err).await;
+    // A panic here must end this call (1011), never leave it without an upstream.
+    let driven = std::panic::AssertUnwindSafe(relay.drive(&config, &mut control)).catch_unwind().await;
+    let error = match driven {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err,
+        Err(_) => {
+            metrics::counter!("callgate_panics_total").increment(1);
+            BridgeError::Panicked
+        }
+    };
+    if let Some(fallback) = relay.fallback(&config) {
+        let _ = outbox.send(fallback).await;
     }
+    report(&outbox, error).await;
 }
 
 async fn report(outbox: &mpsc::Sender<Downstream>, err: BridgeError) {
-    let reason = match &err {
-        BridgeError::Connect(_) | BridgeError::ConnectTimeout => "connect",
-        BridgeError::NotReady => "not_ready",
-        BridgeError::Closed(_) => "closed",
-        BridgeError::Fatal { .. } => "fatal_error",
-        BridgeError::Audio(_) => "audio",
-    };
-    metrics::counter!("callgate_upstream_failures_total", "reason" => reason).increment(1);
+    metrics::counter!("callgate_upstream_failures_total", "reason" => err.reason()).increment(1);
     tracing::warn!(error = %err, "upstream failed, ending the call");
     let _ = outbox.send(Downstream::End(err)).await;
 }
 
 async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| BridgeError::Connect(e.to_string()))?;
+    let mut request = config.url.as_str().into_client_request().map_err(|e| BridgeError::Connect(e.to_string()))?;
     let headers = request.headers_mut();
     let header = |value: String| {
-        http::HeaderValue::from_str(&value)
-            .map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
+        http::HeaderValue::from_str(&value).map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
     };
     match &config.auth {
         UpstreamAuth::None => {}
@@ -97,18 +106,36 @@ async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
     }
 }
 
+/// How one upstream session ended.
+enum SessionEnd {
+    /// The call ended: the upstream was closed with 1000.
+    Stopped,
+    /// The session is near its limit: connect a fresh one now.
+    Rollover,
+}
+
 struct Relay {
     session: Arc<Session>,
     outbox: mpsc::Sender<Downstream>,
     audio: Arc<AudioQueue>,
     session_update: String,
+    dialect: RealtimeDialect,
     ready: bool,
+    /// This is not the call's first upstream session: re-seed it once configured.
+    reseed: bool,
     /// Bumped at every barge-in; part of every mark name.
     generation: u64,
     /// Audio went to the carrier since the last barge-in (so a `clear` means something).
     speaking: bool,
     current_response: Option<String>,
     cancelled: VecDeque<String>,
+    /// What was said so far, (role, text), to re-seed a new session.
+    transcript: VecDeque<(&'static str, String)>,
+    /// When the current session should be replaced (from `expires_at`).
+    rollover_at: Option<tokio::time::Instant>,
+    /// Hard limit: roll over even mid-response.
+    expires_at: Option<tokio::time::Instant>,
+    last_heard: Instant,
     /// Upstream → carrier format, when they differ.
     transcoder: Option<Transcoder>,
     raw: Vec<u8>,
@@ -117,35 +144,29 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(
-        config: &BridgeConfig,
-        session: Arc<Session>,
-        outbox: mpsc::Sender<Downstream>,
-        audio: Arc<AudioQueue>,
-    ) -> Result<Self, BridgeError> {
+    fn new(config: &BridgeConfig, session: Arc<Session>, outbox: mpsc::Sender<Downstream>, audio: Arc<AudioQueue>) -> Result<Self, BridgeError> {
         let upstream = session.upstream_audio.format();
         let transcoder = if upstream == session.media_format {
             None
         } else {
-            Some(
-                Transcoder::new(upstream, session.media_format)
-                    .map_err(|e| BridgeError::Audio(e.to_string()))?,
-            )
+            Some(Transcoder::new(upstream, session.media_format).map_err(|e| BridgeError::Audio(e.to_string()))?)
         };
         Ok(Self {
-            session_update: wire::session_update(
-                config.dialect,
-                session.upstream_audio,
-                &config.session,
-            ),
+            session_update: wire::session_update(config.dialect, session.upstream_audio, &config.session),
+            dialect: config.dialect,
             session,
             outbox,
             audio,
             ready: false,
+            reseed: false,
             generation: 0,
             speaking: false,
             current_response: None,
             cancelled: VecDeque::new(),
+            transcript: VecDeque::new(),
+            rollover_at: None,
+            expires_at: None,
+            last_heard: Instant::now(),
             transcoder,
             raw: Vec::new(),
             converted: Vec::new(),
@@ -153,103 +174,167 @@ impl Relay {
         })
     }
 
-    async fn drive(
-        &mut self,
-        config: &BridgeConfig,
-        control: &mut mpsc::Receiver<Control>,
-    ) -> Result<(), BridgeError> {
-        let started = std::time::Instant::now();
-        let mut ws = tokio::select! {
-            ws = connect(config) => ws?,
-            // The call ended while we were still connecting: nothing to close.
-            _ = control.recv() => return Ok(()),
-        };
-        metrics::histogram!("callgate_upstream_connect_seconds")
-            .record(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "upstream connected"
-        );
+    /// Connects, relays, and reconnects within the budget.
+    async fn drive(&mut self, config: &BridgeConfig, control: &mut mpsc::Receiver<Control>) -> Result<(), BridgeError> {
+        let policy = &config.reconnect;
+        let mut attempts = 0u32;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let started = Instant::now();
+            let connected = tokio::select! {
+                ws = connect(config) => ws,
+                // The call ended while we were connecting: nothing to close.
+                _ = control.recv() => return Ok(()),
+            };
+            let outcome = match connected {
+                Ok(mut ws) => {
+                    metrics::histogram!("callgate_upstream_connect_seconds").record(started.elapsed().as_secs_f64());
+                    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, reseed = self.reseed, "upstream connected");
+                    let outcome = self.relay(&mut ws, config, control).await;
+                    if self.ready {
+                        // The session worked: a later failure gets a fresh budget.
+                        attempts = 0;
+                        failing_since = None;
+                    }
+                    outcome
+                }
+                Err(err) => Err(err),
+            };
+            self.ready = false;
+            self.reseed = true;
+            match outcome {
+                Ok(SessionEnd::Stopped) => return Ok(()),
+                Ok(SessionEnd::Rollover) => {
+                    metrics::counter!("callgate_upstream_rollovers_total").increment(1);
+                    tracing::info!("upstream session rolled over before its limit");
+                }
+                Err(err) if !err.is_retryable() => return Err(err),
+                Err(err) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    attempts += 1;
+                    if attempts > policy.max_attempts || since.elapsed() >= policy.budget {
+                        metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "gave_up").increment(1);
+                        return Err(BridgeError::GaveUp { attempts: attempts - 1, last: Box::new(err) });
+                    }
+                    let delay = policy.backoff(attempts).min(policy.budget.saturating_sub(since.elapsed()));
+                    tracing::warn!(error = %err, attempt = attempts, delay_ms = delay.as_millis() as u64, "upstream lost; reconnecting");
+                    metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "attempt").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = control.recv() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One upstream session, until the call stops, a rollover is due, or it fails.
+    async fn relay(&mut self, ws: &mut Upstream, config: &BridgeConfig, control: &mut mpsc::Receiver<Control>) -> Result<SessionEnd, BridgeError> {
+        self.last_heard = Instant::now();
+        self.rollover_at = None;
+        self.expires_at = None;
         let ready_deadline = tokio::time::sleep(config.ready_timeout);
         tokio::pin!(ready_deadline);
+        let mut ping = tokio::time::interval(config.ping_interval);
+        ping.reset();
         loop {
+            let rollover = self.rollover_at;
             tokio::select! {
                 biased;
                 _ = control.recv() => {
-                    close(&mut ws).await;
-                    return Ok(());
+                    close(ws).await;
+                    return Ok(SessionEnd::Stopped);
                 }
-                message = ws.next() => match message {
-                    Some(Ok(Message::Text(text))) => self.on_event(&text, &mut ws).await?,
-                    Some(Ok(Message::Close(frame))) => {
-                        let why = frame.map_or_else(|| "no close frame".to_owned(), |f| format!("{} {}", u16::from(f.code), f.reason));
-                        return Err(BridgeError::Closed(why));
+                message = ws.next() => {
+                    self.last_heard = Instant::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => self.on_event(&text, ws, config).await?,
+                        Some(Ok(Message::Close(frame))) => {
+                            let why = frame.map_or_else(|| "no close frame".to_owned(), |f| format!("{} {}", u16::from(f.code), f.reason));
+                            return Err(BridgeError::Closed(why));
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "binary").increment(1);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(BridgeError::Closed(e.to_string())),
+                        None => return Err(BridgeError::Closed("socket ended".into())),
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "binary").increment(1);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(BridgeError::Closed(e.to_string())),
-                    None => return Err(BridgeError::Closed("socket ended".into())),
-                },
-                _ = self.audio.notified(), if self.ready => self.flush_audio(&mut ws).await?,
+                }
+                _ = self.audio.notified(), if self.ready => self.flush_audio(ws, config).await?,
                 _ = &mut ready_deadline, if !self.ready => return Err(BridgeError::NotReady),
+                _ = ping.tick() => {
+                    // A peer that stopped reading answers no ping: that is a stall.
+                    if self.last_heard.elapsed() >= config.stall_timeout {
+                        return Err(BridgeError::Stalled);
+                    }
+                    send(ws, Message::Ping(Default::default()), config).await?;
+                }
+                _ = sleep_until(rollover), if rollover.is_some() => {
+                    let hard = self.expires_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+                    if self.current_response.is_none() || hard {
+                        close(ws).await;
+                        return Ok(SessionEnd::Rollover);
+                    }
+                    // Mid-response: try again between turns.
+                    self.rollover_at = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                }
             }
         }
     }
 
     /// Sends every queued caller chunk, in order, with one flush.
-    async fn flush_audio(&mut self, ws: &mut Upstream) -> Result<(), BridgeError> {
+    async fn flush_audio(&mut self, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
         self.batch.clear();
         self.audio.drain_into(&mut self.batch);
         if self.batch.is_empty() {
             return Ok(());
         }
         let mut text = String::new();
-        for chunk in self.batch.drain(..) {
-            wire::append(&chunk, &mut text);
-            ws.feed(Message::Text(std::mem::take(&mut text).into()))
-                .await
-                .map_err(closed)?;
-        }
-        ws.flush().await.map_err(closed)
+        let batch = std::mem::take(&mut self.batch);
+        let sending = async {
+            for chunk in &batch {
+                wire::append(chunk, &mut text);
+                ws.feed(Message::Text(std::mem::take(&mut text).into())).await?;
+            }
+            ws.flush().await
+        };
+        let result = match tokio::time::timeout(config.stall_timeout, sending).await {
+            Err(_) => Err(BridgeError::Stalled),
+            Ok(result) => result.map_err(closed),
+        };
+        self.batch = batch;
+        self.batch.clear();
+        result
     }
 
-    async fn on_event(&mut self, text: &str, ws: &mut Upstream) -> Result<(), BridgeError> {
+    async fn on_event(&mut self, text: &str, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
         let event: ServerEvent<'_> = match serde_json::from_str(text) {
             Ok(event) => event,
             Err(error) => {
-                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
-                    .increment(1);
+                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid").increment(1);
                 tracing::debug!(%error, "unparseable upstream event ignored");
                 return Ok(());
             }
         };
         match ServerKind::of(&event.kind) {
             ServerKind::SessionCreated => {
-                ws.send(Message::Text(self.session_update.clone().into()))
-                    .await
-                    .map_err(closed)?;
+                self.plan_rollover(event.session.as_ref(), config);
+                send(ws, Message::Text(self.session_update.clone().into()), config).await?;
             }
             ServerKind::SessionUpdated => {
-                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
-                {
-                    if self
-                        .transcoder
-                        .as_ref()
-                        .map_or(self.session.media_format, |t| t.from_format())
-                        != reported.format()
-                    {
-                        tracing::warn!(
-                            ?reported,
-                            "upstream reports a different output format than configured"
-                        );
+                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio) {
+                    if reported != self.session.upstream_audio {
+                        tracing::warn!(?reported, "upstream reports a different output format than configured");
                     }
                 }
                 if !self.ready {
+                    if self.reseed {
+                        self.reseed_conversation(ws, config).await?;
+                    }
                     self.ready = true;
                     tracing::debug!(held = self.audio.len(), "upstream session ready");
-                    self.flush_audio(ws).await?;
+                    self.flush_audio(ws, config).await?;
                 }
             }
             ServerKind::AudioDelta => self.on_audio_delta(&event).await,
@@ -265,39 +350,23 @@ impl Relay {
                 }
             }
             ServerKind::CallerTranscript => {
-                tracing::debug!(
-                    item_id = event.item_id.as_deref(),
-                    transcript = event.transcript.as_deref(),
-                    "caller said"
-                );
+                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "caller said");
+                self.remember("user", event.transcript);
             }
             ServerKind::AssistantTranscript => {
-                tracing::debug!(
-                    item_id = event.item_id.as_deref(),
-                    transcript = event.transcript.as_deref(),
-                    "assistant said"
-                );
+                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "assistant said");
+                self.remember("assistant", event.transcript);
             }
             ServerKind::Error => {
-                let Some(error) = event.error else {
-                    return Ok(());
-                };
+                let Some(error) = event.error else { return Ok(()) };
                 if error.is_fatal() {
-                    return Err(BridgeError::Fatal {
-                        code: error.code.unwrap_or_default(),
-                        message: error.message.unwrap_or_default(),
-                    });
+                    return Err(BridgeError::Fatal { code: error.code.unwrap_or_default(), message: error.message.unwrap_or_default() });
                 }
                 if error.is_already_shorter() {
                     tracing::debug!("truncate past the end of an item (harmless)");
                 } else {
                     metrics::counter!("callgate_upstream_errors_total").increment(1);
-                    tracing::warn!(
-                        kind = error.kind.as_deref(),
-                        code = error.code.as_deref(),
-                        message = error.message.as_deref(),
-                        "upstream error event"
-                    );
+                    tracing::warn!(kind = error.kind.as_deref(), code = error.code.as_deref(), message = error.message.as_deref(), "upstream error event");
                 }
             }
             ServerKind::SpeechStopped | ServerKind::Other => {
@@ -305,6 +374,54 @@ impl Relay {
             }
         }
         Ok(())
+    }
+
+    /// Reads `expires_at` and plans the move to a fresh session `rollover_margin` before it.
+    fn plan_rollover(&mut self, session: Option<&serde_json::Value>, config: &BridgeConfig) {
+        let Some(expires) = session.and_then(|s| s.get("expires_at")).and_then(serde_json::Value::as_u64) else { return };
+        if expires == 0 {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let left = Duration::from_secs(expires.saturating_sub(now));
+        let at = tokio::time::Instant::now() + left;
+        self.expires_at = Some(at.checked_sub(Duration::from_millis(500)).unwrap_or(at));
+        self.rollover_at = Some(at.checked_sub(config.rollover_margin).unwrap_or_else(tokio::time::Instant::now));
+    }
+
+    fn remember(&mut self, role: &'static str, text: Option<String>) {
+        let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return };
+        if self.transcript.len() == TRANSCRIPT_MEMORY {
+            self.transcript.pop_front();
+        }
+        self.transcript.push_back((role, text));
+    }
+
+    /// Gives a new session the conversation so far, as text items.
+    async fn reseed_conversation(&mut self, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
+        let assistant_part = match self.dialect {
+            RealtimeDialect::Ga => "output_text",
+            RealtimeDialect::Beta => "text",
+        };
+        for (role, text) in &self.transcript {
+            let part = if *role == "user" { "input_text" } else { assistant_part };
+            let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}});
+            send(ws, Message::Text(item.to_string().into()), config).await?;
+        }
+        metrics::counter!("callgate_upstream_reseeds_total").increment(1);
+        tracing::info!(items = self.transcript.len(), "new upstream session re-seeded with the conversation so far");
+        Ok(())
+    }
+
+    /// The fallback audio for the carrier, when the upstream is gone for good.
+    fn fallback(&mut self, config: &BridgeConfig) -> Option<Downstream> {
+        let (format, audio) = config.fallback_audio.as_ref()?;
+        let mut transcoder = Transcoder::new(*format, self.session.media_format).ok()?;
+        let mut out = Vec::new();
+        transcoder.transcode(audio, &mut out);
+        transcoder.flush(&mut out);
+        let duration = Duration::from_millis(self.session.media_format.duration_ms(out.len()));
+        Some(Downstream::Fallback { payload: BASE64.encode(&out), duration })
     }
 
     async fn on_audio_delta(&mut self, event: &ServerEvent<'_>) {
@@ -397,16 +514,28 @@ impl Relay {
     }
 }
 
+/// Sends one message, treating a write that cannot complete in `stall_timeout` as a stall.
+async fn send(ws: &mut Upstream, message: Message, config: &BridgeConfig) -> Result<(), BridgeError> {
+    match tokio::time::timeout(config.stall_timeout, ws.send(message)).await {
+        Err(_) => Err(BridgeError::Stalled),
+        Ok(result) => result.map_err(closed),
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {
     BridgeError::Closed(e.to_string())
 }
 
 /// Closes the upstream with 1000 and waits briefly for its reply.
 async fn close(ws: &mut Upstream) {
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "call ended".into(),
-    };
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "call ended".into() };
     if ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
