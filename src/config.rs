@@ -190,6 +190,8 @@ pub struct CallsConfig {
     pub idle_timeout_s: u64,
     /// On SIGTERM, how long live calls may continue before they are closed with 1001.
     pub drain_deadline_s: u64,
+    /// A carrier that leaves our writes unread this long (its buffer full) is dropped.
+    pub carrier_write_timeout_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -201,6 +203,7 @@ impl Default for CallsConfig {
             idle_session_timeout_s: 300,
             idle_timeout_s: 30,
             drain_deadline_s: 30,
+            carrier_write_timeout_ms: 5_000,
         }
     }
 }

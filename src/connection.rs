@@ -337,13 +337,7 @@ impl Call<'_> {
                     },
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
-                        if send_frames(&mut *socket, frames).await.is_err() {
-                            break None;
-                        }
-                    }
-                    _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
-                        let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
-                        if send_frames(&mut *socket, frames).await.is_err() {
+                        if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout).await.is_err() {
                             break None;
                         }
                     }
@@ -457,7 +451,7 @@ impl Call<'_> {
                 .frames_out
                 .fetch_add(frames.len() as u64, Relaxed);
         }
-        send_frames(socket, frames).await
+        send_frames(socket, frames, self.state.calls.carrier_write_timeout).await
     }
 
     async fn finish(self, socket: &mut WebSocket, close: Option<CloseReason>) -> CloseReason {
@@ -484,12 +478,9 @@ impl Call<'_> {
     }
 }
 
-/// How long a carrier may leave our writes unread before the call is dropped.
-const CARRIER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Sends frames; a carrier that stops reading fills the bounded write buffer and the send
 /// times out, which ends the call (there is no one left to hear it).
-async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>) -> Result<(), axum::Error> {
+async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>, timeout: Duration) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }
@@ -504,7 +495,7 @@ async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>) -> Result<()
         }
         socket.flush().await
     };
-    match tokio::time::timeout(CARRIER_WRITE_TIMEOUT, send).await {
+    match tokio::time::timeout(timeout, send).await {
         Ok(result) => result,
         Err(_) => {
             metrics::counter!("callgate_carrier_write_timeouts_total").increment(1);

@@ -76,6 +76,8 @@ pub struct CallLimits {
     pub message_burst: u32,
     /// No carrier frame for this long closes the call.
     pub idle_timeout: Duration,
+    /// A carrier that leaves our writes unread this long is dropped.
+    pub carrier_write_timeout: Duration,
 }
 
 impl CallLimits {
@@ -88,6 +90,7 @@ impl CallLimits {
             messages_per_second: config.security.messages_per_second,
             message_burst: config.security.message_burst,
             idle_timeout: Duration::from_secs(c.idle_timeout_s.max(1)),
+            carrier_write_timeout: Duration::from_millis(c.carrier_write_timeout_ms.max(1)),
         }
     }
 }

@@ -44,23 +44,40 @@ pub struct FakeUpstream {
     pub url: String,
     pub conns: Arc<Mutex<Vec<Arc<Mutex<UpstreamConn>>>>>,
     senders: Arc<Mutex<Vec<mpsc::UnboundedSender<Message>>>>,
+    faults: Faults,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Fault modes for chaos tests.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// `session.created` says the session expires this many seconds from now.
+    pub expires_in_s: Option<u64>,
+    /// Connections after the first N are refused (TCP accepted, then dropped).
+    pub refuse_after: Option<usize>,
+    /// Connection number N stops reading (and answering pings) once configured.
+    pub stall_conn: Option<usize>,
+    /// Every `session.updated` is delayed this long.
+    pub delay_ms: u64,
 }
 
 impl FakeUpstream {
     pub async fn start() -> Self {
+        Self::start_with(Faults::default()).await
+    }
+
+    pub async fn start_with(faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "ws://{}/v1/realtime?model=fake",
-            listener.local_addr().unwrap()
-        );
-        let fake = Self {
-            url,
-            conns: Default::default(),
-            senders: Default::default(),
-        };
+        let url = format!("ws://{}/v1/realtime?model=fake", listener.local_addr().unwrap());
+        let fake = Self { url, conns: Default::default(), senders: Default::default(), faults, accepted: Default::default() };
         let accept = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let n = accept.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if accept.faults.refuse_after.is_some_and(|limit| n >= limit) {
+                    drop(stream);
+                    continue;
+                }
                 let fake = accept.clone();
                 tokio::spawn(async move { fake.serve(stream).await });
             }
@@ -85,10 +102,17 @@ impl FakeUpstream {
             return;
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.conns.lock().unwrap().push(conn.clone());
-        self.senders.lock().unwrap().push(tx);
+        let index = {
+            let mut conns = self.conns.lock().unwrap();
+            conns.push(conn.clone());
+            self.senders.lock().unwrap().push(tx);
+            conns.len() - 1
+        };
         let (mut sink, mut stream) = ws.split();
-        let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": 0}});
+        let expires_at = self.faults.expires_in_s.map_or(0, |s| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + s
+        });
+        let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": expires_at}});
         if sink
             .send(Message::Text(created.to_string().into()))
             .await
@@ -109,8 +133,15 @@ impl FakeUpstream {
                         let session = event["session"].clone();
                         conn.lock().unwrap().events.push(event);
                         if update {
+                            if self.faults.delay_ms > 0 {
+                                tokio::time::sleep(Duration::from_millis(self.faults.delay_ms)).await;
+                            }
                             let reply = json!({"type": "session.updated", "event_id": "e1", "session": session});
                             let _ = sink.send(Message::Text(reply.to_string().into())).await;
+                            if self.faults.stall_conn == Some(index) {
+                                // Stop reading for good: no events, no pongs.
+                                std::future::pending::<()>().await;
+                            }
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -140,6 +171,31 @@ impl FakeUpstream {
         self.conn(i).await;
         let tx = self.senders.lock().unwrap()[i].clone();
         tx.send(Message::Text(event.to_string().into())).unwrap();
+    }
+
+    /// Sends a server event on connection `i` if it is still open.
+    pub async fn try_send(&self, i: usize, event: Value) -> bool {
+        self.conn(i).await;
+        let tx = self.senders.lock().unwrap()[i].clone();
+        tx.send(Message::Text(event.to_string().into())).is_ok()
+    }
+
+    /// Every append of every connection, in connection order.
+    pub fn all_appends(&self) -> Vec<String> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c.lock()
+                    .unwrap()
+                    .events
+                    .iter()
+                    .filter(|e| e["type"] == "input_audio_buffer.append")
+                    .map(|e| e["audio"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Closes connection `i` from the server side.

@@ -323,6 +323,10 @@ impl Relay {
                 send(ws, Message::Text(self.session_update.clone().into()), config).await?;
             }
             ServerKind::SessionUpdated => {
+                #[cfg(feature = "fault-injection")]
+                if self.session.custom_parameters.get("callgate_fault").map(String::as_str) == Some("panic_in_bridge") {
+                    panic!("fault injection: panic_in_bridge");
+                }
                 if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio) {
                     if reported != self.session.upstream_audio {
                         tracing::warn!(?reported, "upstream reports a different output format than configured");
