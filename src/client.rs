@@ -34,6 +34,9 @@ pub struct CallOptions {
     pub call_sid: String,
     /// Stream id to announce.
     pub stream_sid: String,
+    /// Keep the reply audio and every message in the summary (off for load runs, where
+    /// only the counts matter and keeping everything would grow with call length).
+    pub record: bool,
 }
 
 impl CallOptions {
@@ -51,7 +54,21 @@ impl CallOptions {
             custom_parameters: BTreeMap::new(),
             call_sid: format!("CA{n:032x}"),
             stream_sid: format!("MZ{n:032x}"),
+            record: true,
         }
+    }
+
+    /// Repeats `file` (in this call's format) with a second of silence between repeats, the
+    /// way a caller takes turns, until the call lasts `duration`.
+    pub fn repeat_for(&mut self, file: &[u8], duration: Duration) {
+        let wanted = self.format.bytes_per_ms() * duration.as_millis() as usize;
+        let pause = vec![self.format.silence_byte(); self.format.bytes_per_ms() * 1000];
+        self.audio.clear();
+        while self.audio.len() < wanted && !file.is_empty() {
+            self.audio.extend_from_slice(file);
+            self.audio.extend_from_slice(&pause);
+        }
+        self.audio.truncate(wanted);
     }
 
     /// The format a carrier streams by default: Exotel 16-bit PCM at 8 kHz, raw audio PCM16 at
@@ -230,7 +247,9 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                             }
                             _ => None,
                         };
-                        summary.events.push(event);
+                        if options.record {
+                            summary.events.push(event);
+                        }
                         audio
                     }
                     Some(Ok(Message::Binary(bytes))) => Some(bytes.to_vec()),
@@ -245,8 +264,10 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                     let now = Instant::now();
                     playhead = playhead.max(now) + scale(Duration::from_millis(options.format.duration_ms(audio.len())));
                     last_audio_at = Some(now);
-                    summary.received_sizes.push(audio.len());
-                    summary.received_audio.extend_from_slice(&audio);
+                    if options.record {
+                        summary.received_sizes.push(audio.len());
+                        summary.received_audio.extend_from_slice(&audio);
+                    }
                 }
             }
         }
@@ -397,4 +418,68 @@ where
             }
         }
     }
+}
+
+/// What a load run did.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    /// Calls that ended with each close code (`None`: no close frame).
+    pub closes: BTreeMap<Option<u16>, u64>,
+    /// Calls that failed to run (connect errors and the like).
+    pub errors: u64,
+    /// Media frames sent and received, over all calls.
+    pub frames_sent: u64,
+    /// Media messages received.
+    pub frames_received: u64,
+    /// Time from `start` to first reply audio, per call that had one, sorted.
+    pub first_reply_ms: Vec<u64>,
+}
+
+impl LoadReport {
+    /// The `p`-th percentile (0–100) of first-reply times.
+    pub fn first_reply_percentile(&self, p: f64) -> Option<u64> {
+        if self.first_reply_ms.is_empty() {
+            return None;
+        }
+        let index = ((p / 100.0) * (self.first_reply_ms.len() - 1) as f64).round() as usize;
+        self.first_reply_ms.get(index).copied()
+    }
+}
+
+/// Runs `calls` copies of `template` at once (each with fresh ids), started `ramp` apart.
+pub async fn load(template: CallOptions, calls: usize, ramp: Duration) -> LoadReport {
+    let mut tasks = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let mut options = template.clone();
+        options.record = false;
+        let n: u64 = rand::random();
+        options.call_sid = format!("CA{n:032x}");
+        options.stream_sid = format!("MZ{n:032x}");
+        if options.carrier == Dialect::RawAudio {
+            options.url = format!("{}/{}", options.url.trim_end_matches('/'), options.call_sid);
+        }
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(ramp * i as u32).await;
+            run(options).await
+        }));
+    }
+    let mut report = LoadReport::default();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(summary)) => {
+                *report
+                    .closes
+                    .entry(summary.close.as_ref().map(|c| c.0))
+                    .or_default() += 1;
+                report.frames_sent += summary.frames_sent;
+                report.frames_received += summary.frames_received;
+                if let Some(t) = summary.first_reply {
+                    report.first_reply_ms.push(t.as_millis() as u64);
+                }
+            }
+            _ => report.errors += 1,
+        }
+    }
+    report.first_reply_ms.sort_unstable();
+    report
 }

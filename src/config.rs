@@ -554,8 +554,13 @@ impl Config {
             }
         }
         self.validate_security(errors);
-        if !self.upstream.fallback_audio.is_empty() && !Path::new(&self.upstream.fallback_audio).is_file() {
-            errors.push(format!("upstream.fallback_audio: {} is not a file", self.upstream.fallback_audio));
+        if !self.upstream.fallback_audio.is_empty()
+            && !Path::new(&self.upstream.fallback_audio).is_file()
+        {
+            errors.push(format!(
+                "upstream.fallback_audio: {} is not a file",
+                self.upstream.fallback_audio
+            ));
         }
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {

@@ -480,7 +480,11 @@ impl Call<'_> {
 
 /// Sends frames; a carrier that stops reading fills the bounded write buffer and the send
 /// times out, which ends the call (there is no one left to hear it).
-async fn send_frames(socket: &mut WebSocket, frames: Vec<OutFrame>, timeout: Duration) -> Result<(), axum::Error> {
+async fn send_frames(
+    socket: &mut WebSocket,
+    frames: Vec<OutFrame>,
+    timeout: Duration,
+) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }

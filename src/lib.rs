@@ -56,7 +56,9 @@ pub async fn run(
     };
     let mut bridge = config.bridge_config(loopback.as_ref().map(|l| l.url.as_str()));
     if !config.upstream.fallback_audio.is_empty() {
-        bridge.fallback_audio = Some(wav::read(std::path::Path::new(&config.upstream.fallback_audio))?);
+        bridge.fallback_audio = Some(wav::read(std::path::Path::new(
+            &config.upstream.fallback_audio,
+        ))?);
     }
     tracing::info!(
         upstream = %bridge.url.split('?').next().unwrap_or_default(),
@@ -83,7 +85,12 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
     // The accept loop runs through the drain, so late upgrades get a 503 rather than a
     // refused connection; it stops at the hard stop.
-    let accept = tokio::spawn(serve(listener, app, config.security.clone(), state.hard_stop.clone()));
+    let accept = tokio::spawn(serve(
+        listener,
+        app,
+        config.security.clone(),
+        state.hard_stop.clone(),
+    ));
     shutdown.cancelled().await;
     drain(&state, Duration::from_secs(config.calls.drain_deadline_s)).await;
     accept.abort();
@@ -94,14 +101,21 @@ pub async fn run(
 /// calls go on until they end or the deadline, then close with 1001.
 async fn drain(state: &AppState, deadline: Duration) {
     let live = state.live_calls();
-    tracing::info!(live, deadline_s = deadline.as_secs(), "draining: no new calls; waiting for live calls to end");
+    tracing::info!(
+        live,
+        deadline_s = deadline.as_secs(),
+        "draining: no new calls; waiting for live calls to end"
+    );
     let until = tokio::time::Instant::now() + deadline;
     while state.live_calls() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = state.live_calls();
     if left > 0 {
-        tracing::warn!(left, "drain deadline reached: closing the remaining calls with 1001");
+        tracing::warn!(
+            left,
+            "drain deadline reached: closing the remaining calls with 1001"
+        );
     }
     state.hard_stop.cancel();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);

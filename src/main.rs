@@ -43,6 +43,23 @@ enum Command {
     CheckConfig,
     /// Mint a JWT with a configured key (tests, TwiML `<Parameter>` per-call tokens).
     Token(TokenArgs),
+    /// Run many concurrent calls against a gateway and report outcomes and reply latency.
+    Loadtest(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 20)]
+    calls: usize,
+    /// Seconds each call lasts (the file is repeated to fill it).
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Milliseconds between call starts.
+    #[arg(long, default_value_t = 50)]
+    ramp_ms: u64,
+    #[command(flatten)]
+    call: CallArgs,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Call(args) => call(args).await,
         Command::Token(args) => token(cli.config, args),
+        Command::Loadtest(args) => loadtest(args).await,
     }
 }
 
@@ -218,23 +236,67 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn call(args: CallArgs) -> anyhow::Result<()> {
+async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
+    let (mut options, _) = call_options(&args.call)?;
+    // The caller takes turns for the whole call.
+    let file = options.audio.clone();
+    options.repeat_for(&file, Duration::from_secs(args.duration));
+    options.linger = Duration::from_secs(3);
+    if options.carrier == Dialect::RawAudio && args.call.url.is_none() {
+        options.url = "ws://127.0.0.1:8080/ws/audio".into();
+    }
+    println!(
+        "{} calls of {} s against {}",
+        args.calls, args.duration, options.url
+    );
+    let started = std::time::Instant::now();
+    let report = client::load(options, args.calls, Duration::from_millis(args.ramp_ms)).await;
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    for (code, n) in &report.closes {
+        println!(
+            "close {:>4}: {n}",
+            code.map_or("none".to_owned(), |c| c.to_string())
+        );
+    }
+    println!("errors:     {}", report.errors);
+    println!(
+        "frames:     {} sent, {} received",
+        report.frames_sent, report.frames_received
+    );
+    if let (Some(p50), Some(p95)) = (
+        report.first_reply_percentile(50.0),
+        report.first_reply_percentile(95.0),
+    ) {
+        println!("first reply after start: p50 {p50} ms, p95 {p95} ms");
+    }
+    Ok(())
+}
+
+/// Options for one call from the command line (the WAV converted to the carrier's format).
+fn call_options(
+    args: &CallArgs,
+) -> anyhow::Result<(CallOptions, callgate_handlers::codec::AudioFormat)> {
     let dialect = Dialect::from(args.carrier);
     let (wav_format, audio) = wav::read(&args.play)?;
     let mut options = CallOptions::new("", dialect, Vec::new());
     if dialect == Dialect::Exotel {
         options.format = callgate_handlers::codec::AudioFormat::Pcm16 { rate: args.rate };
     }
-    // Play the file in the carrier's own format.
     options.audio = wav::convert(wav_format, &audio, options.format)?;
-    options.url = args.url.unwrap_or_else(|| match dialect {
+    options.url = args.url.clone().unwrap_or_else(|| match dialect {
         Dialect::RawAudio => format!("ws://127.0.0.1:8080/ws/audio/{}", options.call_sid),
         Dialect::Exotel => format!("ws://127.0.0.1:8080/exotel?sample-rate={}", args.rate),
         _ => format!("ws://127.0.0.1:8080/{}", dialect.name()),
     });
     options.pace = args.pace;
     options.linger = Duration::from_secs_f64(args.linger);
-    options.custom_parameters = args.params.into_iter().collect();
+    options.custom_parameters = args.params.iter().cloned().collect();
+    Ok((options, wav_format))
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let dialect = Dialect::from(args.carrier);
+    let (options, _) = call_options(&args)?;
     let format = options.format;
     println!(
         "calling {} as {} with {} ({} ms of audio)",

@@ -181,7 +181,11 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 }),
             };
             if state.shutdown.is_cancelled() {
-                return reject(StatusCode::SERVICE_UNAVAILABLE, "draining", Some(Duration::from_secs(5)));
+                return reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "draining",
+                    Some(Duration::from_secs(5)),
+                );
             }
             // With the identity known now, the call-cap permit is taken before the 101;
             // deferred calls take theirs when `start` proves who they are.
@@ -261,14 +265,28 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok", "calls": state.store.len()}))
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    Json(
+        serde_json::json!({"status": "ok", "calls": state.store.len(), "live_sockets": state.live_calls(), "tasks": tasks}),
+    )
 }
 
 /// Ready to take calls: false (503) once draining has begun.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let draining = state.shutdown.is_cancelled();
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(serde_json::json!({"ready": !draining, "draining": draining, "calls": state.live_calls()})))
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(
+            serde_json::json!({"ready": !draining, "draining": draining, "calls": state.live_calls()}),
+        ),
+    )
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -16,12 +16,19 @@ struct Binary {
 
 impl Binary {
     async fn start(upstream: &FakeUpstream, drain_deadline_s: u64) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .env("CALLGATE_LISTEN", addr.to_string())
             .env("CALLGATE_UPSTREAM_URL", &upstream.url)
-            .env("CALLGATE_CALLS__DRAIN_DEADLINE_S", drain_deadline_s.to_string())
+            .env(
+                "CALLGATE_CALLS__DRAIN_DEADLINE_S",
+                drain_deadline_s.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -29,14 +36,20 @@ impl Binary {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "the binary did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "the binary did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { child, addr }
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -46,7 +59,10 @@ impl Binary {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the process did not exit in time");
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in time"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -75,17 +91,25 @@ async fn sigterm_drains_live_calls_then_exits() {
         calls.push(carrier);
     }
     eventually(|| (upstream.all_appends().len() == 5).then_some(())).await;
-    assert!(http_get(binary.addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(binary.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200"));
 
     binary.signal("TERM");
     // Readiness fails at once.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !http_get(binary.addr, "/readyz").await.starts_with("HTTP/1.1 503") {
+    while !http_get(binary.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 503")
+    {
         assert!(Instant::now() < deadline, "readiness did not flip");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // New upgrades are refused with 503 + Retry-After.
-    let (status, headers) = Carrier::try_connect(&url, &[]).await.err().expect("a new call was admitted while draining");
+    let (status, headers) = Carrier::try_connect(&url, &[])
+        .await
+        .err()
+        .expect("a new call was admitted while draining");
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
     // Every live call carries on and ends normally.
@@ -111,8 +135,14 @@ async fn calls_still_live_at_the_deadline_close_1001() {
     upstream.conn(0).await;
     let signalled = Instant::now();
     binary.signal("TERM");
-    assert_eq!(carrier.closed().await, (1001, "gateway shutting down".to_owned()));
-    assert!(signalled.elapsed() >= Duration::from_millis(900), "closed before the deadline");
+    assert_eq!(
+        carrier.closed().await,
+        (1001, "gateway shutting down".to_owned())
+    );
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "closed before the deadline"
+    );
     assert_eq!(upstream.wait_closed(0).await, 1000);
     assert!(binary.exited(Duration::from_secs(5)).await.success());
 }

@@ -42,32 +42,62 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
         let conn = upstream.conn(1).await;
         eventually(|| conn.lock().unwrap().events.first().cloned()).await
     };
-    assert_eq!(update["type"], "session.update", "the configuration is replayed first");
+    assert_eq!(
+        update["type"], "session.update",
+        "the configuration is replayed first"
+    );
     let seeded = upstream.events_of(1, "conversation.item.create").await;
     let texts: Vec<(&str, &str)> = seeded
         .iter()
-        .map(|e| (e["item"]["role"].as_str().unwrap(), e["item"]["content"][0]["text"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["item"]["role"].as_str().unwrap(),
+                e["item"]["content"][0]["text"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(texts, [("user", "I'd like to book a table for two."), ("assistant", "Sure, for what time?")]);
+    assert_eq!(
+        texts,
+        [
+            ("user", "I'd like to book a table for two."),
+            ("assistant", "Sure, for what time?")
+        ]
+    );
     assert_eq!(seeded[1]["item"]["content"][0]["type"], "output_text");
     let resumed = upstream.wait_appends(1, 9).await;
-    assert_eq!(resumed, (2..=10).map(frame).collect::<Vec<_>>(), "no caller audio lost in the gap");
+    assert_eq!(
+        resumed,
+        (2..=10).map(frame).collect::<Vec<_>>(),
+        "no caller audio lost in the gap"
+    );
     // Replies flow again on the new session.
     upstream.send(1, json!({"type": "response.output_audio.delta", "response_id": "r2", "item_id": "a2", "delta": "/w=="})).await;
     assert_eq!(carrier.recv().await["media"]["payload"], "/w==");
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
     assert_eq!(upstream.wait_closed(1).await, 1000);
-    assert!(metric_sum(&gw.metrics().await, "callgate_upstream_reconnects_total", &["outcome=\"attempt\""]) >= 1.0);
+    assert!(
+        metric_sum(
+            &gw.metrics().await,
+            "callgate_upstream_reconnects_total",
+            &["outcome=\"attempt\""]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_budget_plays_the_fallback_and_closes_1011() {
-    let upstream = FakeUpstream::start_with(Faults { refuse_after: Some(1), ..Faults::default() }).await;
+    let upstream = FakeUpstream::start_with(Faults {
+        refuse_after: Some(1),
+        ..Faults::default()
+    })
+    .await;
     let gw = Gateway::start(Some(&upstream), |c| {
         fast_reconnects(c);
         c.upstream.reconnect_budget_ms = 500;
-        c.upstream.fallback_audio = fixture("caller-hours-8k-mulaw.wav").to_string_lossy().into_owned();
+        c.upstream.fallback_audio = fixture("caller-hours-8k-mulaw.wav")
+            .to_string_lossy()
+            .into_owned();
     })
     .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
@@ -77,27 +107,51 @@ async fn spent_budget_plays_the_fallback_and_closes_1011() {
     let started = std::time::Instant::now();
     let mut fallback_bytes = 0;
     let close = loop {
-        match tokio::time::timeout(WAIT * 3, futures_util::StreamExt::next(&mut carrier.ws)).await.unwrap() {
+        match tokio::time::timeout(WAIT * 3, futures_util::StreamExt::next(&mut carrier.ws))
+            .await
+            .unwrap()
+        {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
                 let m: serde_json::Value = serde_json::from_str(&t).unwrap();
                 if m["event"] == "media" {
-                    fallback_bytes += B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap().len();
+                    fallback_bytes += B64
+                        .decode(m["media"]["payload"].as_str().unwrap())
+                        .unwrap()
+                        .len();
                 }
             }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                break u16::from(f.code)
+            }
             other => panic!("unexpected {other:?}"),
         }
     };
     assert_eq!(close, 1011);
-    let fixture_len = callgate::wav::read(&fixture("caller-hours-8k-mulaw.wav")).unwrap().1.len();
+    let fixture_len = callgate::wav::read(&fixture("caller-hours-8k-mulaw.wav"))
+        .unwrap()
+        .1
+        .len();
     assert_eq!(fallback_bytes, fixture_len, "the whole fallback was sent");
-    assert!(started.elapsed() >= Duration::from_millis(2500), "the close waited for the fallback to play");
-    assert!(metric_sum(&gw.metrics().await, "callgate_upstream_reconnects_total", &["outcome=\"gave_up\""]) >= 1.0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the close waited for the fallback to play"
+    );
+    assert!(
+        metric_sum(
+            &gw.metrics().await,
+            "callgate_upstream_reconnects_total",
+            &["outcome=\"gave_up\""]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_is_replaced() {
-    let upstream = FakeUpstream::start_with(Faults { stall_conn: Some(0), ..Faults::default() }).await;
+    let upstream = FakeUpstream::start_with(Faults {
+        stall_conn: Some(0),
+        ..Faults::default()
+    })
+    .await;
     let gw = Gateway::start(Some(&upstream), |c| {
         fast_reconnects(c);
         c.upstream.ping_interval_ms = 100;
@@ -117,7 +171,11 @@ async fn a_stalled_upstream_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
-    let upstream = FakeUpstream::start_with(Faults { expires_in_s: Some(2), ..Faults::default() }).await;
+    let upstream = FakeUpstream::start_with(Faults {
+        expires_in_s: Some(2),
+        ..Faults::default()
+    })
+    .await;
     let gw = Gateway::start(Some(&upstream), |c| c.upstream.rollover_margin_s = 1).await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
@@ -129,7 +187,11 @@ async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
         carrier.send(media(SID, n as u64 + 1, f)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(upstream.wait_closed(0).await, 1000, "the old session is closed normally");
+    assert_eq!(
+        upstream.wait_closed(0).await,
+        1000,
+        "the old session is closed normally"
+    );
     let seeded = upstream.events_of(1, "conversation.item.create").await;
     assert_eq!(seeded[0]["item"]["content"][0]["text"], "My name is Ada.");
     eventually(|| (upstream.all_appends().len() >= frames.len()).then_some(())).await;
@@ -137,15 +199,33 @@ async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
     assert_eq!(carrier.closed().await.0, 1000);
     // Each new session also expires 2 s in, so there may be more than one rollover.
     assert!(upstream.connections() >= 2);
-    assert_eq!(upstream.all_appends(), frames, "every frame reached exactly one session, in order");
-    assert!(metric_sum(&gw.metrics().await, "callgate_upstream_rollovers_total", &[]) >= 1.0);
+    assert_eq!(
+        upstream.all_appends(),
+        frames,
+        "every frame reached exactly one session, in order"
+    );
+    assert!(
+        metric_sum(
+            &gw.metrics().await,
+            "callgate_upstream_rollovers_total",
+            &[]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_drops_the_oldest_audio_and_counts_it() {
-    let upstream = FakeUpstream::start_with(Faults { delay_ms: 400, ..Faults::default() }).await;
+    let upstream = FakeUpstream::start_with(Faults {
+        delay_ms: 400,
+        ..Faults::default()
+    })
+    .await;
     let gw = Gateway::start(Some(&upstream), |c| c.upstream.queue_ms = 1_000).await;
-    let before = metric_sum(&gw.metrics().await, "callgate_audio_dropped_total", &["reason=\"queue_full\""]);
+    let before = metric_sum(
+        &gw.metrics().await,
+        "callgate_audio_dropped_total",
+        &["reason=\"queue_full\""],
+    );
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     // 2 s of audio while the session is still being configured: the queue keeps the last 1 s.
@@ -154,11 +234,22 @@ async fn a_slow_upstream_drops_the_oldest_audio_and_counts_it() {
         carrier.send(media(SID, n as u64 + 1, f)).await;
     }
     let appends = upstream.wait_appends(0, 50).await;
-    assert_eq!(appends, frames[50..], "the newest second survives, in order");
+    assert_eq!(
+        appends,
+        frames[50..],
+        "the newest second survives, in order"
+    );
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
-    let after = metric_sum(&gw.metrics().await, "callgate_audio_dropped_total", &["reason=\"queue_full\""]);
-    assert!(after >= before + 50.0, "dropped audio counted ({before} → {after})");
+    let after = metric_sum(
+        &gw.metrics().await,
+        "callgate_audio_dropped_total",
+        &["reason=\"queue_full\""],
+    );
+    assert!(
+        after >= before + 50.0,
+        "dropped audio counted ({before} → {after})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +261,12 @@ async fn malformed_upstream_events_are_ignored() {
     upstream.conn(0).await;
     let tx = upstream.conn(0).await;
     drop(tx);
-    for junk in [json!("just a string"), json!({"no": "type"}), json!({"type": "response.output_audio.delta", "delta": "%%%"}), json!({"type": "error"})] {
+    for junk in [
+        json!("just a string"),
+        json!({"no": "type"}),
+        json!({"type": "response.output_audio.delta", "delta": "%%%"}),
+        json!({"type": "error"}),
+    ] {
         upstream.send(0, junk).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "/w=="})).await;
@@ -207,9 +303,17 @@ async fn a_carrier_that_stops_reading_is_dropped() {
         }
     }
     // The gateway gives up on the unread socket and closes the upstream.
-    let code = tokio::time::timeout(Duration::from_secs(20), upstream.wait_closed(0)).await.expect("upstream not closed");
+    let code = tokio::time::timeout(Duration::from_secs(20), upstream.wait_closed(0))
+        .await
+        .expect("upstream not closed");
     assert_eq!(code, 1000);
-    assert!(metric_sum(&gw.metrics().await, "callgate_carrier_write_timeouts_total", &[]) >= 1.0);
+    assert!(
+        metric_sum(
+            &gw.metrics().await,
+            "callgate_carrier_write_timeouts_total",
+            &[]
+        ) >= 1.0
+    );
     drop(carrier);
 }
 
@@ -218,14 +322,31 @@ async fn a_panicking_bridge_closes_only_its_call() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
     let mut healthy = Carrier::connect(&gw.url("/twilio")).await;
-    healthy.send(twilio_start("MZ22222222222222222222222222222222", json!({}))).await;
+    healthy
+        .send(twilio_start(
+            "MZ22222222222222222222222222222222",
+            json!({}),
+        ))
+        .await;
     upstream.conn(0).await;
     let mut doomed = Carrier::connect(&gw.url("/twilio")).await;
-    doomed.send(twilio_start(SID, json!({"callgate_fault": "panic_in_bridge"}))).await;
-    assert_eq!(doomed.closed().await, (1011, "upstream unavailable".to_owned()));
-    healthy.send(media("MZ22222222222222222222222222222222", 1, "/w==")).await;
+    doomed
+        .send(twilio_start(
+            SID,
+            json!({"callgate_fault": "panic_in_bridge"}),
+        ))
+        .await;
+    assert_eq!(
+        doomed.closed().await,
+        (1011, "upstream unavailable".to_owned())
+    );
+    healthy
+        .send(media("MZ22222222222222222222222222222222", 1, "/w=="))
+        .await;
     upstream.wait_appends(0, 1).await;
-    healthy.send(stop("MZ22222222222222222222222222222222")).await;
+    healthy
+        .send(stop("MZ22222222222222222222222222222222"))
+        .await;
     assert_eq!(healthy.closed().await.0, 1000);
     assert!(metric_sum(&gw.metrics().await, "callgate_panics_total", &[]) >= 1.0);
 }

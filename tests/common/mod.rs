@@ -68,12 +68,23 @@ impl FakeUpstream {
 
     pub async fn start_with(faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/v1/realtime?model=fake", listener.local_addr().unwrap());
-        let fake = Self { url, conns: Default::default(), senders: Default::default(), faults, accepted: Default::default() };
+        let url = format!(
+            "ws://{}/v1/realtime?model=fake",
+            listener.local_addr().unwrap()
+        );
+        let fake = Self {
+            url,
+            conns: Default::default(),
+            senders: Default::default(),
+            faults,
+            accepted: Default::default(),
+        };
         let accept = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let n = accept.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let n = accept
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if accept.faults.refuse_after.is_some_and(|limit| n >= limit) {
                     drop(stream);
                     continue;
@@ -110,7 +121,11 @@ impl FakeUpstream {
         };
         let (mut sink, mut stream) = ws.split();
         let expires_at = self.faults.expires_in_s.map_or(0, |s| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + s
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + s
         });
         let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": expires_at}});
         if sink

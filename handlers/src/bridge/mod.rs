@@ -179,7 +179,9 @@ pub struct ReconnectPolicy {
 impl ReconnectPolicy {
     /// The delay before attempt `n` (1-based): base × 2^(n-1), capped, times a random 0.5–1.5.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1 << n.saturating_sub(1).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1 << n.saturating_sub(1).min(16));
         let jitter = 0.5 + rand::random::<f64>();
         exp.min(self.max_delay).mul_f64(jitter)
     }
@@ -247,7 +249,11 @@ impl BridgeError {
     /// Worth reconnecting for (the next session may well work).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::ConnectTimeout | Self::NotReady | Self::Closed(_) | Self::Stalled => true,
+            Self::Connect(_)
+            | Self::ConnectTimeout
+            | Self::NotReady
+            | Self::Closed(_)
+            | Self::Stalled => true,
             Self::Fatal { code, .. } => matches!(code.as_str(), "session_expired" | "server_error"),
             Self::Audio(_) | Self::GaveUp { .. } | Self::Panicked => false,
         }

@@ -25,7 +25,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::wire::{self, ServerEvent, ServerKind};
-use super::{AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth};
+use super::{
+    AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
+};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::event::Outbound;
 use crate::session::Session;
@@ -50,7 +52,9 @@ pub(crate) async fn run(
         Err(err) => return report(&outbox, err).await,
     };
     // A panic here must end this call (1011), never leave it without an upstream.
-    let driven = std::panic::AssertUnwindSafe(relay.drive(&config, &mut control)).catch_unwind().await;
+    let driven = std::panic::AssertUnwindSafe(relay.drive(&config, &mut control))
+        .catch_unwind()
+        .await;
     let error = match driven {
         Ok(Ok(())) => return,
         Ok(Err(err)) => err,
@@ -72,10 +76,15 @@ async fn report(outbox: &mpsc::Sender<Downstream>, err: BridgeError) {
 }
 
 async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
-    let mut request = config.url.as_str().into_client_request().map_err(|e| BridgeError::Connect(e.to_string()))?;
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| BridgeError::Connect(e.to_string()))?;
     let headers = request.headers_mut();
     let header = |value: String| {
-        http::HeaderValue::from_str(&value).map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
+        http::HeaderValue::from_str(&value)
+            .map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
     };
     match &config.auth {
         UpstreamAuth::None => {}
@@ -144,15 +153,27 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(config: &BridgeConfig, session: Arc<Session>, outbox: mpsc::Sender<Downstream>, audio: Arc<AudioQueue>) -> Result<Self, BridgeError> {
+    fn new(
+        config: &BridgeConfig,
+        session: Arc<Session>,
+        outbox: mpsc::Sender<Downstream>,
+        audio: Arc<AudioQueue>,
+    ) -> Result<Self, BridgeError> {
         let upstream = session.upstream_audio.format();
         let transcoder = if upstream == session.media_format {
             None
         } else {
-            Some(Transcoder::new(upstream, session.media_format).map_err(|e| BridgeError::Audio(e.to_string()))?)
+            Some(
+                Transcoder::new(upstream, session.media_format)
+                    .map_err(|e| BridgeError::Audio(e.to_string()))?,
+            )
         };
         Ok(Self {
-            session_update: wire::session_update(config.dialect, session.upstream_audio, &config.session),
+            session_update: wire::session_update(
+                config.dialect,
+                session.upstream_audio,
+                &config.session,
+            ),
             dialect: config.dialect,
             session,
             outbox,
@@ -175,7 +196,11 @@ impl Relay {
     }
 
     /// Connects, relays, and reconnects within the budget.
-    async fn drive(&mut self, config: &BridgeConfig, control: &mut mpsc::Receiver<Control>) -> Result<(), BridgeError> {
+    async fn drive(
+        &mut self,
+        config: &BridgeConfig,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> Result<(), BridgeError> {
         let policy = &config.reconnect;
         let mut attempts = 0u32;
         let mut failing_since: Option<Instant> = None;
@@ -188,8 +213,13 @@ impl Relay {
             };
             let outcome = match connected {
                 Ok(mut ws) => {
-                    metrics::histogram!("callgate_upstream_connect_seconds").record(started.elapsed().as_secs_f64());
-                    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, reseed = self.reseed, "upstream connected");
+                    metrics::histogram!("callgate_upstream_connect_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        reseed = self.reseed,
+                        "upstream connected"
+                    );
                     let outcome = self.relay(&mut ws, config, control).await;
                     if self.ready {
                         // The session worked: a later failure gets a fresh budget.
@@ -214,11 +244,17 @@ impl Relay {
                     attempts += 1;
                     if attempts > policy.max_attempts || since.elapsed() >= policy.budget {
                         metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "gave_up").increment(1);
-                        return Err(BridgeError::GaveUp { attempts: attempts - 1, last: Box::new(err) });
+                        return Err(BridgeError::GaveUp {
+                            attempts: attempts - 1,
+                            last: Box::new(err),
+                        });
                     }
-                    let delay = policy.backoff(attempts).min(policy.budget.saturating_sub(since.elapsed()));
+                    let delay = policy
+                        .backoff(attempts)
+                        .min(policy.budget.saturating_sub(since.elapsed()));
                     tracing::warn!(error = %err, attempt = attempts, delay_ms = delay.as_millis() as u64, "upstream lost; reconnecting");
-                    metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "attempt").increment(1);
+                    metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "attempt")
+                        .increment(1);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = control.recv() => return Ok(()),
@@ -229,7 +265,12 @@ impl Relay {
     }
 
     /// One upstream session, until the call stops, a rollover is due, or it fails.
-    async fn relay(&mut self, ws: &mut Upstream, config: &BridgeConfig, control: &mut mpsc::Receiver<Control>) -> Result<SessionEnd, BridgeError> {
+    async fn relay(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> Result<SessionEnd, BridgeError> {
         self.last_heard = Instant::now();
         self.rollover_at = None;
         self.expires_at = None;
@@ -284,7 +325,11 @@ impl Relay {
     }
 
     /// Sends every queued caller chunk, in order, with one flush.
-    async fn flush_audio(&mut self, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
+    async fn flush_audio(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         self.batch.clear();
         self.audio.drain_into(&mut self.batch);
         if self.batch.is_empty() {
@@ -295,7 +340,8 @@ impl Relay {
         let sending = async {
             for chunk in &batch {
                 wire::append(chunk, &mut text);
-                ws.feed(Message::Text(std::mem::take(&mut text).into())).await?;
+                ws.feed(Message::Text(std::mem::take(&mut text).into()))
+                    .await?;
             }
             ws.flush().await
         };
@@ -308,11 +354,17 @@ impl Relay {
         result
     }
 
-    async fn on_event(&mut self, text: &str, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
+    async fn on_event(
+        &mut self,
+        text: &str,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         let event: ServerEvent<'_> = match serde_json::from_str(text) {
             Ok(event) => event,
             Err(error) => {
-                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid").increment(1);
+                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
+                    .increment(1);
                 tracing::debug!(%error, "unparseable upstream event ignored");
                 return Ok(());
             }
@@ -320,16 +372,31 @@ impl Relay {
         match ServerKind::of(&event.kind) {
             ServerKind::SessionCreated => {
                 self.plan_rollover(event.session.as_ref(), config);
-                send(ws, Message::Text(self.session_update.clone().into()), config).await?;
+                send(
+                    ws,
+                    Message::Text(self.session_update.clone().into()),
+                    config,
+                )
+                .await?;
             }
             ServerKind::SessionUpdated => {
                 #[cfg(feature = "fault-injection")]
-                if self.session.custom_parameters.get("callgate_fault").map(String::as_str) == Some("panic_in_bridge") {
+                if self
+                    .session
+                    .custom_parameters
+                    .get("callgate_fault")
+                    .map(String::as_str)
+                    == Some("panic_in_bridge")
+                {
                     panic!("fault injection: panic_in_bridge");
                 }
-                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio) {
+                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
+                {
                     if reported != self.session.upstream_audio {
-                        tracing::warn!(?reported, "upstream reports a different output format than configured");
+                        tracing::warn!(
+                            ?reported,
+                            "upstream reports a different output format than configured"
+                        );
                     }
                 }
                 if !self.ready {
@@ -354,23 +421,41 @@ impl Relay {
                 }
             }
             ServerKind::CallerTranscript => {
-                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "caller said");
+                tracing::debug!(
+                    item_id = event.item_id.as_deref(),
+                    transcript = event.transcript.as_deref(),
+                    "caller said"
+                );
                 self.remember("user", event.transcript);
             }
             ServerKind::AssistantTranscript => {
-                tracing::debug!(item_id = event.item_id.as_deref(), transcript = event.transcript.as_deref(), "assistant said");
+                tracing::debug!(
+                    item_id = event.item_id.as_deref(),
+                    transcript = event.transcript.as_deref(),
+                    "assistant said"
+                );
                 self.remember("assistant", event.transcript);
             }
             ServerKind::Error => {
-                let Some(error) = event.error else { return Ok(()) };
+                let Some(error) = event.error else {
+                    return Ok(());
+                };
                 if error.is_fatal() {
-                    return Err(BridgeError::Fatal { code: error.code.unwrap_or_default(), message: error.message.unwrap_or_default() });
+                    return Err(BridgeError::Fatal {
+                        code: error.code.unwrap_or_default(),
+                        message: error.message.unwrap_or_default(),
+                    });
                 }
                 if error.is_already_shorter() {
                     tracing::debug!("truncate past the end of an item (harmless)");
                 } else {
                     metrics::counter!("callgate_upstream_errors_total").increment(1);
-                    tracing::warn!(kind = error.kind.as_deref(), code = error.code.as_deref(), message = error.message.as_deref(), "upstream error event");
+                    tracing::warn!(
+                        kind = error.kind.as_deref(),
+                        code = error.code.as_deref(),
+                        message = error.message.as_deref(),
+                        "upstream error event"
+                    );
                 }
             }
             ServerKind::SpeechStopped | ServerKind::Other => {
@@ -382,19 +467,32 @@ impl Relay {
 
     /// Reads `expires_at` and plans the move to a fresh session `rollover_margin` before it.
     fn plan_rollover(&mut self, session: Option<&serde_json::Value>, config: &BridgeConfig) {
-        let Some(expires) = session.and_then(|s| s.get("expires_at")).and_then(serde_json::Value::as_u64) else { return };
+        let Some(expires) = session
+            .and_then(|s| s.get("expires_at"))
+            .and_then(serde_json::Value::as_u64)
+        else {
+            return;
+        };
         if expires == 0 {
             return;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
         let left = Duration::from_secs(expires.saturating_sub(now));
         let at = tokio::time::Instant::now() + left;
         self.expires_at = Some(at.checked_sub(Duration::from_millis(500)).unwrap_or(at));
-        self.rollover_at = Some(at.checked_sub(config.rollover_margin).unwrap_or_else(tokio::time::Instant::now));
+        self.rollover_at = Some(
+            at.checked_sub(config.rollover_margin)
+                .unwrap_or_else(tokio::time::Instant::now),
+        );
     }
 
     fn remember(&mut self, role: &'static str, text: Option<String>) {
-        let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return };
+        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+            return;
+        };
         if self.transcript.len() == TRANSCRIPT_MEMORY {
             self.transcript.pop_front();
         }
@@ -402,18 +500,29 @@ impl Relay {
     }
 
     /// Gives a new session the conversation so far, as text items.
-    async fn reseed_conversation(&mut self, ws: &mut Upstream, config: &BridgeConfig) -> Result<(), BridgeError> {
+    async fn reseed_conversation(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         let assistant_part = match self.dialect {
             RealtimeDialect::Ga => "output_text",
             RealtimeDialect::Beta => "text",
         };
         for (role, text) in &self.transcript {
-            let part = if *role == "user" { "input_text" } else { assistant_part };
+            let part = if *role == "user" {
+                "input_text"
+            } else {
+                assistant_part
+            };
             let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}});
             send(ws, Message::Text(item.to_string().into()), config).await?;
         }
         metrics::counter!("callgate_upstream_reseeds_total").increment(1);
-        tracing::info!(items = self.transcript.len(), "new upstream session re-seeded with the conversation so far");
+        tracing::info!(
+            items = self.transcript.len(),
+            "new upstream session re-seeded with the conversation so far"
+        );
         Ok(())
     }
 
@@ -425,7 +534,10 @@ impl Relay {
         transcoder.transcode(audio, &mut out);
         transcoder.flush(&mut out);
         let duration = Duration::from_millis(self.session.media_format.duration_ms(out.len()));
-        Some(Downstream::Fallback { payload: BASE64.encode(&out), duration })
+        Some(Downstream::Fallback {
+            payload: BASE64.encode(&out),
+            duration,
+        })
     }
 
     async fn on_audio_delta(&mut self, event: &ServerEvent<'_>) {
@@ -519,7 +631,11 @@ impl Relay {
 }
 
 /// Sends one message, treating a write that cannot complete in `stall_timeout` as a stall.
-async fn send(ws: &mut Upstream, message: Message, config: &BridgeConfig) -> Result<(), BridgeError> {
+async fn send(
+    ws: &mut Upstream,
+    message: Message,
+    config: &BridgeConfig,
+) -> Result<(), BridgeError> {
     match tokio::time::timeout(config.stall_timeout, ws.send(message)).await {
         Err(_) => Err(BridgeError::Stalled),
         Ok(result) => result.map_err(closed),
@@ -539,7 +655,10 @@ fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {
 
 /// Closes the upstream with 1000 and waits briefly for its reply.
 async fn close(ws: &mut Upstream) {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "call ended".into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "call ended".into(),
+    };
     if ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
