@@ -8,8 +8,9 @@
 //! - [`connection`]: the per-socket loop (carrier frames in, outbox out, shutdown).
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: any error → WebSocket close code.
+//! - [`security`]: auth modes, limits and caps built from configuration.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
-//! - [`client`] and [`wav`]: the `callgate call` carrier simulator.
+//! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
 //! - [`telemetry`]: logs and the Prometheus registry.
 //!
 //! [`run`] takes the listener, so tests bind `127.0.0.1:0`.

@@ -149,16 +149,32 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
+    let json = matches!(cli.log_format, LogFormat::Json);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
+        Command::Serve => {
+            let telemetry = telemetry::init(telemetry::TelemetryOptions { json, ..Default::default() });
+            let result = serve(cli.config).await;
+            // Export the spans of the last calls before exiting.
+            telemetry.shutdown().await;
+            result
+        }
+        other => {
+            telemetry::init_logging(json);
+            run_tool(cli.config, other).await
+        }
+    }
+}
+
+async fn run_tool(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => unreachable!("handled by main"),
         Command::CheckConfig => {
-            let config = load(cli.config)?;
+            let config = load(config)?;
             println!("configuration OK\n{config:#?}");
             Ok(())
         }
         Command::Call(args) => call(args).await,
-        Command::Token(args) => token(cli.config, args),
+        Command::Token(args) => token(config, args),
         Command::Loadtest(args) => loadtest(args).await,
     }
 }

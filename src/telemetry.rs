@@ -1,22 +1,132 @@
-//! Logs (human or JSON, `RUST_LOG`) and the Prometheus registry behind `/metrics`.
+//! Logs (human or JSON, `RUST_LOG`), traces over OTLP, and the Prometheus registry behind
+//! `/metrics`.
+//!
+//! Tracing is one `tracing` subscriber with up to three layers: the env filter, the log
+//! formatter, and `tracing-opentelemetry` exporting spans over OTLP when an endpoint is set
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). HTTP/protobuf is
+//! the default protocol; `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` needs the `otlp-grpc` feature.
+//! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER(_ARG)` are honoured
+//! by the OpenTelemetry SDK itself.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the log subscriber: `RUST_LOG` filters (default `info`), `json` selects JSON
-/// lines. Safe to call twice (the second call does nothing).
-pub fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+/// How to set telemetry up.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryOptions {
+    /// JSON log lines instead of human-readable ones.
+    pub json: bool,
+    /// Full OTLP traces URL (`…/v1/traces`); `None` reads the standard env variables, and
+    /// without them trace export is off.
+    pub otlp_traces_endpoint: Option<String>,
+    /// Log filter; `None` reads `RUST_LOG` (default `info`).
+    pub filter: Option<String>,
+}
+
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops trace export (call before exit).
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            // The provider's shutdown blocks until the batch is exported.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(error) = provider.shutdown() {
+                    eprintln!("trace export shutdown failed: {error}");
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Whether the environment asks for trace export.
+fn endpoint_from_env() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// Installs the subscriber (once per process; later calls only return a no-op guard).
+/// Must run inside a tokio runtime when trace export is on.
+pub fn init(options: TelemetryOptions) -> Telemetry {
+    let filter = match &options.filter {
+        Some(filter) => EnvFilter::new(filter),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let fmt = if options.json { fmt.json().boxed() } else { fmt.boxed() };
+    let provider = if options.otlp_traces_endpoint.is_some() || endpoint_from_env() {
+        match tracer_provider(options.otlp_traces_endpoint.as_deref()) {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                eprintln!("OTLP trace export disabled: {error}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("callgate")));
+    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().is_ok();
+    Telemetry { provider: if installed { provider } else { None } }
+}
+
+fn tracer_provider(endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
+    let grpc = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc");
+    let exporter = if grpc {
+        grpc_exporter(endpoint)?
+    } else {
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder.build()?
+    };
+    let mut resource = Resource::builder();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name"));
+    if !named {
+        resource = resource.with_service_name("callgate");
+    }
+    // Spans are exported from the tokio runtime (the HTTP client is hyper's).
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build()).build())
+}
+
+#[cfg(feature = "otlp-grpc")]
+fn grpc_exporter(endpoint: Option<&str>) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    Ok(builder.build()?)
+}
+
+#[cfg(not(feature = "otlp-grpc"))]
+fn grpc_exporter(_endpoint: Option<&str>) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    anyhow::bail!("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs callgate built with --features otlp-grpc")
+}
+
+/// Installs the log subscriber only (tools and tests that export no traces).
+pub fn init_logging(json: bool) {
+    let _ = init(TelemetryOptions { json, ..TelemetryOptions::default() });
 }
 
 /// The process-wide metrics registry (installed on first use).
