@@ -214,6 +214,8 @@ struct Call<'a> {
     client_ip: callgate_layers::http::client_ip::ClientIp,
     /// Only for carriers without marks that must not be sent audio far ahead.
     pacer: Option<Pacer>,
+    /// Upstream delta received → carrier frame written (handle cached).
+    latency_outbound: metrics::Histogram,
 }
 
 impl Call<'_> {
@@ -256,6 +258,7 @@ impl Call<'_> {
             bad_total: 0,
             client_ip,
             pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
+            latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
         };
         // Per-socket message rate: a flood from one carrier socket cannot starve the others.
         let rate = GlobalLimiter::new(quota(
@@ -313,14 +316,16 @@ impl Call<'_> {
                         }
                     }
                     Some(item) = downstream.recv() => match item {
-                        Downstream::Out(message) => {
+                        Downstream::Out(message, received) => {
                             if call.on_outbound(&mut *socket, &message).await.is_err() {
                                 break None;
                             }
+                            call.observe(&message, received);
                         }
                         Downstream::Fallback { payload, duration } => {
                             // The carrier plays the fallback; the close follows once it has.
                             let audio = Outbound::Media { payload };
+                            tracing::warn!(duration_ms = duration.as_millis() as u64, "playing the fallback audio");
                             let end = Outbound::Mark { name: "fallback".into() };
                             if call.on_outbound(&mut *socket, &audio).await.is_err() || call.on_outbound(&mut *socket, &end).await.is_err() {
                                 break None;
@@ -409,6 +414,22 @@ impl Call<'_> {
             }
         }
         outcome
+    }
+
+    /// Latency of one message from the upstream event that caused it to the carrier write.
+    fn observe(&self, message: &Outbound, received: std::time::Instant) {
+        let elapsed = received.elapsed().as_secs_f64();
+        match message {
+            Outbound::Media { .. } => self.latency_outbound.record(elapsed),
+            Outbound::Clear => {
+                metrics::histogram!("callgate_barge_in_clear_seconds").record(elapsed)
+            }
+            Outbound::Mark { name } => {
+                if let Some(session) = self.ctx.session() {
+                    session.mark_sent(name);
+                }
+            }
+        }
     }
 
     /// Encodes and sends one message from the bridge.

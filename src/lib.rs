@@ -44,6 +44,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     telemetry::metrics();
+    telemetry::spawn_metrics_upkeep();
     let loopback = if config.uses_loopback() {
         let loopback = loopback::start().await?;
         tracing::warn!(

@@ -152,7 +152,10 @@ async fn main() -> anyhow::Result<()> {
     let json = matches!(cli.log_format, LogFormat::Json);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let telemetry = telemetry::init(telemetry::TelemetryOptions { json, ..Default::default() });
+            let telemetry = telemetry::init(telemetry::TelemetryOptions {
+                json,
+                ..Default::default()
+            });
             let result = serve(cli.config).await;
             // Export the spans of the last calls before exiting.
             telemetry.shutdown().await;

@@ -54,9 +54,12 @@ impl Telemetry {
 
 /// Whether the environment asks for trace export.
 fn endpoint_from_env() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// Installs the subscriber (once per process; later calls only return a no-op guard).
@@ -67,7 +70,11 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let fmt = tracing_subscriber::fmt::layer().with_target(false);
-    let fmt = if options.json { fmt.json().boxed() } else { fmt.boxed() };
+    let fmt = if options.json {
+        fmt.json().boxed()
+    } else {
+        fmt.boxed()
+    };
     let provider = if options.otlp_traces_endpoint.is_some() || endpoint_from_env() {
         match tracer_provider(options.otlp_traces_endpoint.as_deref()) {
             Ok(provider) => Some(provider),
@@ -79,9 +86,18 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
     } else {
         None
     };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("callgate")));
-    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().is_ok();
-    Telemetry { provider: if installed { provider } else { None } }
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("callgate")));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .is_ok();
+    Telemetry {
+        provider: if installed { provider } else { None },
+    }
 }
 
 fn tracer_provider(endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
@@ -89,7 +105,9 @@ fn tracer_provider(endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> 
     let exporter = if grpc {
         grpc_exporter(endpoint)?
     } else {
-        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary);
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }
@@ -102,12 +120,16 @@ fn tracer_provider(endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> 
         resource = resource.with_service_name("callgate");
     }
     // Spans are exported from the tokio runtime (the HTTP client is hyper's).
-    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-        exporter,
-        opentelemetry_sdk::runtime::Tokio,
-    )
-    .build();
-    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build()).build())
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource.build())
+        .build())
 }
 
 #[cfg(feature = "otlp-grpc")]
@@ -126,20 +148,43 @@ fn grpc_exporter(_endpoint: Option<&str>) -> anyhow::Result<opentelemetry_otlp::
 
 /// Installs the log subscriber only (tools and tests that export no traces).
 pub fn init_logging(json: bool) {
-    let _ = init(TelemetryOptions { json, ..TelemetryOptions::default() });
+    let _ = init(TelemetryOptions {
+        json,
+        ..TelemetryOptions::default()
+    });
 }
 
 /// The process-wide metrics registry (installed on first use).
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Latencies render as histograms (not summaries) with buckets from 0.5 ms to 10 s.
+        let buckets = [
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .expect("non-empty buckets")
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (embedding, tests); then this registry
         // simply stays empty.
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds, so memory stays
+/// flat between scrapes.
+pub fn spawn_metrics_upkeep() {
+    let handle = metrics();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// The metrics in Prometheus text format.

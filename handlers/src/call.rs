@@ -98,6 +98,8 @@ pub struct CallContext {
     pub identity: CallIdentity,
     /// Set when the call must authenticate in `start`.
     pub start_auth: Option<Arc<dyn StartAuth>>,
+    /// The call's span (the context was created inside it); the bridge task runs in it.
+    pub span: tracing::Span,
     started: Mutex<Started>,
 }
 
@@ -140,6 +142,7 @@ impl CallContext {
             outbox,
             identity,
             start_auth,
+            span: tracing::Span::current(),
             started: Mutex::new(Started::default()),
         })
     }
@@ -174,6 +177,7 @@ impl CallContext {
             self.bridge_config.clone(),
             session.clone(),
             self.outbox.clone(),
+            self.span.clone(),
         );
         started.session = Some(session.clone());
         started.bridge = Some(Arc::new(bridge));

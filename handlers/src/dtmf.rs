@@ -39,7 +39,7 @@ impl DtmfHandler {
         {
             panic!("fault injection: panic_on_dtmf");
         }
-        tracing::debug!(digit = "[redacted]", "dtmf received");
+        tracing::info!(digit = "[redacted]", "dtmf received");
         Ok(Flow::Continue)
     }
 }

@@ -30,7 +30,11 @@ impl MarkHandler {
         }
         session.touch();
         session.counters.marks_acked.fetch_add(1, Relaxed);
-        tracing::debug!(name = %mark.name, "mark played");
+        if let Some(round_trip) = session.mark_echoed(&mark.name) {
+            metrics::histogram!("callgate_mark_round_trip_seconds")
+                .record(round_trip.as_secs_f64());
+        }
+        tracing::info!(name = %mark.name, "mark played");
         Ok(Flow::Continue)
     }
 }

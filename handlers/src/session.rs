@@ -4,7 +4,7 @@
 //! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`,
 //! so the hot path (one media frame) touches no lock at all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -80,6 +80,8 @@ pub struct Session {
     last_activity_ms: AtomicU64,
     /// Live counters.
     pub counters: Counters,
+    /// Marks written to the carrier and not yet echoed, with when (round-trip histogram).
+    pending_marks: Mutex<VecDeque<(String, Instant)>>,
 }
 
 impl Session {
@@ -98,6 +100,25 @@ impl Session {
     /// Time since `start`.
     pub fn age(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Records that mark `name` was written to the carrier now.
+    pub fn mark_sent(&self, name: &str) {
+        let mut marks = self.pending_marks.lock().unwrap_or_else(|p| p.into_inner());
+        if marks.len() == 64 {
+            marks.pop_front();
+        }
+        marks.push_back((name.to_owned(), Instant::now()));
+    }
+
+    /// The echo of mark `name` arrived: its round trip, if we sent it.
+    pub fn mark_echoed(&self, name: &str) -> Option<Duration> {
+        let mut marks = self.pending_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let index = marks.iter().position(|(n, _)| n == name)?;
+        let (_, sent) = marks.remove(index)?;
+        // Earlier marks were echoed out of order or lost in a clear: forget them.
+        marks.drain(..index);
+        Some(sent.elapsed())
     }
 }
 
@@ -138,6 +159,7 @@ impl SessionStore {
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             counters: Counters::default(),
+            pending_marks: Mutex::new(VecDeque::new()),
         });
         self.lock().insert(id, session.clone());
         session

@@ -190,8 +190,9 @@ impl ReconnectPolicy {
 /// What the bridge asks the connection to do.
 #[derive(Debug)]
 pub enum Downstream {
-    /// Send this to the carrier.
-    Out(Outbound),
+    /// Send this to the carrier; the instant is when the upstream event that caused it
+    /// arrived (for the gateway-latency and barge-in histograms).
+    Out(Outbound, std::time::Instant),
     /// Play this (base64, carrier format) before the call ends: the upstream is gone.
     Fallback {
         /// The audio.
@@ -328,16 +329,14 @@ pub fn spawn(
     config: Arc<BridgeConfig>,
     session: Arc<Session>,
     outbox: mpsc::Sender<Downstream>,
+    span: tracing::Span,
 ) -> BridgeHandle {
     let audio = Arc::new(AudioQueue::new(config.queue_frames));
     let (control, control_rx) = mpsc::channel(4);
-    let task = tokio::spawn(task::run(
-        config,
-        session,
-        outbox,
-        audio.clone(),
-        control_rx,
-    ));
+    // The task runs inside the call's span, so its spans (upstream.connect, turn) and logs
+    // belong to the call's trace.
+    let run = task::run(config, session, outbox, audio.clone(), control_rx);
+    let task = tokio::spawn(tracing::Instrument::instrument(run, span));
     BridgeHandle {
         audio,
         control,

@@ -6,13 +6,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
 /// A bounded, drop-oldest queue of base64 audio chunks (already in the upstream format).
 #[derive(Debug)]
 pub struct AudioQueue {
-    frames: Mutex<VecDeque<String>>,
+    frames: Mutex<VecDeque<(Instant, String)>>,
     capacity: usize,
     ready: Notify,
     dropped: AtomicU64,
@@ -29,8 +30,10 @@ impl AudioQueue {
         }
     }
 
-    /// Queues a chunk; returns true when an older chunk had to be dropped for it.
+    /// Queues a chunk, stamped with the time it was accepted (for the gateway-latency
+    /// histogram); returns true when an older chunk had to be dropped for it.
     pub fn push(&self, chunk: String) -> bool {
+        let chunk = (Instant::now(), chunk);
         let dropped = {
             let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
             let dropped = if frames.len() >= self.capacity {
@@ -49,8 +52,8 @@ impl AudioQueue {
         dropped
     }
 
-    /// Moves every queued chunk into `out` (in order).
-    pub fn drain_into(&self, out: &mut Vec<String>) {
+    /// Moves every queued chunk, with its acceptance time, into `out` (in order).
+    pub fn drain_into(&self, out: &mut Vec<(Instant, String)>) {
         let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
         out.extend(frames.drain(..));
     }
@@ -89,7 +92,8 @@ mod tests {
         assert_eq!(q.dropped(), 2);
         let mut out = Vec::new();
         q.drain_into(&mut out);
-        assert_eq!(out, ["2", "3", "4"]);
+        let chunks: Vec<&str> = out.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(chunks, ["2", "3", "4"]);
         assert!(q.is_empty());
     }
 

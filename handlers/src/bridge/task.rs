@@ -149,7 +149,15 @@ struct Relay {
     transcoder: Option<Transcoder>,
     raw: Vec<u8>,
     converted: Vec<u8>,
-    batch: Vec<String>,
+    batch: Vec<(Instant, String)>,
+    /// When the upstream message being handled arrived.
+    received: Instant,
+    /// Caller stopped speaking → first reply audio: the turn's start and span.
+    turn: Option<(Instant, tracing::Span)>,
+    /// `session.update` sent → `session.updated`.
+    configuring: Option<(Instant, tracing::Span)>,
+    /// Carrier frame accepted → upstream append written (handle cached: this runs per frame).
+    latency_inbound: metrics::Histogram,
 }
 
 impl Relay {
@@ -192,6 +200,10 @@ impl Relay {
             raw: Vec::new(),
             converted: Vec::new(),
             batch: Vec::new(),
+            received: Instant::now(),
+            turn: None,
+            configuring: None,
+            latency_inbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "inbound"),
         })
     }
 
@@ -206,8 +218,12 @@ impl Relay {
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
+            let connecting = tracing::Instrument::instrument(
+                connect(config),
+                tracing::info_span!("upstream.connect", attempt = attempts),
+            );
             let connected = tokio::select! {
-                ws = connect(config) => ws,
+                ws = connecting => ws,
                 // The call ended while we were connecting: nothing to close.
                 _ = control.recv() => return Ok(()),
             };
@@ -288,6 +304,7 @@ impl Relay {
                 }
                 message = ws.next() => {
                     self.last_heard = Instant::now();
+                    self.received = self.last_heard;
                     match message {
                         Some(Ok(Message::Text(text))) => self.on_event(&text, ws, config).await?,
                         Some(Ok(Message::Close(frame))) => {
@@ -338,7 +355,7 @@ impl Relay {
         let mut text = String::new();
         let batch = std::mem::take(&mut self.batch);
         let sending = async {
-            for chunk in &batch {
+            for (_, chunk) in &batch {
                 wire::append(chunk, &mut text);
                 ws.feed(Message::Text(std::mem::take(&mut text).into()))
                     .await?;
@@ -349,6 +366,12 @@ impl Relay {
             Err(_) => Err(BridgeError::Stalled),
             Ok(result) => result.map_err(closed),
         };
+        if result.is_ok() {
+            for (accepted, _) in &batch {
+                self.latency_inbound
+                    .record(accepted.elapsed().as_secs_f64());
+            }
+        }
         self.batch = batch;
         self.batch.clear();
         result
@@ -372,6 +395,8 @@ impl Relay {
         match ServerKind::of(&event.kind) {
             ServerKind::SessionCreated => {
                 self.plan_rollover(event.session.as_ref(), config);
+                let span = tracing::info_span!("session.update", audio = ?self.session.upstream_audio, ready_ms = tracing::field::Empty);
+                self.configuring = Some((Instant::now(), span));
                 send(
                     ws,
                     Message::Text(self.session_update.clone().into()),
@@ -398,6 +423,9 @@ impl Relay {
                             "upstream reports a different output format than configured"
                         );
                     }
+                }
+                if let Some((sent, span)) = self.configuring.take() {
+                    span.record("ready_ms", sent.elapsed().as_millis() as u64);
                 }
                 if !self.ready {
                     if self.reseed {
@@ -449,7 +477,7 @@ impl Relay {
                 if error.is_already_shorter() {
                     tracing::debug!("truncate past the end of an item (harmless)");
                 } else {
-                    metrics::counter!("callgate_upstream_errors_total").increment(1);
+                    metrics::counter!("callgate_upstream_errors_total", "code" => error_code_label(error.code.as_deref())).increment(1);
                     tracing::warn!(
                         kind = error.kind.as_deref(),
                         code = error.code.as_deref(),
@@ -458,7 +486,16 @@ impl Relay {
                     );
                 }
             }
-            ServerKind::SpeechStopped | ServerKind::Other => {
+            ServerKind::SpeechStopped => {
+                // A turn: from the caller's silence to the model's first audio.
+                let span = tracing::info_span!(
+                    "turn",
+                    item_id = event.item_id.as_deref(),
+                    latency_ms = tracing::field::Empty
+                );
+                self.turn = Some((self.received, span));
+            }
+            ServerKind::Other => {
                 tracing::trace!(kind = &*event.kind, "upstream event");
             }
         }
@@ -580,6 +617,11 @@ impl Relay {
             }
         };
         self.speaking = true;
+        if let Some((stopped, span)) = self.turn.take() {
+            let latency = stopped.elapsed();
+            span.record("latency_ms", latency.as_millis() as u64);
+            metrics::histogram!("callgate_model_first_audio_seconds").record(latency.as_secs_f64());
+        }
         self.emit(Outbound::Media { payload }).await;
     }
 
@@ -626,7 +668,34 @@ impl Relay {
     async fn emit(&self, message: Outbound) {
         // The connection loop owns the carrier socket; if it is gone the call is ending and
         // the control channel will stop us.
-        let _ = self.outbox.send(Downstream::Out(message)).await;
+        let _ = self
+            .outbox
+            .send(Downstream::Out(message, self.received))
+            .await;
+    }
+}
+
+/// Upstream error codes as a bounded metric label.
+fn error_code_label(code: Option<&str>) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "invalid_event",
+        "invalid_value",
+        "invalid_request_error",
+        "session_expired",
+        "server_error",
+        "rate_limit_exceeded",
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "item_truncate_invalid_item_id",
+        "input_audio_buffer_commit_empty",
+    ];
+    match code {
+        None => "none",
+        Some(code) => KNOWN
+            .iter()
+            .find(|k| **k == code)
+            .copied()
+            .unwrap_or("other"),
     }
 }
 
