@@ -340,6 +340,8 @@ pub struct SecurityConfig {
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
     /// Time a `token_in_start` call has to present a valid `start`.
     pub start_token_deadline_ms: u64,
+    /// Bearer token for the admin API (`/v1/calls`); empty turns it off.
+    pub admin_token: Secret,
     /// JWT settings.
     pub jwt: JwtConfig,
     /// Twilio signature settings.
@@ -373,6 +375,7 @@ impl Default for SecurityConfig {
             max_calls_per_tenant: 1_000,
             tenants: Default::default(),
             start_token_deadline_ms: 5_000,
+            admin_token: Secret::default(),
             jwt: JwtConfig::default(),
             twilio: TwilioConfig::default(),
             basic: BasicConfig::default(),
@@ -465,7 +468,7 @@ pub struct BasicConfig {
 }
 
 /// Paths the gateway serves itself.
-const RESERVED: &[&str] = &["/healthz", "/health", "/metrics"];
+const RESERVED: &[&str] = &["/healthz", "/health", "/readyz", "/metrics", "/v1/calls"];
 
 /// Every problem found while loading.
 #[derive(Debug)]

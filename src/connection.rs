@@ -59,8 +59,16 @@ pub async fn serve(
         frames_in = tracing::field::Empty,
         frames_out = tracing::field::Empty,
         bad_frames = tracing::field::Empty,
+        audio_dropped = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        model = %state.model,
         tenant = admission.identity.tenant.as_deref(),
         subject = admission.identity.subject.as_deref(),
+        // OpenTelemetry semantic conventions where one exists.
+        "otel.kind" = "server",
+        "url.path" = %route.path,
+        "client.address" = %admission.client_ip.0,
+        "otel.status_code" = tracing::field::Empty,
     );
     async move {
         let _live = state.live_call();
@@ -482,11 +490,16 @@ impl Call<'_> {
             let c = &session.counters;
             span.record("frames_in", c.frames_in.load(Relaxed));
             span.record("frames_out", c.frames_out.load(Relaxed));
+            span.record("audio_dropped", c.audio_dropped.load(Relaxed));
         }
         span.record("bad_frames", self.bad_total);
         let send = close.is_some();
         let reason = close.unwrap_or(CloseReason::NORMAL);
         span.record("close_code", reason.code);
+        span.record("outcome", reason.outcome());
+        if reason.code == 1011 {
+            span.record("otel.status_code", "ERROR");
+        }
         if send {
             send_close(socket, &reason).await;
         }

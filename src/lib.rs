@@ -83,6 +83,7 @@ pub async fn run(
         &state,
         Duration::from_secs(config.calls.idle_session_timeout_s.max(1)),
     );
+    spawn_upstream_probe(&state, loopback.is_none());
     let app = routes::router(&config, state.clone())?;
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
     // The accept loop runs through the drain, so late upgrades get a 503 rather than a
@@ -188,6 +189,45 @@ async fn serve(
     }
     // Connections still reading headers end with the process (or their header timeout);
     // upgraded calls have seen `shutdown` and close with 1001.
+}
+
+/// Readiness follows the upstream: every 5 s a TCP connect to its host and port (2 s limit).
+fn spawn_upstream_probe(state: &AppState, enabled: bool) {
+    if !enabled {
+        return;
+    }
+    let Some(target) = upstream_host_port(&state.bridge.url) else { return };
+    let reachable = state.upstream_reachable.clone();
+    let hard_stop = state.hard_stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = hard_stop.cancelled() => return,
+            }
+            let ok = matches!(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&target)).await, Ok(Ok(_)));
+            if reachable.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
+                if ok {
+                    tracing::info!(target, "upstream reachable again: ready");
+                } else {
+                    tracing::warn!(target, "upstream unreachable: not ready");
+                }
+            }
+        }
+    });
+}
+
+/// `host:port` of a ws:// or wss:// URL.
+fn upstream_host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        Some(authority.to_owned())
+    } else {
+        Some(format!("{authority}:{}", if scheme == "ws" { 80 } else { 443 }))
+    }
 }
 
 /// Periodically reaps idle sessions and sweeps the limiters' per-IP state.

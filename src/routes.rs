@@ -111,6 +111,12 @@ pub struct AppState {
     live: Arc<std::sync::atomic::AtomicUsize>,
     /// Admission: limits, caps, auth.
     pub security: Arc<Security>,
+    /// The model name, for spans.
+    pub model: Arc<str>,
+    /// Whether the upstream endpoint answered the last reachability probe.
+    pub upstream_reachable: Arc<std::sync::atomic::AtomicBool>,
+    /// Bearer token for `/v1/calls` (empty: those endpoints are off).
+    pub admin_token: callgate_handlers::bridge::Secret,
     next_id: Arc<AtomicU64>,
 }
 
@@ -130,6 +136,9 @@ impl AppState {
             hard_stop: CancellationToken::new(),
             live: Arc::default(),
             security: Arc::new(security),
+            model: config.upstream.model.as_str().into(),
+            upstream_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            admin_token: config.security.admin_token.clone(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -247,6 +256,8 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
         .route("/healthz", get(healthz))
         .route("/health", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/calls", get(list_calls))
+        .route("/v1/calls/{call_sid}", get(show_call))
         .route("/metrics", get(metrics))
         .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
@@ -276,17 +287,83 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 /// Ready to take calls: false (503) once draining has begun.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let draining = state.shutdown.is_cancelled();
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
+    let upstream = state.upstream_reachable.load(Relaxed);
+    let ready = !draining && upstream;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({"ready": ready, "draining": draining, "upstream_reachable": upstream, "calls": state.live_calls()});
+    (status, Json(body))
+}
+
+/// `GET /v1/calls`: live calls and their counters (admin token required).
+async fn list_calls(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if let Err(refused) = admin(&state, &headers) {
+        return refused;
+    }
+    let mut calls: Vec<_> = state.store.all().iter().map(|s| call_json(s)).collect();
+    calls.sort_by_key(|c| c["call_id"].as_u64());
+    Json(serde_json::json!({"calls": calls})).into_response()
+}
+
+/// `GET /v1/calls/{call_sid}`: one live call (admin token required).
+async fn show_call(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(call_sid): axum::extract::Path<String>,
+) -> axum::response::Response {
+    if let Err(refused) = admin(&state, &headers) {
+        return refused;
+    }
+    match state.store.find_call(&call_sid) {
+        Some(session) => Json(call_json(&session)).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such live call\n").into_response(),
+    }
+}
+
+/// Checks `Authorization: Bearer <security.admin_token>` in constant time.
+fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), axum::response::Response> {
+    use subtle::ConstantTimeEq;
+    let expected = state.admin_token.expose();
+    if expected.is_empty() {
+        return Err((StatusCode::NOT_FOUND, "admin API disabled (security.admin_token)\n").into_response());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
     } else {
-        StatusCode::OK
-    };
-    (
-        status,
-        Json(
-            serde_json::json!({"ready": !draining, "draining": draining, "calls": state.live_calls()}),
-        ),
-    )
+        Err((StatusCode::UNAUTHORIZED, "unauthorized\n").into_response())
+    }
+}
+
+fn call_json(s: &callgate_handlers::session::Session) -> serde_json::Value {
+    let c = &s.counters;
+    let started = s.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    serde_json::json!({
+        "call_id": s.id,
+        "carrier": s.dialect.name(),
+        "call_sid": s.call_sid,
+        "stream_sid": s.stream_sid,
+        "account_sid": s.account_sid,
+        "tenant": s.identity.tenant,
+        "started_at": started,
+        "duration_s": s.age().as_secs(),
+        "idle_ms": s.idle_for().as_millis() as u64,
+        "media_format": format!("{:?}", s.media_format),
+        "upstream_audio": format!("{:?}", s.upstream_audio),
+        "frames_in": c.frames_in.load(Relaxed),
+        "bytes_in": c.bytes_in.load(Relaxed),
+        "frames_out": c.frames_out.load(Relaxed),
+        "bytes_out": c.bytes_out.load(Relaxed),
+        "marks_sent": c.marks_sent.load(Relaxed),
+        "marks_acked": c.marks_acked.load(Relaxed),
+        "dtmf": c.dtmf.load(Relaxed),
+        "bad_frames": c.bad_frames.load(Relaxed),
+        "audio_dropped": c.audio_dropped.load(Relaxed),
+        "clears": c.clears.load(Relaxed),
+    })
 }
 
 async fn metrics() -> impl IntoResponse {
