@@ -71,6 +71,26 @@ fn frame_path(c: &mut Criterion) {
     });
     bench_pipeline(c, "frame/pipeline_pcmu_passthrough", UpstreamAudio::Pcmu);
     bench_pipeline(c, "frame/pipeline_pcm24k_transcode", UpstreamAudio::Pcm24k);
+    // The same frame with the production subscriber installed: log formatting (to a sink)
+    // and the OpenTelemetry layer with a sampling tracer (spans are built, not exported).
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("info"))
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            let _entered = span.enter();
+            bench_pipeline(
+                c,
+                "frame/pipeline_pcmu_passthrough_telemetry_on",
+                UpstreamAudio::Pcmu,
+            );
+        });
+    }
 
     let mut twilio = Writer::new(Dialect::Twilio, SID, AudioFormat::Mulaw);
     let mut smartflo = Writer::new(Dialect::Smartflo, SID, AudioFormat::Mulaw);

@@ -196,7 +196,9 @@ fn spawn_upstream_probe(state: &AppState, enabled: bool) {
     if !enabled {
         return;
     }
-    let Some(target) = upstream_host_port(&state.bridge.url) else { return };
+    let Some(target) = upstream_host_port(&state.bridge.url) else {
+        return;
+    };
     let reachable = state.upstream_reachable.clone();
     let hard_stop = state.hard_stop.clone();
     tokio::spawn(async move {
@@ -206,7 +208,14 @@ fn spawn_upstream_probe(state: &AppState, enabled: bool) {
                 _ = tick.tick() => {}
                 _ = hard_stop.cancelled() => return,
             }
-            let ok = matches!(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&target)).await, Ok(Ok(_)));
+            let ok = matches!(
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(&target)
+                )
+                .await,
+                Ok(Ok(_))
+            );
             if reachable.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
                 if ok {
                     tracing::info!(target, "upstream reachable again: ready");
@@ -223,10 +232,16 @@ fn upstream_host_port(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?']).next()?;
     let authority = authority.rsplit('@').next()?;
-    if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
         Some(authority.to_owned())
     } else {
-        Some(format!("{authority}:{}", if scheme == "ws" { 80 } else { 443 }))
+        Some(format!(
+            "{authority}:{}",
+            if scheme == "ws" { 80 } else { 443 }
+        ))
     }
 }
 

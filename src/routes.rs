@@ -289,15 +289,22 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let draining = state.shutdown.is_cancelled();
     let upstream = state.upstream_reachable.load(Relaxed);
     let ready = !draining && upstream;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({"ready": ready, "draining": draining, "upstream_reachable": upstream, "calls": state.live_calls()});
     (status, Json(body))
 }
 
 /// `GET /v1/calls`: live calls and their counters (admin token required).
-async fn list_calls(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+async fn list_calls(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     if let Err(refused) = admin(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let mut calls: Vec<_> = state.store.all().iter().map(|s| call_json(s)).collect();
     calls.sort_by_key(|c| c["call_id"].as_u64());
@@ -311,7 +318,7 @@ async fn show_call(
     axum::extract::Path(call_sid): axum::extract::Path<String>,
 ) -> axum::response::Response {
     if let Err(refused) = admin(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     match state.store.find_call(&call_sid) {
         Some(session) => Json(call_json(&session)).into_response(),
@@ -320,11 +327,17 @@ async fn show_call(
 }
 
 /// Checks `Authorization: Bearer <security.admin_token>` in constant time.
-fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), axum::response::Response> {
+fn admin(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
     use subtle::ConstantTimeEq;
     let expected = state.admin_token.expose();
     if expected.is_empty() {
-        return Err((StatusCode::NOT_FOUND, "admin API disabled (security.admin_token)\n").into_response());
+        return Err((
+            StatusCode::NOT_FOUND,
+            "admin API disabled (security.admin_token)\n",
+        ));
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -334,13 +347,17 @@ fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), axum::
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err((StatusCode::UNAUTHORIZED, "unauthorized\n").into_response())
+        Err((StatusCode::UNAUTHORIZED, "unauthorized\n"))
     }
 }
 
 fn call_json(s: &callgate_handlers::session::Session) -> serde_json::Value {
     let c = &s.counters;
-    let started = s.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let started = s
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     serde_json::json!({
         "call_id": s.id,
         "carrier": s.dialect.name(),

@@ -16,8 +16,12 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         .iter()
         .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
             prometheus_parse::Value::Summary(_) => 0.0,
         })
         .sum()
@@ -38,7 +42,12 @@ async fn metrics_move_for_a_call() {
     upstream.send(0, json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 400, "item_id": "u1"})).await;
     let delta = base64::engine::general_purpose::STANDARD.encode([0x55u8; 800]);
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "a1", "delta": delta})).await;
-    upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"}),
+        )
+        .await;
     assert_eq!(carrier.recv().await["event"], "media");
     let mark = carrier.recv().await;
     carrier.send(json!({"event": "mark", "sequenceNumber": "30", "streamSid": SID, "mark": {"name": mark["mark"]["name"]}})).await;
@@ -53,25 +62,46 @@ async fn metrics_move_for_a_call() {
         let (b, a) = (value(&before, name, labels), value(&after, name, labels));
         assert!(a > b, "{name}{labels:?} did not move: {b} → {a}");
     };
-    grew("callgate_calls_total", &[("carrier", "twilio"), ("outcome", "completed")]);
-    grew("callgate_frames_total", &[("carrier", "twilio"), ("direction", "inbound")]);
-    grew("callgate_frames_total", &[("carrier", "twilio"), ("direction", "outbound")]);
+    grew(
+        "callgate_calls_total",
+        &[("carrier", "twilio"), ("outcome", "completed")],
+    );
+    grew(
+        "callgate_frames_total",
+        &[("carrier", "twilio"), ("direction", "inbound")],
+    );
+    grew(
+        "callgate_frames_total",
+        &[("carrier", "twilio"), ("direction", "outbound")],
+    );
     grew("callgate_barge_ins_total", &[]);
     // Histograms: their _count series.
-    grew("callgate_gateway_latency_seconds_count", &[("direction", "inbound")]);
-    grew("callgate_gateway_latency_seconds_count", &[("direction", "outbound")]);
+    grew(
+        "callgate_gateway_latency_seconds_count",
+        &[("direction", "inbound")],
+    );
+    grew(
+        "callgate_gateway_latency_seconds_count",
+        &[("direction", "outbound")],
+    );
     grew("callgate_model_first_audio_seconds_count", &[]);
     grew("callgate_mark_round_trip_seconds_count", &[]);
     grew("callgate_barge_in_clear_seconds_count", &[]);
     grew("callgate_upstream_connect_seconds_count", &[]);
     // Bounded labels only: no call or stream ids anywhere.
     let text = body(&gw.metrics().await);
-    assert!(!text.contains(SID) && !text.contains(&SID[2..]), "an id leaked into a label");
+    assert!(
+        !text.contains(SID) && !text.contains(&SID[2..]),
+        "an id leaked into a label"
+    );
     assert!(text.contains("# TYPE callgate_gateway_latency_seconds histogram"));
 }
 
 fn body(response: &str) -> String {
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,26 +114,43 @@ async fn readiness_fails_when_the_upstream_is_unreachable() {
     loop {
         let response = http_get(gw.addr, "/readyz").await;
         if response.starts_with("HTTP/1.1 503") {
-            assert!(response.contains("\"upstream_reachable\":false"), "{response}");
+            assert!(
+                response.contains("\"upstream_reachable\":false"),
+                "{response}"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "readiness never failed: {response}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never failed: {response}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // Liveness is unaffected.
-    assert!(http_get(gw.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(gw.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
     // With a reachable upstream, ready.
     let upstream = FakeUpstream::start().await;
     let ok = Gateway::start(Some(&upstream), |_| {}).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(http_get(ok.addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(ok.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 async fn get_with(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
@@ -113,23 +160,39 @@ async fn get_with(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -
 async fn the_admin_api_lists_live_calls_behind_its_token() {
     let upstream = FakeUpstream::start().await;
     let disabled = Gateway::start(Some(&upstream), |_| {}).await;
-    assert!(get_with(disabled.addr, "/v1/calls", Some("x")).await.starts_with("HTTP/1.1 404"));
-    let gw = Gateway::start(Some(&upstream), |c| c.security.admin_token = callgate_handlers::bridge::Secret::new("admin-secret")).await;
+    assert!(get_with(disabled.addr, "/v1/calls", Some("x"))
+        .await
+        .starts_with("HTTP/1.1 404"));
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.admin_token = callgate_handlers::bridge::Secret::new("admin-secret")
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     carrier.send(media(SID, 1, "/w==")).await;
     eventually(|| (!upstream.all_appends().is_empty()).then_some(())).await;
-    assert!(get_with(gw.addr, "/v1/calls", None).await.starts_with("HTTP/1.1 401"));
-    assert!(get_with(gw.addr, "/v1/calls", Some("wrong")).await.starts_with("HTTP/1.1 401"));
+    assert!(get_with(gw.addr, "/v1/calls", None)
+        .await
+        .starts_with("HTTP/1.1 401"));
+    assert!(get_with(gw.addr, "/v1/calls", Some("wrong"))
+        .await
+        .starts_with("HTTP/1.1 401"));
     let listing = get_with(gw.addr, "/v1/calls", Some("admin-secret")).await;
     assert!(listing.starts_with("HTTP/1.1 200"), "{listing}");
     let calls: serde_json::Value = serde_json::from_str(&body(&listing)).unwrap();
     assert_eq!(calls["calls"][0]["stream_sid"], SID);
     assert_eq!(calls["calls"][0]["frames_in"], 1);
     let call_sid = calls["calls"][0]["call_sid"].as_str().unwrap().to_owned();
-    let one = get_with(gw.addr, &format!("/v1/calls/{call_sid}"), Some("admin-secret")).await;
+    let one = get_with(
+        gw.addr,
+        &format!("/v1/calls/{call_sid}"),
+        Some("admin-secret"),
+    )
+    .await;
     assert!(one.starts_with("HTTP/1.1 200") && one.contains(SID));
-    assert!(get_with(gw.addr, "/v1/calls/CAnope", Some("admin-secret")).await.starts_with("HTTP/1.1 404"));
+    assert!(get_with(gw.addr, "/v1/calls/CAnope", Some("admin-secret"))
+        .await
+        .starts_with("HTTP/1.1 404"));
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
 }

@@ -19,13 +19,18 @@ use prost::Message as _;
 use serde_json::json;
 
 fn attr(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref()).map(|v| match v {
-        AnyValue::StringValue(s) => s.clone(),
-        AnyValue::IntValue(i) => i.to_string(),
-        AnyValue::BoolValue(b) => b.to_string(),
-        AnyValue::DoubleValue(d) => d.to_string(),
-        other => format!("{other:?}"),
-    })
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            AnyValue::IntValue(i) => i.to_string(),
+            AnyValue::BoolValue(b) => b.to_string(),
+            AnyValue::DoubleValue(d) => d.to_string(),
+            other => format!("{other:?}"),
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,8 +43,13 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
         post(move |body: axum::body::Bytes| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().push(ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf"));
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                sink.lock()
+                    .unwrap()
+                    .push(ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf"));
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }
         }),
     );
@@ -64,12 +74,20 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
             public_key_file: String::new(),
             private_key_file: String::new(),
         }];
-        let mut query = callgate::config::RouteConfig::new("/twilio-q", callgate_handlers::dialect::Dialect::Twilio, false);
+        let mut query = callgate::config::RouteConfig::new(
+            "/twilio-q",
+            callgate_handlers::dialect::Dialect::Twilio,
+            false,
+        );
         query.query_token = true;
         c.routes.push(query);
     })
     .await;
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("k".into());
     let token = jsonwebtoken::encode(
@@ -79,14 +97,23 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
     )
     .unwrap();
 
-    let mut carrier = Carrier::try_connect(&gw.url(&format!("/twilio-q?token={token}")), &[]).await.unwrap();
-    carrier.send(twilio_start(SID, json!({"tenant_hint": "x"}))).await;
+    let mut carrier = Carrier::try_connect(&gw.url(&format!("/twilio-q?token={token}")), &[])
+        .await
+        .unwrap();
+    carrier
+        .send(twilio_start(SID, json!({"tenant_hint": "x"})))
+        .await;
     carrier.send(media(SID, 1, "/w==")).await;
     upstream.wait_appends(0, 1).await;
     carrier.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": "7"}})).await;
     upstream.send(0, json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 300, "item_id": "u1"})).await;
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "a1", "delta": "/w=="})).await;
-    upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"}),
+        )
+        .await;
     carrier.recv().await;
     let mark = carrier.recv().await;
     carrier.send(json!({"event": "mark", "sequenceNumber": "4", "streamSid": SID, "mark": {"name": mark["mark"]["name"]}})).await;
@@ -104,10 +131,22 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
         .flat_map(|rs| rs.scope_spans.iter())
         .flat_map(|ss| ss.spans.iter().cloned())
         .collect();
-    let service = requests[0].resource_spans[0].resource.as_ref().map(|r| attr(&r.attributes, "service.name"));
+    let service = requests[0].resource_spans[0]
+        .resource
+        .as_ref()
+        .map(|r| attr(&r.attributes, "service.name"));
     assert_eq!(service, Some(Some("callgate".into())));
-    let by_name = |name: &str| spans.iter().filter(|s| s.name == name).cloned().collect::<Vec<_>>();
-    let call = by_name("call").into_iter().find(|s| attr(&s.attributes, "stream_sid").as_deref() == Some(SID)).expect("a call span");
+    let by_name = |name: &str| {
+        spans
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let call = by_name("call")
+        .into_iter()
+        .find(|s| attr(&s.attributes, "stream_sid").as_deref() == Some(SID))
+        .expect("a call span");
     let a = |key: &str| attr(&call.attributes, key);
     assert_eq!(a("carrier").as_deref(), Some("twilio"));
     assert_eq!(a("close_code").as_deref(), Some("1000"));
@@ -118,29 +157,61 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
     assert!(a("call_sid").is_some());
     // Children in the same trace, parented on the call span.
     for child in ["upstream.connect", "session.update", "turn"] {
-        let span = by_name(child).into_iter().find(|s| s.trace_id == call.trace_id).unwrap_or_else(|| panic!("no {child} span in the call's trace"));
-        assert_eq!(span.parent_span_id, call.span_id, "{child} is not a child of the call span");
+        let span = by_name(child)
+            .into_iter()
+            .find(|s| s.trace_id == call.trace_id)
+            .unwrap_or_else(|| panic!("no {child} span in the call's trace"));
+        assert_eq!(
+            span.parent_span_id, call.span_id,
+            "{child} is not a child of the call span"
+        );
     }
-    let turn = by_name("turn").into_iter().find(|s| s.trace_id == call.trace_id).unwrap();
+    let turn = by_name("turn")
+        .into_iter()
+        .find(|s| s.trace_id == call.trace_id)
+        .unwrap();
     assert!(attr(&turn.attributes, "latency_ms").is_some());
     assert!(attr(&by_name("session.update")[0].attributes, "ready_ms").is_some());
     // Span events for the call's moments.
     let events: Vec<(String, Vec<KeyValue>)> = spans
         .iter()
         .filter(|s| s.trace_id == call.trace_id)
-        .flat_map(|s| s.events.iter().map(|e| (e.name.clone(), e.attributes.clone())))
+        .flat_map(|s| {
+            s.events
+                .iter()
+                .map(|e| (e.name.clone(), e.attributes.clone()))
+        })
         .collect();
-    for wanted in ["call started", "dtmf received", "mark played", "barge-in: clearing the carrier's audio", "carrier sent stop", "call closed"] {
-        assert!(events.iter().any(|(name, _)| name == wanted), "no {wanted:?} event in {:?}", events.iter().map(|e| &e.0).collect::<Vec<_>>());
+    for wanted in [
+        "call started",
+        "dtmf received",
+        "mark played",
+        "barge-in: clearing the carrier's audio",
+        "carrier sent stop",
+        "call closed",
+    ] {
+        assert!(
+            events.iter().any(|(name, _)| name == wanted),
+            "no {wanted:?} event in {:?}",
+            events.iter().map(|e| &e.0).collect::<Vec<_>>()
+        );
     }
-    let (_, dtmf) = events.iter().find(|(name, _)| name == "dtmf received").unwrap();
+    let (_, dtmf) = events
+        .iter()
+        .find(|(name, _)| name == "dtmf received")
+        .unwrap();
     assert_eq!(attr(dtmf, "digit").as_deref(), Some("[redacted]"));
     // The upgrade's HTTP span records the path only.
     let http: Vec<Span> = by_name("http");
-    assert!(http.iter().any(|s| attr(&s.attributes, "path").as_deref() == Some("/twilio-q")));
+    assert!(http
+        .iter()
+        .any(|s| attr(&s.attributes, "path").as_deref() == Some("/twilio-q")));
     // No secret anywhere in the export, and no span per media frame.
     let dump = format!("{requests:?}");
-    assert!(!dump.contains(&token) && !dump.contains(token.rsplit('.').next().unwrap()), "the token leaked into the trace");
+    assert!(
+        !dump.contains(&token) && !dump.contains(token.rsplit('.').next().unwrap()),
+        "the token leaked into the trace"
+    );
     assert!(!dump.contains(secret));
     let counts: HashMap<&str, usize> = spans.iter().fold(HashMap::new(), |mut m, s| {
         *m.entry(s.name.as_str()).or_default() += 1;

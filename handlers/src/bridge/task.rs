@@ -653,7 +653,10 @@ impl Relay {
         if self.speaking {
             self.session.counters.clears.fetch_add(1, Relaxed);
             metrics::counter!("callgate_barge_ins_total").increment(1);
-            tracing::info!(generation = self.generation, "barge-in: clearing the carrier's audio");
+            tracing::info!(
+                generation = self.generation,
+                "barge-in: clearing the carrier's audio"
+            );
             self.emit(Outbound::Clear).await;
             if let Some(response) = self.current_response.take() {
                 if self.cancelled.len() == CANCELLED_MEMORY {
