@@ -82,13 +82,6 @@ impl FakeUpstream {
         let accept = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let n = accept
-                    .accepted
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if accept.faults.refuse_after.is_some_and(|limit| n >= limit) {
-                    drop(stream);
-                    continue;
-                }
                 let fake = accept.clone();
                 tokio::spawn(async move { fake.serve(stream).await });
             }
@@ -112,6 +105,13 @@ impl FakeUpstream {
         let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
             return;
         };
+        // Refusals count WebSocket sessions, not TCP connects (the readiness probe connects
+        // without a handshake).
+        let n = self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.faults.refuse_after.is_some_and(|limit| n >= limit) {
+            drop(ws);
+            return;
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let index = {
             let mut conns = self.conns.lock().unwrap();
