@@ -46,6 +46,19 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
         update["type"], "session.update",
         "the configuration is replayed first"
     );
+    let conn1 = upstream.conn(1).await;
+    eventually(|| {
+        (conn1
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e["type"] == "conversation.item.create")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
     let seeded = upstream.events_of(1, "conversation.item.create").await;
     let texts: Vec<(&str, &str)> = seeded
         .iter()

@@ -107,7 +107,9 @@ impl FakeUpstream {
         };
         // Refusals count WebSocket sessions, not TCP connects (the readiness probe connects
         // without a handshake).
-        let n = self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.faults.refuse_after.is_some_and(|limit| n >= limit) {
             drop(ws);
             return;
