@@ -205,6 +205,17 @@ async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
         1000,
         "the old session is closed normally"
     );
+    let conn1 = upstream.conn(1).await;
+    eventually(|| {
+        let any = conn1
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| e["type"] == "conversation.item.create");
+        any.then_some(())
+    })
+    .await;
     let seeded = upstream.events_of(1, "conversation.item.create").await;
     assert_eq!(seeded[0]["item"]["content"][0]["text"], "My name is Ada.");
     eventually(|| (upstream.all_appends().len() >= frames.len()).then_some(())).await;
