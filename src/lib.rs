@@ -45,6 +45,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     telemetry::metrics();
     telemetry::spawn_metrics_upkeep();
+    callgate_handlers::bridge::install_tls();
     let loopback = if config.uses_loopback() {
         let loopback = loopback::start().await?;
         tracing::warn!(

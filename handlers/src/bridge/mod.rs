@@ -26,6 +26,12 @@ use crate::session::Session;
 
 pub use queue::AudioQueue;
 
+/// Installs rustls' `ring` provider for `wss://` upstreams (the one TLS backend compiled in).
+/// Call once at startup; later calls are harmless.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
