@@ -47,8 +47,32 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Authentication, rate limits, caps and socket hardening.
     pub security: SecurityConfig,
+    /// How key presses reach the model.
+    pub dtmf: DtmfConfig,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[dtmf]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DtmfConfig {
+    /// Key that ends a sequence at once ("" = none: only the timeout ends it).
+    pub terminator: String,
+    /// Silence after a key that ends the sequence.
+    pub inter_digit_timeout_ms: u64,
+    /// PCI mode: digits never reach logs, spans, metrics or stored transcripts.
+    pub pci: bool,
+}
+
+impl Default for DtmfConfig {
+    fn default() -> Self {
+        Self {
+            terminator: "#".into(),
+            inter_digit_timeout_ms: 2_000,
+            pci: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +83,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             calls: CallsConfig::default(),
             security: SecurityConfig::default(),
+            dtmf: DtmfConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -557,6 +582,15 @@ impl Config {
             }
         }
         self.validate_security(errors);
+        if self.dtmf.terminator.chars().count() > 1
+            || !self
+                .dtmf
+                .terminator
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
+        {
+            errors.push("dtmf.terminator: one of 0-9, *, #, A-D, or empty".into());
+        }
         if !self.upstream.fallback_audio.is_empty()
             && !Path::new(&self.upstream.fallback_audio).is_file()
         {
@@ -743,6 +777,11 @@ impl Config {
             rollover_margin: Duration::from_secs(up.rollover_margin_s),
             // Loaded by `run` (it reads a file).
             fallback_audio: None,
+            dtmf: callgate_handlers::bridge::DtmfSettings {
+                terminator: self.dtmf.terminator.chars().next(),
+                inter_digit_timeout: Duration::from_millis(self.dtmf.inter_digit_timeout_ms.max(1)),
+                pci: self.dtmf.pci,
+            },
         }
     }
 }

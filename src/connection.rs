@@ -367,6 +367,9 @@ impl Call<'_> {
                 }
             },
         };
+        // Nothing more goes to the carrier: a bridge blocked on a full outbox is released at
+        // once, so it can close the upstream cleanly.
+        drop(downstream);
         call.finish(socket, close).await
     }
 

@@ -87,26 +87,62 @@ async fn twilio_call_passes_audio_through_both_ways() {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0, "delta": d})).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0})).await;
-    for d in &deltas {
+    // Re-chunked into pieces of at most 100 ms (800 bytes), each followed by its mark; the
+    // bytes are the model's, untouched.
+    let mut received = Vec::new();
+    let mut marks = Vec::new();
+    loop {
         let m = carrier.recv().await;
-        assert_eq!(
-            m,
-            json!({"event": "media", "streamSid": SID, "media": {"payload": d}})
-        );
+        assert_eq!(m["streamSid"], SID);
+        match m["event"].as_str().unwrap() {
+            "media" => {
+                let piece = B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap();
+                assert!(piece.len() <= 800);
+                received.extend(piece);
+                assert_eq!(
+                    m.as_object().unwrap().len(),
+                    3,
+                    "no extra fields for Twilio: {m}"
+                );
+            }
+            "mark" => {
+                let name = m["mark"]["name"].as_str().unwrap().to_owned();
+                marks.push(name.clone());
+                if name.ends_with("/end") {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other}"),
+        }
     }
-    let mark = carrier.recv().await;
-    assert_eq!(mark["event"], "mark");
-    assert_eq!(mark["streamSid"], SID);
-    let mark_name = mark["mark"]["name"].as_str().unwrap().to_owned();
-    assert!(mark_name.contains("item_9"), "{mark_name}");
-    carrier.send(json!({"event": "mark", "sequenceNumber": "900", "streamSid": SID, "mark": {"name": mark_name}})).await;
-
-    // Barge-in: speech_started → clear.
+    let sent: Vec<u8> = deltas.iter().flat_map(|d| B64.decode(d).unwrap()).collect();
+    assert_eq!(received, sent);
+    assert_eq!(marks, ["g0/item_9/100", "g0/item_9/150/end"]);
+    // The carrier has played the first piece (its mark came back); the caller then speaks:
+    // `clear` first, then a truncate at what was heard (100–150 ms), never past the end.
+    carrier.send(json!({"event": "mark", "sequenceNumber": "900", "streamSid": SID, "mark": {"name": marks[0]}})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1000, "item_id": "item_10"})).await;
     assert_eq!(
         carrier.recv().await,
         json!({"event": "clear", "streamSid": SID})
     );
+    let truncate = loop {
+        if let Some(t) = upstream
+            .events_of(0, "conversation.item.truncate")
+            .await
+            .first()
+        {
+            break t.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(truncate["item_id"], "item_9");
+    assert_eq!(truncate["content_index"], 0);
+    let heard = truncate["audio_end_ms"].as_u64().unwrap();
+    assert!((100..150).contains(&heard), "audio_end_ms {heard}");
+    // Twilio echoes pending marks on clear: an old-generation mark is not playback.
+    carrier.send(json!({"event": "mark", "sequenceNumber": "901", "streamSid": SID, "mark": {"name": marks[1]}})).await;
 
     // stop → upstream closed with 1000, carrier closed with 1000.
     carrier.send(stop(SID)).await;
@@ -143,8 +179,8 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
     }
     assert_eq!(upstream.wait_appends(0, frames.len()).await, frames);
 
-    // 250 + 250 bytes of model audio: 160 out (90 held), then 320 (20 held), then the
-    // remainder padded to 160 when the response's audio ends.
+    // 250 + 250 bytes of model audio make one piece (< 100 ms) at the end of the response:
+    // 480 bytes out in 160-byte multiples, the last 20 padded to 160 before its mark.
     upstream
         .send(
             0,
@@ -155,11 +191,7 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "delta": B64.encode([0x42u8; 250])})).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_1"})).await;
-    let media: Vec<serde_json::Value> = vec![
-        carrier.recv().await,
-        carrier.recv().await,
-        carrier.recv().await,
-    ];
+    let media: Vec<serde_json::Value> = vec![carrier.recv().await, carrier.recv().await];
     let mark = carrier.recv().await;
     let payloads: Vec<Vec<u8>> = media
         .iter()
@@ -167,9 +199,9 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
         .collect();
     assert_eq!(
         payloads.iter().map(Vec::len).collect::<Vec<_>>(),
-        [160, 320, 160]
+        [480, 160]
     );
-    let last = &payloads[2];
+    let last = &payloads[1];
     assert!(
         last[..20].iter().all(|&b| b == 0x42) && last[20..].iter().all(|&b| b == 0xFF),
         "padded with μ-law silence"
@@ -213,6 +245,12 @@ async fn vendor_stream_serves_the_in_house_test_client_unchanged() {
     client.send(json!({"event": "dtmf", "sequenceNumber": "10", "streamSid": "ST_TEST_123", "dtmf": {"digit": "1", "track": "inbound"}})).await;
     assert_eq!(upstream.wait_appends(0, 1).await, ["AAECAwQFBgc="]);
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": B64.encode([7u8; 160])})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r", "item_id": "i"}),
+        )
+        .await;
     let media = client.recv().await;
     assert_eq!(media["sequenceNumber"], json!(1));
     assert_eq!(media["streamSid"], "ST_TEST_123");
@@ -328,7 +366,10 @@ async fn pcm24k_upstream_transcodes_both_ways() {
     loop {
         let m = carrier.recv().await;
         if m["event"] == "mark" {
-            break;
+            if m["mark"]["name"].as_str().unwrap().ends_with("/end") {
+                break;
+            }
+            continue;
         }
         AudioFormat::Mulaw.decode(
             &B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap(),
@@ -428,6 +469,12 @@ async fn keys_go_out_in_the_configured_header_and_beta_is_selectable() {
                 assert_eq!(update["session"]["output_audio_format"], "g711_ulaw");
                 // Beta event names are understood on the way back.
                 upstream.send(0, json!({"type": "response.audio.delta", "response_id": "r", "item_id": "i", "delta": "/w=="})).await;
+                upstream
+                    .send(
+                        0,
+                        json!({"type": "response.audio.done", "response_id": "r", "item_id": "i"}),
+                    )
+                    .await;
                 assert_eq!(carrier.recv().await["media"]["payload"], "/w==");
             }
         }

@@ -192,6 +192,7 @@ async fn full_call(case: Case) {
         .await;
     let mut payloads = Vec::new();
     let mut messages = Vec::new();
+    let mut first_mark: Option<String> = None;
     let mark = loop {
         let m = carrier.recv().await;
         messages.push(m.clone());
@@ -200,13 +201,15 @@ async fn full_call(case: Case) {
                 payloads.push(B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap())
             }
             "mark" | "checkpoint" => {
-                break Some(
-                    m["mark"]["name"]
-                        .as_str()
-                        .or(m["name"].as_str())
-                        .unwrap()
-                        .to_owned(),
-                )
+                let name = m["mark"]["name"]
+                    .as_str()
+                    .or(m["name"].as_str())
+                    .unwrap()
+                    .to_owned();
+                first_mark.get_or_insert(name.clone());
+                if name.ends_with("/end") {
+                    break first_mark.clone();
+                }
             }
             "start" => {}
             other => panic!("{name}: unexpected {other}"),

@@ -46,6 +46,12 @@ async fn concurrent_calls_keep_their_own_audio_and_fates() {
     b.send(json!({"event": "media", "sequenceNumber": "3", "streamSid": SID_B, "media": {"chunk": "2", "timestamp": "20", "payload": "/w=="}})).await;
     assert_eq!(upstream.wait_appends(1, 51).await.last().unwrap(), "/w==");
     upstream.send(1, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": base64_frame()})).await;
+    upstream
+        .send(
+            1,
+            json!({"type": "response.output_audio.done", "response_id": "r", "item_id": "i"}),
+        )
+        .await;
     assert_eq!(b.recv().await["streamSid"], SID_B);
     b.send(stop(SID_B)).await;
     assert_eq!(b.closed().await.0, 1000);

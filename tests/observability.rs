@@ -50,6 +50,11 @@ async fn metrics_move_for_a_call() {
         .await;
     assert_eq!(carrier.recv().await["event"], "media");
     let mark = carrier.recv().await;
+    assert!(carrier.recv().await["mark"]["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("/end"));
+    // The first piece played; the end mark has not come back, so the assistant is speaking.
     carrier.send(json!({"event": "mark", "sequenceNumber": "30", "streamSid": SID, "mark": {"name": mark["mark"]["name"]}})).await;
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 900, "item_id": "u2"})).await;
     assert_eq!(carrier.recv().await["event"], "clear");

@@ -85,6 +85,12 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
     );
     // Replies flow again on the new session.
     upstream.send(1, json!({"type": "response.output_audio.delta", "response_id": "r2", "item_id": "a2", "delta": "/w=="})).await;
+    upstream
+        .send(
+            1,
+            json!({"type": "response.output_audio.done", "response_id": "r2", "item_id": "a2"}),
+        )
+        .await;
     assert_eq!(carrier.recv().await["media"]["payload"], "/w==");
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
@@ -294,6 +300,12 @@ async fn malformed_upstream_events_are_ignored() {
         upstream.send(0, junk).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "/w=="})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r", "item_id": "i"}),
+        )
+        .await;
     assert_eq!(carrier.recv().await["media"]["payload"], "/w==");
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);

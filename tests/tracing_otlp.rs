@@ -116,9 +116,10 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
         .await;
     carrier.recv().await;
     let mark = carrier.recv().await;
-    carrier.send(json!({"event": "mark", "sequenceNumber": "4", "streamSid": SID, "mark": {"name": mark["mark"]["name"]}})).await;
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 500, "item_id": "u2"})).await;
     assert_eq!(carrier.recv().await["event"], "clear");
+    // The carrier echoes the pending mark on clear.
+    carrier.send(json!({"event": "mark", "sequenceNumber": "4", "streamSid": SID, "mark": {"name": mark["mark"]["name"]}})).await;
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -20,7 +20,7 @@ impl DtmfHandler {
     }
 
     fn handle(&mut self, dtmf: Dtmf) -> Result<Flow, EventError> {
-        let (session, _) = self.ctx.started()?;
+        let (session, bridge) = self.ctx.started()?;
         if dtmf
             .stream_sid
             .as_ref()
@@ -39,7 +39,9 @@ impl DtmfHandler {
         {
             panic!("fault injection: panic_on_dtmf");
         }
+        // The digit itself is never logged (it may be a card number).
         tracing::info!(digit = "[redacted]", "dtmf received");
+        bridge.dtmf(dtmf.digit);
         Ok(Flow::Continue)
     }
 }

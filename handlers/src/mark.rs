@@ -20,7 +20,7 @@ impl MarkHandler {
     }
 
     fn handle(&mut self, mark: Mark) -> Result<Flow, EventError> {
-        let (session, _) = self.ctx.started()?;
+        let (session, bridge) = self.ctx.started()?;
         if mark
             .stream_sid
             .as_ref()
@@ -30,6 +30,7 @@ impl MarkHandler {
         }
         session.touch();
         session.counters.marks_acked.fetch_add(1, Relaxed);
+        bridge.mark_played(&mark.name);
         if let Some(round_trip) = session.mark_echoed(&mark.name) {
             metrics::histogram!("callgate_mark_round_trip_seconds")
                 .record(round_trip.as_secs_f64());

@@ -167,6 +167,29 @@ pub struct BridgeConfig {
     pub rollover_margin: Duration,
     /// Played to the caller when the upstream is gone for good (format, raw audio).
     pub fallback_audio: Option<(AudioFormat, Vec<u8>)>,
+    /// How key presses become model input.
+    pub dtmf: DtmfSettings,
+}
+
+/// DTMF collection (PROTOCOLS.md §12.4).
+#[derive(Debug, Clone)]
+pub struct DtmfSettings {
+    /// Ends a sequence at once (usually `#`); `None`: only the timeout ends it.
+    pub terminator: Option<char>,
+    /// Silence after a key that ends the sequence.
+    pub inter_digit_timeout: Duration,
+    /// PCI mode: digits never reach logs, spans, metrics or stored transcripts.
+    pub pci: bool,
+}
+
+impl Default for DtmfSettings {
+    fn default() -> Self {
+        Self {
+            terminator: Some('#'),
+            inter_digit_timeout: Duration::from_secs(2),
+            pci: true,
+        }
+    }
 }
 
 /// Jittered exponential backoff inside a bounded budget.
@@ -286,6 +309,10 @@ impl BridgeError {
 pub(crate) enum Control {
     /// Close the upstream with 1000 and exit.
     Stop,
+    /// The carrier echoed this mark.
+    MarkPlayed(String),
+    /// The caller pressed a key.
+    Dtmf(char),
 }
 
 /// The handlers' side of one call's bridge.
@@ -301,6 +328,18 @@ impl BridgeHandle {
     /// dropped to make room.
     pub fn send_audio(&self, chunk: String) -> bool {
         self.audio.push(chunk)
+    }
+
+    /// Reports a mark echo (dropped if the task is far behind: marks only refine playback).
+    pub fn mark_played(&self, name: &str) {
+        let _ = self.control.try_send(Control::MarkPlayed(name.to_owned()));
+    }
+
+    /// Reports a key press.
+    pub fn dtmf(&self, digit: char) {
+        if self.control.try_send(Control::Dtmf(digit)).is_err() {
+            metrics::counter!("callgate_dtmf_dropped_total").increment(1);
+        }
     }
 
     /// Asks the task to close the upstream with 1000, and waits (bounded) until it has.
@@ -338,7 +377,7 @@ pub fn spawn(
     span: tracing::Span,
 ) -> BridgeHandle {
     let audio = Arc::new(AudioQueue::new(config.queue_frames));
-    let (control, control_rx) = mpsc::channel(4);
+    let (control, control_rx) = mpsc::channel(64);
     // The task runs inside the call's span, so its spans (upstream.connect, turn) and logs
     // belong to the call's trace.
     let run = task::run(config, session, outbox, audio.clone(), control_rx);

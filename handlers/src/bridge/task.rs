@@ -158,6 +158,49 @@ struct Relay {
     configuring: Option<(Instant, tracing::Span)>,
     /// Carrier frame accepted → upstream append written (handle cached: this runs per frame).
     latency_inbound: metrics::Histogram,
+    /// What the carrier has been sent and has played of the current assistant item.
+    playback: Playback,
+    /// Carrier-format audio waiting to fill the next piece.
+    piece: Vec<u8>,
+    /// Bytes per piece (≤ 100 ms, or the carrier's minimum chunk).
+    piece_bytes: usize,
+    /// DTMF digits collected so far, and when the inter-digit timeout fires.
+    digits: String,
+    dtmf_deadline: Option<tokio::time::Instant>,
+    /// A `response.create` is due once the current response is done.
+    response_wanted: bool,
+}
+
+/// The playback ledger of one assistant item (PROTOCOLS.md §12.3).
+#[derive(Debug, Default)]
+struct Playback {
+    item_id: Option<String>,
+    /// Audio forwarded, ms.
+    sent_ms: u64,
+    /// Audio the carrier confirmed played (its last echoed mark), ms.
+    acked_ms: u64,
+    t_ack: Option<Instant>,
+    first_send: Option<Instant>,
+    /// Marks in flight: (name, cumulative ms at that mark).
+    marks: VecDeque<(String, u64)>,
+}
+
+impl Playback {
+    /// The audio actually heard, ms: the last acknowledged mark plus the time since (no more
+    /// than the next piece), clamped to what was sent; without marks, time since the first
+    /// piece went out.
+    fn played_ms(&self) -> u64 {
+        match (self.t_ack, self.first_send) {
+            (Some(t_ack), _) => {
+                let next = self.marks.front().map_or(self.sent_ms, |(_, cum)| *cum);
+                let step = next.saturating_sub(self.acked_ms);
+                let since = t_ack.elapsed().as_millis() as u64;
+                (self.acked_ms + since.min(step)).min(self.sent_ms)
+            }
+            (None, Some(first)) => (first.elapsed().as_millis() as u64).min(self.sent_ms),
+            (None, None) => 0,
+        }
+    }
 }
 
 impl Relay {
@@ -175,6 +218,13 @@ impl Relay {
                 Transcoder::new(upstream, session.media_format)
                     .map_err(|e| BridgeError::Audio(e.to_string()))?,
             )
+        };
+        // Pieces of at most 100 ms, each with its own mark, so barge-in truncation is accurate
+        // to 100 ms; Exotel's minimum chunk (3200 bytes at 8 kHz) makes its pieces longer.
+        let format = session.media_format;
+        let piece_bytes = match session.dialect {
+            crate::dialect::Dialect::Exotel => format.bytes_per_ms() * 20 * 10,
+            _ => format.bytes_per_ms() * 100,
         };
         Ok(Self {
             session_update: wire::session_update(
@@ -204,6 +254,12 @@ impl Relay {
             turn: None,
             configuring: None,
             latency_inbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "inbound"),
+            playback: Playback::default(),
+            piece: Vec::new(),
+            piece_bytes,
+            digits: String::new(),
+            dtmf_deadline: None,
+            response_wanted: false,
         })
     }
 
@@ -222,10 +278,9 @@ impl Relay {
                 connect(config),
                 tracing::info_span!("upstream.connect", attempt = attempts),
             );
-            let connected = tokio::select! {
-                ws = connecting => ws,
-                // The call ended while we were connecting: nothing to close.
-                _ = control.recv() => return Ok(()),
+            // The call may end while we connect: then there is nothing to close.
+            let Some(connected) = self.until_stop(connecting, control).await else {
+                return Ok(());
             };
             let outcome = match connected {
                 Ok(mut ws) => {
@@ -271,9 +326,12 @@ impl Relay {
                     tracing::warn!(error = %err, attempt = attempts, delay_ms = delay.as_millis() as u64, "upstream lost; reconnecting");
                     metrics::counter!("callgate_upstream_reconnects_total", "outcome" => "attempt")
                         .increment(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = control.recv() => return Ok(()),
+                    if self
+                        .until_stop(tokio::time::sleep(delay), control)
+                        .await
+                        .is_none()
+                    {
+                        return Ok(());
                     }
                 }
             }
@@ -298,9 +356,20 @@ impl Relay {
             let rollover = self.rollover_at;
             tokio::select! {
                 biased;
-                _ = control.recv() => {
-                    close(ws).await;
-                    return Ok(SessionEnd::Stopped);
+                message = control.recv() => match message {
+                    None | Some(Control::Stop) => {
+                        close(ws).await;
+                        return Ok(SessionEnd::Stopped);
+                    }
+                    Some(Control::MarkPlayed(name)) => self.on_mark_played(&name),
+                    Some(Control::Dtmf(digit)) => {
+                        if self.collect_digit(digit, config) {
+                            self.flush_digits(ws, config).await?;
+                        }
+                    }
+                },
+                _ = sleep_until(self.dtmf_deadline), if self.dtmf_deadline.is_some() => {
+                    self.flush_digits(ws, config).await?;
                 }
                 message = ws.next() => {
                     self.last_heard = Instant::now();
@@ -438,7 +507,7 @@ impl Relay {
             }
             ServerKind::AudioDelta => self.on_audio_delta(&event).await,
             ServerKind::AudioDone => self.on_audio_done(&event).await,
-            ServerKind::SpeechStarted => self.on_speech_started().await,
+            ServerKind::SpeechStarted => self.barge_in(ws, config).await?,
             ServerKind::ResponseCreated => {
                 self.current_response = event.response.and_then(|r| r.id);
             }
@@ -446,6 +515,15 @@ impl Relay {
                 let id = event.response.and_then(|r| r.id);
                 if id.is_some() && id == self.current_response {
                     self.current_response = None;
+                }
+                // Only one response at a time: one asked for meanwhile (DTMF) goes now.
+                if self.current_response.is_none() && std::mem::take(&mut self.response_wanted) {
+                    send(
+                        ws,
+                        Message::Text(r#"{"type":"response.create"}"#.into()),
+                        config,
+                    )
+                    .await?;
                 }
             }
             ServerKind::CallerTranscript => {
@@ -577,6 +655,29 @@ impl Relay {
         })
     }
 
+    /// Runs `future` to completion unless the call stops first (`None`); control messages
+    /// that arrive meanwhile are handled without a socket.
+    async fn until_stop<F: std::future::Future>(
+        &mut self,
+        future: F,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> Option<F::Output> {
+        tokio::pin!(future);
+        loop {
+            tokio::select! {
+                output = &mut future => return Some(output),
+                message = control.recv() => match message {
+                    None | Some(Control::Stop) => return None,
+                    // Playback is moot without a session; keys wait for the next one.
+                    Some(Control::MarkPlayed(_)) => {}
+                    Some(Control::Dtmf(digit)) => {
+                        self.digits.push(digit);
+                    }
+                },
+            }
+        }
+    }
+
     async fn on_audio_delta(&mut self, event: &ServerEvent<'_>) {
         let Some(delta) = event.delta.as_deref() else {
             return;
@@ -595,34 +696,63 @@ impl Relay {
                 .increment(1);
             return;
         }
-        let payload = match &mut self.transcoder {
-            None => {
-                self.session
-                    .counters
-                    .bytes_out
-                    .fetch_add(self.raw.len() as u64, Relaxed);
-                delta.to_owned()
-            }
+        let item = event.item_id.clone();
+        if item != self.playback.item_id {
+            // A new assistant item: its ledger starts from zero (truncation is per item).
+            self.playback = Playback {
+                item_id: item,
+                ..Playback::default()
+            };
+            self.piece.clear();
+        }
+        match &mut self.transcoder {
+            None => self.piece.extend_from_slice(&self.raw),
             Some(transcoder) => {
                 self.converted.clear();
                 transcoder.transcode(&self.raw, &mut self.converted);
-                if self.converted.is_empty() {
-                    return;
-                }
-                self.session
-                    .counters
-                    .bytes_out
-                    .fetch_add(self.converted.len() as u64, Relaxed);
-                BASE64.encode(&self.converted)
+                self.piece.extend_from_slice(&self.converted);
             }
-        };
+        }
         self.speaking = true;
         if let Some((stopped, span)) = self.turn.take() {
             let latency = stopped.elapsed();
             span.record("latency_ms", latency.as_millis() as u64);
             metrics::histogram!("callgate_model_first_audio_seconds").record(latency.as_secs_f64());
         }
-        self.emit(Outbound::Media { payload }).await;
+        while self.piece.len() >= self.piece_bytes {
+            self.send_piece(self.piece_bytes, false).await;
+        }
+    }
+
+    /// Sends `len` bytes of the piece buffer as one media message, then its mark.
+    async fn send_piece(&mut self, len: usize, last: bool) {
+        let format = self.session.media_format;
+        let bytes: Vec<u8> = self.piece.drain(..len.min(self.piece.len())).collect();
+        if !bytes.is_empty() {
+            self.session
+                .counters
+                .bytes_out
+                .fetch_add(bytes.len() as u64, Relaxed);
+            self.playback.sent_ms += format.duration_ms(bytes.len());
+            self.playback.first_send.get_or_insert_with(Instant::now);
+            self.emit(Outbound::Media {
+                payload: BASE64.encode(&bytes),
+            })
+            .await;
+        }
+        let item = self.playback.item_id.as_deref().unwrap_or("item");
+        let mut name = format!("g{}/{}/{}", self.generation, item, self.playback.sent_ms);
+        if last {
+            name.push_str("/end");
+        }
+        self.playback
+            .marks
+            .push_back((name.clone(), self.playback.sent_ms));
+        if self.playback.marks.len() > 256 {
+            self.playback.marks.pop_front();
+        }
+        self.session.counters.marks_sent.fetch_add(1, Relaxed);
+        self.emit(Outbound::Mark { name }).await;
     }
 
     async fn on_audio_done(&mut self, event: &ServerEvent<'_>) {
@@ -636,37 +766,125 @@ impl Relay {
         if let Some(transcoder) = &mut self.transcoder {
             self.converted.clear();
             transcoder.flush(&mut self.converted);
-            if !self.converted.is_empty() {
-                let payload = BASE64.encode(&self.converted);
-                self.emit(Outbound::Media { payload }).await;
-            }
+            self.piece.extend_from_slice(&self.converted);
         }
-        let item = event.item_id.as_deref().unwrap_or("item");
-        let name = format!("g{}/{}/end", self.generation, item);
-        self.session.counters.marks_sent.fetch_add(1, Relaxed);
-        self.emit(Outbound::Mark { name }).await;
+        // The tail and the item's end mark (the carrier pads the tail to its framing).
+        while self.piece.len() > self.piece_bytes {
+            self.send_piece(self.piece_bytes, false).await;
+        }
+        self.send_piece(self.piece.len(), true).await;
     }
 
-    /// Barge-in: the carrier drops what it buffered; deltas still in flight for the
-    /// interrupted response are dropped here (server VAD cancels it upstream).
-    async fn on_speech_started(&mut self) {
+    /// A mark came back: the audio before it has played (or was cleared).
+    fn on_mark_played(&mut self, name: &str) {
+        let generation = name
+            .strip_prefix('g')
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|g| g.parse::<u64>().ok());
+        if generation != Some(self.generation) {
+            // Echoed after a clear: not playback (PROTOCOLS.md §12.3 step 4).
+            metrics::counter!("callgate_stale_marks_total").increment(1);
+            return;
+        }
+        while let Some((mark, cum)) = self.playback.marks.pop_front() {
+            if mark == name {
+                self.playback.acked_ms = cum;
+                self.playback.t_ack = Some(Instant::now());
+                break;
+            }
+        }
+        if name.ends_with("/end") && self.playback.acked_ms >= self.playback.sent_ms {
+            // Everything played: the assistant has stopped speaking.
+            self.speaking = false;
+        }
+    }
+
+    /// Barge-in: clear the carrier first, then tell the model how much was heard (skipped
+    /// when it all played); deltas still in flight for the interrupted response are dropped.
+    async fn barge_in(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         if self.speaking {
+            let played = self.playback.played_ms();
+            let sent = self.playback.sent_ms;
             self.session.counters.clears.fetch_add(1, Relaxed);
             metrics::counter!("callgate_barge_ins_total").increment(1);
             tracing::info!(
                 generation = self.generation,
+                played_ms = played,
+                sent_ms = sent,
                 "barge-in: clearing the carrier's audio"
             );
+            self.piece.clear();
             self.emit(Outbound::Clear).await;
+            if let (Some(item), true) = (self.playback.item_id.clone(), played < sent) {
+                let truncate = json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played});
+                send(ws, Message::Text(truncate.to_string().into()), config).await?;
+            }
             if let Some(response) = self.current_response.take() {
                 if self.cancelled.len() == CANCELLED_MEMORY {
                     self.cancelled.pop_front();
                 }
                 self.cancelled.push_back(response);
             }
+            self.playback = Playback::default();
         }
         self.speaking = false;
         self.generation += 1;
+        Ok(())
+    }
+
+    /// Adds a key; true when the sequence is complete (the terminator).
+    fn collect_digit(&mut self, digit: char, config: &BridgeConfig) -> bool {
+        if Some(digit) == config.dtmf.terminator {
+            self.digits.push(digit);
+            self.dtmf_deadline = None;
+            return true;
+        }
+        self.digits.push(digit);
+        self.dtmf_deadline = Some(tokio::time::Instant::now() + config.dtmf.inter_digit_timeout);
+        false
+    }
+
+    /// Hands the collected digits to the model: barge in if it is speaking, add a user text
+    /// item, and ask for a response (after the current one, if any).
+    async fn flush_digits(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
+        self.dtmf_deadline = None;
+        let digits = std::mem::take(&mut self.digits);
+        if digits.is_empty() {
+            return Ok(());
+        }
+        if self.speaking {
+            self.barge_in(ws, config).await?;
+        }
+        let text = format!("Caller entered digits: {digits}");
+        let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}});
+        send(ws, Message::Text(item.to_string().into()), config).await?;
+        // PCI: digits never reach logs, spans, metrics or stored transcripts.
+        let shown = if config.dtmf.pci {
+            "[redacted]".to_owned()
+        } else {
+            digits.clone()
+        };
+        tracing::info!(digits = %shown, count = digits.len(), "dtmf sequence sent to the model");
+        self.remember("user", Some(format!("[DTMF {shown}]")));
+        if self.current_response.is_none() {
+            send(
+                ws,
+                Message::Text(r#"{"type":"response.create"}"#.into()),
+                config,
+            )
+            .await?;
+        } else {
+            self.response_wanted = true;
+        }
+        Ok(())
     }
 
     async fn emit(&self, message: Outbound) {
