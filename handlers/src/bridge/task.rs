@@ -187,19 +187,23 @@ struct Playback {
 
 impl Playback {
     /// The audio actually heard, ms: the last acknowledged mark plus the time since (no more
-    /// than the next piece), clamped to what was sent; without marks, time since the first
-    /// piece went out.
+    /// than the next piece); without marks, the time since the first piece went out; never
+    /// more than that time (early echoes) nor than what was sent.
     fn played_ms(&self) -> u64 {
-        match (self.t_ack, self.first_send) {
-            (Some(t_ack), _) => {
+        let Some(first) = self.first_send else {
+            return 0;
+        };
+        // Nothing can have played for longer than the audio has been out.
+        let wall = first.elapsed().as_millis() as u64;
+        let by_marks = match self.t_ack {
+            Some(t_ack) => {
                 let next = self.marks.front().map_or(self.sent_ms, |(_, cum)| *cum);
                 let step = next.saturating_sub(self.acked_ms);
-                let since = t_ack.elapsed().as_millis() as u64;
-                (self.acked_ms + since.min(step)).min(self.sent_ms)
+                self.acked_ms + (t_ack.elapsed().as_millis() as u64).min(step)
             }
-            (None, Some(first)) => (first.elapsed().as_millis() as u64).min(self.sent_ms),
-            (None, None) => 0,
-        }
+            None => wall,
+        };
+        by_marks.min(wall).min(self.sent_ms)
     }
 }
 
