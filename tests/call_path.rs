@@ -118,8 +118,8 @@ async fn twilio_call_passes_audio_through_both_ways() {
     let sent: Vec<u8> = deltas.iter().flat_map(|d| B64.decode(d).unwrap()).collect();
     assert_eq!(received, sent);
     assert_eq!(marks, ["g0/item_9/100", "g0/item_9/150/end"]);
-    // The carrier has played the first piece (its mark came back); the caller then speaks:
-    // `clear` first, then a truncate at what was heard (100–150 ms), never past the end.
+    // The first piece's mark comes back; the caller then speaks: `clear` first, then a
+    // truncate at what was heard, never past the end.
     carrier.send(json!({"event": "mark", "sequenceNumber": "900", "streamSid": SID, "mark": {"name": marks[0]}})).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1000, "item_id": "item_10"})).await;
@@ -140,7 +140,9 @@ async fn twilio_call_passes_audio_through_both_ways() {
     assert_eq!(truncate["item_id"], "item_9");
     assert_eq!(truncate["content_index"], 0);
     let heard = truncate["audio_end_ms"].as_u64().unwrap();
-    assert!((100..150).contains(&heard), "audio_end_ms {heard}");
+    // The echo came back at once (earlier than real playback), so the wall-clock bound
+    // applies: never more than the time since the audio went out, nor than what was sent.
+    assert!(heard < 150, "audio_end_ms {heard}");
     // Twilio echoes pending marks on clear: an old-generation mark is not playback.
     carrier.send(json!({"event": "mark", "sequenceNumber": "901", "streamSid": SID, "mark": {"name": marks[1]}})).await;
 
