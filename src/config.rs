@@ -49,8 +49,29 @@ pub struct Config {
     pub security: SecurityConfig,
     /// How key presses reach the model.
     pub dtmf: DtmfConfig,
+    /// Call records.
+    pub records: RecordsConfig,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[records]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RecordsConfig {
+    /// Write call records and transcripts.
+    pub enabled: bool,
+    /// SQLite database file.
+    pub path: String,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "callgate.db".into(),
+        }
+    }
 }
 
 /// `[dtmf]`.
@@ -84,6 +105,7 @@ impl Default for Config {
             calls: CallsConfig::default(),
             security: SecurityConfig::default(),
             dtmf: DtmfConfig::default(),
+            records: RecordsConfig::default(),
             routes: Vec::new(),
         }
     }

@@ -417,6 +417,9 @@ impl Call<'_> {
         };
         if self.writer.is_none() {
             if let Some(session) = self.ctx.session() {
+                if let Some(records) = &self.state.records {
+                    records.follow(&session);
+                }
                 self.writer = Some(Writer::new(
                     self.dialect,
                     session.stream_sid.clone(),
@@ -498,6 +501,12 @@ impl Call<'_> {
         span.record("bad_frames", self.bad_total);
         let send = close.is_some();
         let reason = close.unwrap_or(CloseReason::NORMAL);
+        if let Some(session) = &session {
+            session.publish(callgate_handlers::feed::FeedEvent::CallEnded {
+                close_code: reason.code,
+                outcome: reason.outcome(),
+            });
+        }
         span.record("close_code", reason.code);
         span.record("outcome", reason.outcome());
         if reason.code == 1011 {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod loopback;
 pub mod pipeline;
+pub mod records;
 pub mod routes;
 pub mod security;
 pub mod telemetry;
@@ -79,7 +80,15 @@ pub async fn run(
     if !unauthenticated.is_empty() && !config.listen_addr().ip().is_loopback() {
         tracing::warn!(routes = ?unauthenticated, "UNAUTHENTICATED carrier routes on a public address (security.allow_unauthenticated = true): anyone can open paid model sessions");
     }
-    let state = AppState::new(&config, bridge, security, shutdown.clone());
+    let records = if config.records.enabled {
+        let records = records::Records::open(std::path::Path::new(&config.records.path))?;
+        tracing::info!(path = %config.records.path, "call records on");
+        Some(records)
+    } else {
+        None
+    };
+    let mut state = AppState::new(&config, bridge, security, shutdown.clone());
+    state.records = records;
     spawn_sweeper(
         &state,
         Duration::from_secs(config.calls.idle_session_timeout_s.max(1)),

@@ -45,6 +45,26 @@ enum Command {
     Token(TokenArgs),
     /// Run many concurrent calls against a gateway and report outcomes and reply latency.
     Loadtest(LoadArgs),
+    /// Read call records: `calls list`, `calls show <call_sid or key>`.
+    Calls {
+        #[command(subcommand)]
+        what: CallsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// The most recent calls.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One call with its transcript (JSON).
+    Show {
+        /// Carrier call id or record key.
+        id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -179,6 +199,36 @@ async fn run_tool(config: Option<PathBuf>, command: Command) -> anyhow::Result<(
         Command::Call(args) => call(args).await,
         Command::Token(args) => token(config, args),
         Command::Loadtest(args) => loadtest(args).await,
+        Command::Calls { what } => {
+            let config = load(config)?;
+            let reader =
+                callgate::records::RecordReader::open(std::path::Path::new(&config.records.path))?;
+            match what {
+                CallsCommand::List { limit } => {
+                    println!(
+                        "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9} {:>6}",
+                        "KEY", "CALL", "CARRIER", "OUTCOME", "CODE", "SECONDS", "LINES"
+                    );
+                    for r in reader.list(limit)? {
+                        println!(
+                            "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9.1} {:>6}",
+                            r.key,
+                            r.call_sid,
+                            r.carrier,
+                            r.outcome,
+                            r.close_code,
+                            r.duration_ms as f64 / 1000.0,
+                            r.transcript.len()
+                        );
+                    }
+                }
+                CallsCommand::Show { id } => match reader.show(&id)? {
+                    Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
+                    None => anyhow::bail!("no call {id}"),
+                },
+            }
+            Ok(())
+        }
     }
 }
 

@@ -117,6 +117,8 @@ pub struct AppState {
     pub upstream_reachable: Arc<std::sync::atomic::AtomicBool>,
     /// Bearer token for `/v1/calls` (empty: those endpoints are off).
     pub admin_token: callgate_handlers::bridge::Secret,
+    /// Call records (SQLite), when enabled.
+    pub records: Option<crate::records::Records>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -139,6 +141,7 @@ impl AppState {
             model: config.upstream.model.as_str().into(),
             upstream_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             admin_token: config.security.admin_token.clone(),
+            records: None,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }

@@ -587,6 +587,7 @@ async fn callgate_token_mints_what_the_gateway_accepts() {
     let upstream = FakeUpstream::start().await;
     let mut config = Config::load(Some(&config_path), Vec::new()).unwrap();
     config.upstream.url = upstream.url.clone();
+    config.records.enabled = false;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = callgate::CancellationToken::new();

@@ -30,6 +30,7 @@ impl Binary {
                 drain_deadline_s.to_string(),
             )
             .env("RUST_LOG", "warn")
+            .env("CALLGATE_RECORDS__ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -14,6 +14,7 @@ pub mod dialect;
 pub mod dtmf;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod mark;
 pub mod media;
 pub mod router;

@@ -82,6 +82,8 @@ pub struct Session {
     pub counters: Counters,
     /// Marks written to the carrier and not yet echoed, with when (round-trip histogram).
     pending_marks: Mutex<VecDeque<(String, Instant)>>,
+    /// The call's live feed (transcripts, DTMF, barge-ins, end).
+    pub feed: crate::feed::Feed,
 }
 
 impl Session {
@@ -100,6 +102,16 @@ impl Session {
     /// Time since `start`.
     pub fn age(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Milliseconds since the call started (feed timestamps).
+    pub fn at_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Publishes an event to the call's listeners (none listening is fine).
+    pub fn publish(&self, event: crate::feed::FeedEvent) {
+        let _ = self.feed.send(event);
     }
 
     /// Records that mark `name` was written to the carrier now.
@@ -160,6 +172,7 @@ impl SessionStore {
             last_activity_ms: AtomicU64::new(0),
             counters: Counters::default(),
             pending_marks: Mutex::new(VecDeque::new()),
+            feed: tokio::sync::broadcast::channel(crate::feed::FEED_CAPACITY).0,
         });
         self.lock().insert(id, session.clone());
         session

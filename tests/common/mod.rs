@@ -308,6 +308,13 @@ impl Gateway {
         // ... and hold more audio: at 200× real time the default 1 s queue is 5 ms of wall
         // time, which a loaded test machine can outrun (tests of the drop policy set it).
         config.upstream.queue_ms = 10_000;
+        // Each gateway writes its records to a file of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        config.records.path = std::env::temp_dir()
+            .join(format!("callgate-test-{}-{n}.db", std::process::id()))
+            .to_string_lossy()
+            .into_owned();
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::event::Outbound;
+use crate::feed::FeedEvent;
 use crate::session::Session;
 use base64::Engine as _;
 
@@ -530,6 +531,21 @@ impl Relay {
                     .await?;
                 }
             }
+            ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta => {
+                let role = if ServerKind::of(&event.kind) == ServerKind::CallerTranscriptDelta {
+                    "user"
+                } else {
+                    "assistant"
+                };
+                if let Some(text) = event.delta.as_deref() {
+                    self.session.publish(FeedEvent::Transcript {
+                        role,
+                        text: text.to_owned(),
+                        is_final: false,
+                        at_ms: self.session.at_ms(),
+                    });
+                }
+            }
             ServerKind::CallerTranscript => {
                 tracing::debug!(
                     item_id = event.item_id.as_deref(),
@@ -612,6 +628,12 @@ impl Relay {
         let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
             return;
         };
+        self.session.publish(FeedEvent::Transcript {
+            role,
+            text: text.clone(),
+            is_final: true,
+            at_ms: self.session.at_ms(),
+        });
         if self.transcript.len() == TRANSCRIPT_MEMORY {
             self.transcript.pop_front();
         }
@@ -822,6 +844,10 @@ impl Relay {
                 "barge-in: clearing the carrier's audio"
             );
             self.piece.clear();
+            self.session.publish(FeedEvent::BargeIn {
+                played_ms: played,
+                at_ms: self.session.at_ms(),
+            });
             self.emit(Outbound::Clear).await;
             if let (Some(item), true) = (self.playback.item_id.clone(), played < sent) {
                 let truncate = json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played});
@@ -877,6 +903,10 @@ impl Relay {
             digits.clone()
         };
         tracing::info!(digits = %shown, count = digits.len(), "dtmf sequence sent to the model");
+        self.session.publish(FeedEvent::Dtmf {
+            digits: shown.clone(),
+            at_ms: self.session.at_ms(),
+        });
         self.remember("user", Some(format!("[DTMF {shown}]")));
         if self.current_response.is_none() {
             send(

@@ -101,6 +101,10 @@ pub enum ServerKind {
     AssistantTranscript,
     /// The caller's words (input transcription).
     CallerTranscript,
+    /// Part of the caller's words, as they are transcribed.
+    CallerTranscriptDelta,
+    /// Part of the model's words, as it speaks.
+    AssistantTranscriptDelta,
     /// A response started.
     ResponseCreated,
     /// A response ended (any status).
@@ -125,6 +129,10 @@ impl ServerKind {
                 Self::AssistantTranscript
             }
             "conversation.item.input_audio_transcription.completed" => Self::CallerTranscript,
+            "conversation.item.input_audio_transcription.delta" => Self::CallerTranscriptDelta,
+            "response.output_audio_transcript.delta" | "response.audio_transcript.delta" => {
+                Self::AssistantTranscriptDelta
+            }
             "response.created" => Self::ResponseCreated,
             "response.done" => Self::ResponseDone,
             "error" => Self::Error,

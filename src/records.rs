@@ -1,0 +1,364 @@
+//! Call records in an embedded SQLite database: a row per call, written when the call starts
+//! and completed when it ends, and its transcript appended line by line as it is spoken, so
+//! a crash loses nothing already said.
+//!
+//! One thread owns the connection (SQLite is synchronous; nothing blocks the runtime); calls
+//! send it operations over a channel. WAL mode: each line is durable once committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::Context;
+use callgate_handlers::feed::FeedEvent;
+use callgate_handlers::session::Session;
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    call_sid TEXT NOT NULL,
+    stream_sid TEXT NOT NULL,
+    carrier TEXT NOT NULL,
+    tenant TEXT,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER,
+    duration_ms INTEGER,
+    outcome TEXT,
+    close_code INTEGER,
+    frames_in INTEGER,
+    frames_out INTEGER,
+    audio_dropped INTEGER,
+    barge_ins INTEGER,
+    dtmf INTEGER
+);
+CREATE TABLE IF NOT EXISTS transcript (
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+CREATE INDEX IF NOT EXISTS calls_by_sid ON calls (call_sid);
+";
+
+enum Op {
+    Start {
+        key: String,
+        call_sid: String,
+        stream_sid: String,
+        carrier: String,
+        tenant: Option<String>,
+        started_at_ms: i64,
+    },
+    Line {
+        key: String,
+        seq: i64,
+        at_ms: i64,
+        role: String,
+        text: String,
+    },
+    End {
+        key: String,
+        record: Box<CallRecord>,
+    },
+}
+
+/// The writer's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Records {
+    ops: mpsc::Sender<Op>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records").field("path", &self.path).finish()
+    }
+}
+
+/// A finished call, as stored (and as POSTed to the records webhook).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    /// Unique per call (start time and gateway id).
+    pub key: String,
+    /// Carrier call id.
+    pub call_sid: String,
+    /// Carrier stream id.
+    pub stream_sid: String,
+    /// Carrier dialect.
+    pub carrier: String,
+    /// Tenant, when authenticated.
+    pub tenant: Option<String>,
+    /// Unix ms.
+    pub started_at_ms: i64,
+    /// Unix ms.
+    pub ended_at_ms: i64,
+    /// Call length.
+    pub duration_ms: i64,
+    /// `completed`, `failed`, ...
+    pub outcome: String,
+    /// Close code sent to the carrier.
+    pub close_code: i64,
+    /// Media frames in and out.
+    pub frames_in: i64,
+    /// Media frames out.
+    pub frames_out: i64,
+    /// Caller audio dropped.
+    pub audio_dropped: i64,
+    /// Barge-ins.
+    pub barge_ins: i64,
+    /// DTMF key presses.
+    pub dtmf: i64,
+    /// The transcript, in order.
+    pub transcript: Vec<TranscriptLine>,
+}
+
+/// One transcript line.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptLine {
+    /// Milliseconds since the call started.
+    pub at_ms: i64,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// What was said (DTMF redacted in PCI mode).
+    pub text: String,
+}
+
+impl Records {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let connection = open(path)?;
+        let (ops, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("callgate-records".into())
+            .spawn(move || writer(connection, rx))
+            .context("starting the records thread")?;
+        Ok(Self {
+            ops,
+            path: Arc::new(path.to_owned()),
+        })
+    }
+
+    /// Records a call as it starts and follows its feed until it ends: transcript lines as
+    /// they are final, the record when it ends. Returns the call's key.
+    pub fn follow(&self, session: &Arc<Session>) -> String {
+        let started_at_ms = unix_ms(session.started_at);
+        let key = format!("{started_at_ms}-{}", session.id);
+        let _ = self.ops.send(Op::Start {
+            key: key.clone(),
+            call_sid: session.call_sid.clone(),
+            stream_sid: session.stream_sid.clone(),
+            carrier: session.dialect.name().to_owned(),
+            tenant: session.identity.tenant.clone(),
+            started_at_ms,
+        });
+        let mut feed = session.feed.subscribe();
+        let ops = self.ops.clone();
+        let session = session.clone();
+        let key_for_task = key.clone();
+        tokio::spawn(async move {
+            let key = key_for_task;
+            let mut seq = 0i64;
+            let mut transcript = Vec::new();
+            loop {
+                match feed.recv().await {
+                    Ok(FeedEvent::Transcript {
+                        role,
+                        text,
+                        is_final: true,
+                        at_ms,
+                    }) => {
+                        seq += 1;
+                        let line = TranscriptLine {
+                            at_ms: at_ms as i64,
+                            role: role.to_owned(),
+                            text,
+                        };
+                        let _ = ops.send(Op::Line {
+                            key: key.clone(),
+                            seq,
+                            at_ms: line.at_ms,
+                            role: line.role.clone(),
+                            text: line.text.clone(),
+                        });
+                        transcript.push(line);
+                    }
+                    Ok(FeedEvent::CallEnded {
+                        close_code,
+                        outcome,
+                    }) => {
+                        let c = &session.counters;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let ended_at_ms = unix_ms(std::time::SystemTime::now());
+                        let record = CallRecord {
+                            key: key.clone(),
+                            call_sid: session.call_sid.clone(),
+                            stream_sid: session.stream_sid.clone(),
+                            carrier: session.dialect.name().to_owned(),
+                            tenant: session.identity.tenant.clone(),
+                            started_at_ms,
+                            ended_at_ms,
+                            duration_ms: ended_at_ms - started_at_ms,
+                            outcome: outcome.to_owned(),
+                            close_code: close_code.into(),
+                            frames_in: c.frames_in.load(Relaxed) as i64,
+                            frames_out: c.frames_out.load(Relaxed) as i64,
+                            audio_dropped: c.audio_dropped.load(Relaxed) as i64,
+                            barge_ins: c.clears.load(Relaxed) as i64,
+                            dtmf: c.dtmf.load(Relaxed) as i64,
+                            transcript,
+                        };
+                        let _ = ops.send(Op::End {
+                            key,
+                            record: Box::new(record),
+                        });
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics::counter!("callgate_record_events_missed_total").increment(missed);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        key
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn open(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let connection =
+        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // WAL: a committed line survives a crash of the process; NORMAL sync keeps writes cheap.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.execute_batch(SCHEMA)?;
+    Ok(connection)
+}
+
+fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
+    for op in ops {
+        let result = match op {
+            Op::Start { key, call_sid, stream_sid, carrier, tenant, started_at_ms } => connection.execute(
+                "INSERT OR IGNORE INTO calls (key, call_sid, stream_sid, carrier, tenant, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key, call_sid, stream_sid, carrier, tenant, started_at_ms],
+            ),
+            Op::Line { key, seq, at_ms, role, text } => connection.execute(
+                "INSERT OR REPLACE INTO transcript (key, seq, at_ms, role, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, seq, at_ms, role, text],
+            ),
+            Op::End { key, record } => connection.execute(
+                "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?3, outcome = ?4, close_code = ?5, frames_in = ?6, frames_out = ?7,
+                 audio_dropped = ?8, barge_ins = ?9, dtmf = ?10 WHERE key = ?1",
+                params![
+                    key,
+                    record.ended_at_ms,
+                    record.duration_ms,
+                    record.outcome,
+                    record.close_code,
+                    record.frames_in,
+                    record.frames_out,
+                    record.audio_dropped,
+                    record.barge_ins,
+                    record.dtmf
+                ],
+            ),
+        };
+        if let Err(error) = result {
+            metrics::counter!("callgate_record_write_errors_total").increment(1);
+            tracing::error!(%error, "writing a call record failed");
+        }
+    }
+}
+
+/// Reads records (the `callgate calls` command and tests).
+pub struct RecordReader {
+    connection: Connection,
+}
+
+impl RecordReader {
+    /// Opens the database read-only.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let connection =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { connection })
+    }
+
+    /// The most recent calls, newest first.
+    pub fn list(&self, limit: usize) -> anyhow::Result<Vec<CallRecord>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT key FROM calls ORDER BY started_at_ms DESC LIMIT ?1")?;
+        let keys: Vec<String> = statement
+            .query_map(params![limit as i64], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        keys.iter()
+            .map(|k| self.show(k).map(|r| r.expect("listed")))
+            .collect()
+    }
+
+    /// One call by key or call id (the latest with that call id).
+    pub fn show(&self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
+        let mut statement = self.connection.prepare(
+            "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
+                    frames_in, frames_out, audio_dropped, barge_ins, dtmf
+             FROM calls WHERE key = ?1 OR call_sid = ?1 ORDER BY started_at_ms DESC LIMIT 1",
+        )?;
+        let mut rows = statement.query(params![key_or_sid])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let key: String = row.get(0)?;
+        let mut record = CallRecord {
+            key: key.clone(),
+            call_sid: row.get(1)?,
+            stream_sid: row.get(2)?,
+            carrier: row.get(3)?,
+            tenant: row.get(4)?,
+            started_at_ms: row.get(5)?,
+            ended_at_ms: row.get::<_, Option<i64>>(6)?.unwrap_or_default(),
+            duration_ms: row.get::<_, Option<i64>>(7)?.unwrap_or_default(),
+            outcome: row
+                .get::<_, Option<String>>(8)?
+                .unwrap_or_else(|| "in progress or interrupted".into()),
+            close_code: row.get::<_, Option<i64>>(9)?.unwrap_or_default(),
+            frames_in: row.get::<_, Option<i64>>(10)?.unwrap_or_default(),
+            frames_out: row.get::<_, Option<i64>>(11)?.unwrap_or_default(),
+            audio_dropped: row.get::<_, Option<i64>>(12)?.unwrap_or_default(),
+            barge_ins: row.get::<_, Option<i64>>(13)?.unwrap_or_default(),
+            dtmf: row.get::<_, Option<i64>>(14)?.unwrap_or_default(),
+            transcript: Vec::new(),
+        };
+        let mut lines = self
+            .connection
+            .prepare("SELECT at_ms, role, text FROM transcript WHERE key = ?1 ORDER BY seq")?;
+        record.transcript = lines
+            .query_map(params![key], |row| {
+                Ok(TranscriptLine {
+                    at_ms: row.get(0)?,
+                    role: row.get(1)?,
+                    text: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(record))
+    }
+}
