@@ -389,6 +389,9 @@ pub struct SecurityConfig {
     pub start_token_deadline_ms: u64,
     /// Bearer token for the admin API (`/v1/calls`); empty turns it off.
     pub admin_token: Secret,
+    /// `/client` (the original Exotel integration's transcript feed) without a token, for
+    /// its unchanged clients on a private network.
+    pub client_feed_open: bool,
     /// JWT settings.
     pub jwt: JwtConfig,
     /// Twilio signature settings.
@@ -423,6 +426,7 @@ impl Default for SecurityConfig {
             tenants: Default::default(),
             start_token_deadline_ms: 5_000,
             admin_token: Secret::default(),
+            client_feed_open: false,
             jwt: JwtConfig::default(),
             twilio: TwilioConfig::default(),
             basic: BasicConfig::default(),
@@ -515,7 +519,14 @@ pub struct BasicConfig {
 }
 
 /// Paths the gateway serves itself.
-const RESERVED: &[&str] = &["/healthz", "/health", "/readyz", "/metrics", "/v1/calls"];
+const RESERVED: &[&str] = &[
+    "/healthz",
+    "/health",
+    "/readyz",
+    "/metrics",
+    "/v1/calls",
+    "/client",
+];
 
 /// Every problem found while loading.
 #[derive(Debug)]

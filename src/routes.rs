@@ -119,6 +119,8 @@ pub struct AppState {
     pub admin_token: callgate_handlers::bridge::Secret,
     /// Call records (SQLite), when enabled.
     pub records: Option<crate::records::Records>,
+    /// `/client` needs no token.
+    pub client_feed_open: bool,
     next_id: Arc<AtomicU64>,
 }
 
@@ -142,6 +144,7 @@ impl AppState {
             upstream_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             admin_token: config.security.admin_token.clone(),
             records: None,
+            client_feed_open: config.security.client_feed_open,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -261,6 +264,8 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
         .route("/readyz", get(readyz))
         .route("/v1/calls", get(list_calls))
         .route("/v1/calls/{call_sid}", get(show_call))
+        .route("/v1/calls/{call_sid}/events", get(call_events))
+        .route("/client", get(client_feed))
         .route("/metrics", get(metrics))
         .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
@@ -326,6 +331,135 @@ async fn show_call(
     match state.store.find_call(&call_sid) {
         Some(session) => Json(call_json(&session)).into_response(),
         None => (StatusCode::NOT_FOUND, "no such live call\n").into_response(),
+    }
+}
+
+/// `GET /v1/calls/{call_sid}/events` (WebSocket, admin token): the call's live feed as JSON
+/// events (transcript deltas and finals, DTMF, barge-ins, the end).
+async fn call_events(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+    axum::extract::Path(call_sid): axum::extract::Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> axum::response::Response {
+    if let Err(refused) = admin_or_query(&state, &headers, query.as_deref()) {
+        return refused.into_response();
+    }
+    let Some(session) = state.store.find_call(&call_sid) else {
+        return (StatusCode::NOT_FOUND, "no such live call\n").into_response();
+    };
+    let feed = session.feed.subscribe();
+    upgrade.on_upgrade(move |socket| forward_feed(socket, feed, None))
+}
+
+/// `/client`: the original Exotel integration's subscriber protocol. The client sends a call
+/// id as text and receives `{"call_sid","transcript","is_final"}` messages. Needs the admin
+/// token (header or `?token=`) unless `security.client_feed_open` is set.
+async fn client_feed(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> axum::response::Response {
+    if !state.client_feed_open {
+        if let Err(refused) = admin_or_query(&state, &headers, query.as_deref()) {
+            return refused.into_response();
+        }
+    }
+    upgrade.on_upgrade(move |mut socket| async move {
+        use axum::extract::ws::Message;
+        let call_sid = loop {
+            match socket.recv().await {
+                Some(Ok(Message::Text(text))) => break text.trim().to_owned(),
+                Some(Ok(_)) => continue,
+                _ => return,
+            }
+        };
+        // The subscriber may come before the call: wait for it (up to a minute).
+        let mut session = None;
+        for _ in 0..600 {
+            if let Some(found) = state.store.find_call(&call_sid) {
+                session = Some(found);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some(session) = session else {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        };
+        forward_feed(socket, session.feed.subscribe(), Some(call_sid)).await;
+    })
+}
+
+/// Forwards a call's feed to a subscriber until the call ends or the subscriber leaves.
+async fn forward_feed(
+    mut socket: axum::extract::ws::WebSocket,
+    mut feed: tokio::sync::broadcast::Receiver<callgate_handlers::feed::FeedEvent>,
+    client_call: Option<String>,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    use callgate_handlers::feed::FeedEvent;
+    use futures_util::SinkExt;
+    loop {
+        tokio::select! {
+            event = feed.recv() => {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let ended = matches!(event, FeedEvent::CallEnded { .. });
+                let text = match (&client_call, &event) {
+                    (None, event) => serde_json::to_string(event).unwrap_or_default(),
+                    (Some(call_sid), FeedEvent::Transcript { text, is_final, .. }) => {
+                        serde_json::json!({"call_sid": call_sid, "transcript": text, "is_final": is_final}).to_string()
+                    }
+                    (Some(_), _) => String::new(),
+                };
+                if !text.is_empty() && socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                if ended {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "call ended".into(),
+        })))
+        .await;
+    let _ = socket.flush().await;
+}
+
+/// The admin token from the `Authorization` header or a `token` query parameter.
+fn admin_or_query(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+) -> Result<(), (StatusCode, &'static str)> {
+    if admin(state, headers).is_ok() {
+        return Ok(());
+    }
+    let token = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    match token {
+        Some(token) => {
+            let mut headers = axum::http::HeaderMap::new();
+            let value = format!("Bearer {token}");
+            if let Ok(value) = value.parse() {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            admin(state, &headers)
+        }
+        None => admin(state, headers),
     }
 }
 

@@ -1,0 +1,219 @@
+//! Transcripts, the live feed (`/v1/calls/{call_sid}/events` and `/client`) and call records
+//! in SQLite, including a crash in the middle of a call.
+
+mod common;
+
+use std::time::Duration;
+
+use callgate::records::RecordReader;
+use callgate_handlers::bridge::Secret;
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn next_json(ws: &mut Carrier) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.ws.next())
+            .await
+            .expect("no feed event")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(Message::Close(_))) | None => return Value::Null,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feed_and_records_follow_the_call() {
+    let upstream = FakeUpstream::start().await;
+    let mut db = String::new();
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.admin_token = Secret::new("feed-token");
+        db = c.records.path.clone();
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    let call_sid = format!("CA{}", &SID[2..]);
+    // Subscribers: the JSON feed (header token) and the original /client protocol (?token=).
+    assert_eq!(
+        Carrier::try_connect(&gw.url(&format!("/v1/calls/{call_sid}/events")), &[])
+            .await
+            .err()
+            .unwrap()
+            .0,
+        401
+    );
+    let mut feed = Carrier::try_connect(
+        &gw.url(&format!("/v1/calls/{call_sid}/events")),
+        &[("authorization", "Bearer feed-token")],
+    )
+    .await
+    .unwrap();
+    let mut client = Carrier::connect(&gw.url("/client?token=feed-token")).await;
+    client
+        .send_raw(Message::Text(call_sid.clone().into()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    upstream.send(0, json!({"type": "conversation.item.input_audio_transcription.delta", "item_id": "u1", "delta": "I'd like"})).await;
+    upstream.send(0, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "transcript": "I'd like a table."})).await;
+    upstream.send(0, json!({"type": "response.output_audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": "For how many?"})).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for d in ["4", "2", "#"] {
+        carrier.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "5", "dtmf": {"track": "inbound_track", "digit": d}})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+
+    let mut events = Vec::new();
+    loop {
+        let event = next_json(&mut feed).await;
+        if event.is_null() {
+            break;
+        }
+        events.push(event);
+    }
+    let kinds: Vec<(String, bool)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["is_final"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("transcript".to_owned(), false),
+            ("transcript".to_owned(), true),
+            ("transcript".to_owned(), true),
+            ("dtmf".to_owned(), false),
+            ("transcript".to_owned(), true),
+            ("call_ended".to_owned(), false),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[1]["role"], "user");
+    assert_eq!(events[2]["role"], "assistant");
+    assert_eq!(
+        events[3]["digits"], "[redacted]",
+        "PCI mode keeps digits out of the feed"
+    );
+    assert_eq!(events[5]["close_code"], 1000);
+
+    let mut lines = Vec::new();
+    loop {
+        let m = next_json(&mut client).await;
+        if m.is_null() {
+            break;
+        }
+        lines.push(m);
+    }
+    assert_eq!(
+        lines[0],
+        json!({"call_sid": call_sid, "transcript": "I'd like", "is_final": false})
+    );
+    assert_eq!(
+        lines[1],
+        json!({"call_sid": call_sid, "transcript": "I'd like a table.", "is_final": true})
+    );
+    assert_eq!(lines[2]["transcript"], "For how many?");
+
+    // The record: transcript in order, digits redacted, the outcome.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let record = RecordReader::open(std::path::Path::new(&db))
+        .unwrap()
+        .show(&call_sid)
+        .unwrap()
+        .expect("a record");
+    assert_eq!(record.outcome, "completed");
+    assert_eq!(record.close_code, 1000);
+    assert_eq!(record.carrier, "twilio");
+    let texts: Vec<(&str, &str)> = record
+        .transcript
+        .iter()
+        .map(|l| (l.role.as_str(), l.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("user", "I'd like a table."),
+            ("assistant", "For how many?"),
+            ("user", "[DTMF [redacted]]")
+        ]
+    );
+    assert_eq!(record.dtmf, 3);
+    assert!(!format!("{record:?}").contains("42#"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_call_keeps_the_transcript_so_far() {
+    use std::process::{Command, Stdio};
+    let upstream = FakeUpstream::start().await;
+    let db = std::env::temp_dir().join(format!("callgate-crash-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .env("CALLGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CALLGATE_UPSTREAM_URL", &upstream.url)
+            .env("CALLGATE_RECORDS__PATH", &db)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut carrier = Carrier::connect(&format!("ws://{addr}/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream.send(0, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "transcript": "My account number is on the letter."})).await;
+    upstream.send(0, json!({"type": "response.output_audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": "Please read it to me."})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Crash: SIGKILL, no chance to flush anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // After a restart the database holds what was said.
+    let mut restarted = start();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = RecordReader::open(&db)
+        .unwrap()
+        .show(&format!("CA{}", &SID[2..]))
+        .unwrap()
+        .expect("the call's row");
+    let texts: Vec<&str> = record.transcript.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "My account number is on the letter.",
+            "Please read it to me."
+        ]
+    );
+    assert_eq!(record.outcome, "in progress or interrupted");
+    let output = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .env("CALLGATE_RECORDS__PATH", &db)
+        .args(["calls", "show", &format!("CA{}", &SID[2..])])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Please read it to me."));
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let _ = std::fs::remove_file(&db);
+}
