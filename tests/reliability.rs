@@ -77,12 +77,12 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
         ]
     );
     assert_eq!(seeded[1]["item"]["content"][0]["type"], "output_text");
-    let resumed = upstream.wait_appends(1, 9).await;
-    assert_eq!(
-        resumed,
-        (2..=10).map(frame).collect::<Vec<_>>(),
-        "no caller audio lost in the gap"
-    );
+    // Frames sent as the drop happened may still have reached the old session; none is lost
+    // and none repeated, across both.
+    let expected: Vec<String> = (1..=10).map(frame).collect();
+    eventually(|| (upstream.all_appends().len() >= expected.len()).then_some(())).await;
+    assert_eq!(upstream.all_appends(), expected, "no caller audio lost in the gap");
+    assert!(!upstream.wait_appends(1, 1).await.is_empty(), "audio resumed on the new session");
     // Replies flow again on the new session.
     upstream.send(1, json!({"type": "response.output_audio.delta", "response_id": "r2", "item_id": "a2", "delta": "/w=="})).await;
     upstream
