@@ -49,10 +49,87 @@ pub struct Config {
     pub security: SecurityConfig,
     /// How key presses reach the model.
     pub dtmf: DtmfConfig,
-    /// Call records.
+        /// Call records.
     pub records: RecordsConfig,
+    /// Per-call settings, greeting and the built-in `end_call` tool.
+    pub conversation: ConversationConfig,
+    /// Function tools run as webhooks.
+    pub tools: Vec<ToolConfig>,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[conversation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConversationConfig {
+    /// Greeting the assistant speaks first ("" = wait for the caller).
+    pub greeting: String,
+    /// Custom parameter naming a profile (when absent, a profile named like the tenant).
+    pub profile_parameter: String,
+    /// Voices a `voice` custom parameter may choose.
+    pub voices: Vec<String>,
+    /// Languages a `language` custom parameter may choose.
+    pub languages: Vec<String>,
+    /// Offer the model the built-in `end_call` tool.
+    pub end_call: bool,
+    /// Named profiles.
+    pub profiles: std::collections::BTreeMap<String, ProfileConfig>,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            greeting: String::new(),
+            profile_parameter: "profile".into(),
+            voices: Vec::new(),
+            languages: Vec::new(),
+            end_call: true,
+            profiles: Default::default(),
+        }
+    }
+}
+
+/// `[conversation.profiles.NAME]`: empty fields keep the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ProfileConfig {
+    /// System prompt.
+    pub instructions: String,
+    /// Voice.
+    pub voice: String,
+    /// Language code.
+    pub language: String,
+    /// Greeting the assistant speaks first.
+    pub greeting: String,
+}
+
+/// `[[tools]]`: a function the model may call, run as a webhook.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolConfig {
+    /// Function name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON schema of the arguments (a TOML table).
+    #[serde(default = "empty_schema")]
+    pub parameters: toml::Value,
+    /// `http://` or `https://` URL receiving a POST of `{name, arguments, call}`.
+    pub url: String,
+    /// Time limit; past it the model hears that the tool timed out.
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn empty_schema() -> toml::Value {
+    let mut table = toml::Table::new();
+    table.insert("type".into(), toml::Value::String("object".into()));
+    table.insert("properties".into(), toml::Value::Table(toml::Table::new()));
+    toml::Value::Table(table)
+}
+
+fn default_tool_timeout() -> u64 {
+    5_000
 }
 
 /// `[records]`.
@@ -105,7 +182,9 @@ impl Default for Config {
             calls: CallsConfig::default(),
             security: SecurityConfig::default(),
             dtmf: DtmfConfig::default(),
-            records: RecordsConfig::default(),
+                        records: RecordsConfig::default(),
+            conversation: ConversationConfig::default(),
+            tools: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -624,6 +703,14 @@ impl Config {
         {
             errors.push("dtmf.terminator: one of 0-9, *, #, A-D, or empty".into());
         }
+                for (i, tool) in self.tools.iter().enumerate() {
+            if !(tool.url.starts_with("http://") || tool.url.starts_with("https://")) {
+                errors.push(format!("tools[{i}].url: must be an http:// or https:// URL"));
+            }
+            if tool.name == "end_call" || tool.name.is_empty() || self.tools.iter().filter(|t| t.name == tool.name).count() > 1 {
+                errors.push(format!("tools[{i}].name: {:?} is empty, reserved or listed twice", tool.name));
+            }
+        }
         if !self.upstream.fallback_audio.is_empty()
             && !Path::new(&self.upstream.fallback_audio).is_file()
         {
@@ -793,7 +880,8 @@ impl Config {
                     .then(|| s.transcription_model.clone()),
                 vad_threshold: s.vad_threshold,
                 prefix_padding_ms: s.prefix_padding_ms,
-                silence_duration_ms: s.silence_duration_ms,
+                                silence_duration_ms: s.silence_duration_ms,
+                language: None,
             },
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
             ready_timeout: Duration::from_millis(up.ready_timeout_ms),
@@ -810,6 +898,39 @@ impl Config {
             rollover_margin: Duration::from_secs(up.rollover_margin_s),
             // Loaded by `run` (it reads a file).
             fallback_audio: None,
+                        tools: callgate_handlers::bridge::tools::Tools::new(
+                self.tools
+                    .iter()
+                    .map(|t| callgate_handlers::bridge::tools::ToolSpec {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: serde_json::to_value(&t.parameters).unwrap_or_default(),
+                        url: t.url.clone(),
+                        timeout: Duration::from_millis(t.timeout_ms.max(1)),
+                    })
+                    .collect(),
+                self.conversation.end_call,
+            ),
+            conversation: callgate_handlers::bridge::ConversationSettings {
+                profiles: self
+                    .conversation
+                    .profiles
+                    .iter()
+                    .map(|(name, p)| {
+                        let profile = callgate_handlers::bridge::Profile {
+                            instructions: p.instructions.clone(),
+                            voice: p.voice.clone(),
+                            language: p.language.clone(),
+                            greeting: p.greeting.clone(),
+                        };
+                        (name.clone(), profile)
+                    })
+                    .collect(),
+                profile_parameter: self.conversation.profile_parameter.clone(),
+                voices: self.conversation.voices.clone(),
+                languages: self.conversation.languages.clone(),
+                greeting: self.conversation.greeting.clone(),
+            },
             dtmf: callgate_handlers::bridge::DtmfSettings {
                 terminator: self.dtmf.terminator.chars().next(),
                 inter_digit_timeout: Duration::from_millis(self.dtmf.inter_digit_timeout_ms.max(1)),

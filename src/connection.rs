@@ -330,6 +330,13 @@ impl Call<'_> {
                             }
                             call.observe(&message, received);
                         }
+                                                Downstream::Hangup => {
+                            // The assistant ended the conversation (`end_call`).
+                            if let Some(frame) = call.writer.as_ref().and_then(Writer::hangup) {
+                                let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
+                            }
+                            break Some(CloseReason::NORMAL);
+                        }
                         Downstream::Fallback { payload, duration } => {
                             // The carrier plays the fallback; the close follows once it has.
                             let audio = Outbound::Media { payload };

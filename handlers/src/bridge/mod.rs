@@ -12,6 +12,7 @@
 
 mod queue;
 mod task;
+pub mod tools;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -134,8 +135,10 @@ pub struct SessionSettings {
     pub vad_threshold: f64,
     /// Audio kept before detected speech.
     pub prefix_padding_ms: u32,
-    /// Silence that ends a turn.
+        /// Silence that ends a turn.
     pub silence_duration_ms: u32,
+    /// Caller language for transcription (set per call).
+    pub language: Option<String>,
 }
 
 /// Everything the bridge needs, shared by every call.
@@ -167,8 +170,40 @@ pub struct BridgeConfig {
     pub rollover_margin: Duration,
     /// Played to the caller when the upstream is gone for good (format, raw audio).
     pub fallback_audio: Option<(AudioFormat, Vec<u8>)>,
-    /// How key presses become model input.
+        /// How key presses become model input.
     pub dtmf: DtmfSettings,
+    /// Function tools (webhooks and `end_call`).
+    pub tools: tools::Tools,
+    /// Per-call settings selected by custom parameters, and the greeting.
+    pub conversation: ConversationSettings,
+}
+
+/// Per-call choices a call's custom parameters (or its tenant) may make, from allowlists.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationSettings {
+    /// Named profiles: instructions, voice, language, greeting.
+    pub profiles: std::collections::BTreeMap<String, Profile>,
+    /// The custom parameter naming a profile (when absent, a profile named like the tenant).
+    pub profile_parameter: String,
+    /// Voices a `voice` custom parameter may pick.
+    pub voices: Vec<String>,
+    /// Languages a `language` custom parameter may pick.
+    pub languages: Vec<String>,
+    /// Greeting the assistant speaks first ("" = wait for the caller).
+    pub greeting: String,
+}
+
+/// One profile; empty fields keep the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// System prompt.
+    pub instructions: String,
+    /// Voice.
+    pub voice: String,
+    /// Language (BCP 47, e.g. `hi`).
+    pub language: String,
+    /// Greeting the assistant speaks first.
+    pub greeting: String,
 }
 
 /// DTMF collection (PROTOCOLS.md §12.4).
@@ -222,6 +257,8 @@ pub enum Downstream {
     /// Send this to the carrier; the instant is when the upstream event that caused it
     /// arrived (for the gateway-latency and barge-in histograms).
     Out(Outbound, std::time::Instant),
+        /// The conversation is over (`end_call`): hang up normally.
+    Hangup,
     /// Play this (base64, carrier format) before the call ends: the upstream is gone.
     Fallback {
         /// The audio.

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::tools;
 use super::wire::{self, ServerEvent, ServerKind};
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
@@ -168,8 +169,51 @@ struct Relay {
     /// DTMF digits collected so far, and when the inter-digit timeout fires.
     digits: String,
     dtmf_deadline: Option<tokio::time::Instant>,
-    /// A `response.create` is due once the current response is done.
+        /// A `response.create` is due once the current response is done.
     response_wanted: bool,
+    /// What the assistant says first ("" = nothing).
+    greeting: String,
+    /// Tool webhooks report here: (call id, tool name, output or error).
+    tool_results: mpsc::Receiver<(String, String, Result<String, String>)>,
+    tool_results_tx: mpsc::Sender<(String, String, Result<String, String>)>,
+    /// `end_call` was called: hang up once the goodbye has played.
+    hangup_requested: Option<Instant>,
+}
+
+/// The session settings and greeting of one call: a profile chosen by a custom parameter
+/// (or named like the tenant), then `voice` / `language` parameters from the allowlists.
+fn per_call(base: &super::SessionSettings, conversation: &super::ConversationSettings, session: &Session) -> (super::SessionSettings, String) {
+    let params = &session.custom_parameters;
+    let mut settings = base.clone();
+    let mut greeting = conversation.greeting.clone();
+    let mut language = String::new();
+    let profile = params
+        .get(&conversation.profile_parameter)
+        .and_then(|name| conversation.profiles.get(name))
+        .or_else(|| session.identity.tenant.as_ref().and_then(|tenant| conversation.profiles.get(tenant)));
+    if let Some(profile) = profile {
+        if !profile.instructions.is_empty() {
+            settings.instructions = profile.instructions.clone();
+        }
+        if !profile.voice.is_empty() {
+            settings.voice = profile.voice.clone();
+        }
+        language = profile.language.clone();
+        if !profile.greeting.is_empty() {
+            greeting = profile.greeting.clone();
+        }
+    }
+    if let Some(voice) = params.get("voice").filter(|v| conversation.voices.contains(v)) {
+        settings.voice = voice.clone();
+    }
+    if let Some(chosen) = params.get("language").filter(|l| conversation.languages.contains(l)) {
+        language = chosen.clone();
+    }
+    if !language.is_empty() {
+        settings.instructions.push_str(&format!("\n\nSpeak in the language with code {language} unless the caller asks otherwise."));
+        settings.language = Some(language);
+    }
+    (settings, greeting)
 }
 
 /// The playback ledger of one assistant item (PROTOCOLS.md §12.3).
@@ -226,17 +270,19 @@ impl Relay {
         };
         // Pieces of at most 100 ms, each with its own mark, so barge-in truncation is accurate
         // to 100 ms; Exotel's minimum chunk (3200 bytes at 8 kHz) makes its pieces longer.
+                let (settings, greeting) = per_call(&config.session, &config.conversation, &session);
+        let (tool_results_tx, tool_results) = mpsc::channel(16);
         let format = session.media_format;
         let piece_bytes = match session.dialect {
             crate::dialect::Dialect::Exotel => format.bytes_per_ms() * 20 * 10,
             _ => format.bytes_per_ms() * 100,
         };
         Ok(Self {
-            session_update: wire::session_update(
-                config.dialect,
-                session.upstream_audio,
-                &config.session,
-            ),
+                        session_update: wire::session_update(config.dialect, session.upstream_audio, &settings, &config.tools.declarations()),
+            greeting,
+            tool_results,
+            tool_results_tx,
+            hangup_requested: None,
             dialect: config.dialect,
             session,
             outbox,
@@ -373,8 +419,19 @@ impl Relay {
                         }
                     }
                 },
-                _ = sleep_until(self.dtmf_deadline), if self.dtmf_deadline.is_some() => {
+                                _ = sleep_until(self.dtmf_deadline), if self.dtmf_deadline.is_some() => {
                     self.flush_digits(ws, config).await?;
+                }
+                Some((call_id, name, result)) = self.tool_results.recv() => {
+                    self.tool_output(ws, config, &call_id, &name, result).await?;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)), if self.hangup_requested.is_some() => {
+                    if self.goodbye_played() {
+                        tracing::info!("end_call: the goodbye has played; hanging up");
+                        let _ = self.outbox.send(Downstream::Hangup).await;
+                        close(ws).await;
+                        return Ok(SessionEnd::Stopped);
+                    }
                 }
                 message = ws.next() => {
                     self.last_heard = Instant::now();
@@ -501,9 +558,13 @@ impl Relay {
                 if let Some((sent, span)) = self.configuring.take() {
                     span.record("ready_ms", sent.elapsed().as_millis() as u64);
                 }
-                if !self.ready {
+                                if !self.ready {
                     if self.reseed {
                         self.reseed_conversation(ws, config).await?;
+                    } else if !self.greeting.is_empty() {
+                        // The assistant speaks first.
+                        let greet = json!({"type": "response.create", "response": {"instructions": format!("Greet the caller by saying exactly: {}", self.greeting)}});
+                        send(ws, Message::Text(greet.to_string().into()), config).await?;
                     }
                     self.ready = true;
                     tracing::debug!(held = self.audio.len(), "upstream session ready");
@@ -530,6 +591,13 @@ impl Relay {
                     )
                     .await?;
                 }
+            }
+                        ServerKind::FunctionCall => {
+                let (Some(call_id), Some(name)) = (event.call_id.clone(), event.name.clone()) else {
+                    return Ok(());
+                };
+                let arguments = event.arguments.clone().unwrap_or_default();
+                self.on_function_call(call_id, name, arguments, config);
             }
             ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta => {
                 let role = if ServerKind::of(&event.kind) == ServerKind::CallerTranscriptDelta {
@@ -679,6 +747,65 @@ impl Relay {
             payload: BASE64.encode(&out),
             duration,
         })
+    }
+
+        /// A function call: `end_call` ends the call once the goodbye has played; other tools
+    /// run as webhooks in their own task and report back through `tool_results`.
+    fn on_function_call(&mut self, call_id: String, name: String, arguments: String, config: &BridgeConfig) {
+        metrics::counter!("callgate_tool_calls_total", "tool" => if name == tools::END_CALL { "end_call" } else { "webhook" }).increment(1);
+        if name == tools::END_CALL && config.tools.end_call {
+            tracing::info!("end_call requested");
+            self.hangup_requested = Some(Instant::now());
+            return;
+        }
+        let tools = config.tools.clone();
+        let results = self.tool_results_tx.clone();
+        let s = &self.session;
+        let context = json!({
+            "call_sid": s.call_sid,
+            "stream_sid": s.stream_sid,
+            "carrier": s.dialect.name(),
+            "tenant": s.identity.tenant,
+            "custom_parameters": s.custom_parameters,
+        });
+        let span = tracing::info_span!("tool", name = %name, outcome = tracing::field::Empty);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = tools.call(&name, &arguments, context).await;
+                tracing::Span::current().record("outcome", if result.is_ok() { "ok" } else { "error" });
+                let _ = results.send((call_id, name, result)).await;
+            },
+            span,
+        ));
+    }
+
+    /// Hands a tool's result (or its error, for the model to speak about) back, then asks
+    /// for a response once the current one is done.
+    async fn tool_output(&mut self, ws: &mut Upstream, config: &BridgeConfig, call_id: &str, name: &str, result: Result<String, String>) -> Result<(), BridgeError> {
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                metrics::counter!("callgate_tool_errors_total").increment(1);
+                tracing::warn!(tool = name, %error, "tool failed");
+                json!({"error": error}).to_string()
+            }
+        };
+        let item = json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}});
+        send(ws, Message::Text(item.to_string().into()), config).await?;
+        if self.current_response.is_none() {
+            send(ws, Message::Text(r#"{"type":"response.create"}"#.into()), config).await?;
+        } else {
+            self.response_wanted = true;
+        }
+        Ok(())
+    }
+
+    /// After `end_call`: the response is done and its audio has played (from marks, or
+    /// from time without them), or 30 s have passed.
+    fn goodbye_played(&self) -> bool {
+        let waited = self.hangup_requested.is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
+        let done = self.current_response.is_none() && (!self.speaking || self.playback.played_ms() >= self.playback.sent_ms);
+        done || waited
     }
 
     /// Runs `future` to completion unless the call stops first (`None`); control messages

@@ -12,11 +12,7 @@ use serde_json::{json, Value};
 use super::{RealtimeDialect, SessionSettings, UpstreamAudio};
 
 /// `session.update` for this dialect and audio format.
-pub fn session_update(
-    dialect: RealtimeDialect,
-    audio: UpstreamAudio,
-    s: &SessionSettings,
-) -> String {
+pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &SessionSettings, tools: &[Value]) -> String {
     let turn_detection = json!({
         "type": "server_vad",
         "threshold": s.vad_threshold,
@@ -25,10 +21,10 @@ pub fn session_update(
         "create_response": true,
         "interrupt_response": true,
     });
-    let transcription = s
-        .transcription_model
-        .as_ref()
-        .map(|model| json!({ "model": model }));
+        let transcription = s.transcription_model.as_ref().map(|model| match &s.language {
+        Some(language) => json!({ "model": model, "language": language }),
+        None => json!({ "model": model }),
+    });
     let session = match dialect {
         RealtimeDialect::Ga => {
             let format = match audio {
@@ -67,8 +63,12 @@ pub fn session_update(
             })
         }
     };
-    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session})
-        .to_string()
+        let mut session = session;
+    if !tools.is_empty() {
+        session["tools"] = Value::Array(tools.to_vec());
+        session["tool_choice"] = json!("auto");
+    }
+    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session}).to_string()
 }
 
 /// `input_audio_buffer.append` around base64 text that was already checked to be base64
@@ -107,8 +107,10 @@ pub enum ServerKind {
     AssistantTranscriptDelta,
     /// A response started.
     ResponseCreated,
-    /// A response ended (any status).
+        /// A response ended (any status).
     ResponseDone,
+    /// A function call's arguments are complete.
+    FunctionCall,
     /// An `error` event.
     Error,
     /// Anything else: ignored and counted.
@@ -134,7 +136,8 @@ impl ServerKind {
                 Self::AssistantTranscriptDelta
             }
             "response.created" => Self::ResponseCreated,
-            "response.done" => Self::ResponseDone,
+                        "response.done" => Self::ResponseDone,
+            "response.function_call_arguments.done" => Self::FunctionCall,
             "error" => Self::Error,
             _ => Self::Other,
         }
@@ -165,9 +168,18 @@ pub struct ServerEvent<'a> {
     /// The body of `response.created` / `response.done`.
     #[serde(default)]
     pub response: Option<ResponseBody>,
-    /// The body of `session.created` / `session.updated`.
+        /// The body of `session.created` / `session.updated`.
     #[serde(default)]
     pub session: Option<Value>,
+    /// A function call's id.
+    #[serde(default)]
+    pub call_id: Option<String>,
+    /// A function call's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A function call's arguments (JSON text).
+    #[serde(default)]
+    pub arguments: Option<String>,
 }
 
 /// `error.error`.
@@ -245,6 +257,7 @@ mod tests {
             vad_threshold: 0.5,
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
+            language: None,
         }
     }
 
@@ -254,6 +267,7 @@ mod tests {
             RealtimeDialect::Ga,
             UpstreamAudio::Pcmu,
             &settings(),
+            &[],
         ))
         .unwrap();
         assert_eq!(v["type"], "session.update");
@@ -280,6 +294,7 @@ mod tests {
             RealtimeDialect::Ga,
             UpstreamAudio::Pcm24k,
             &settings(),
+            &[],
         ))
         .unwrap();
         assert_eq!(
@@ -294,6 +309,7 @@ mod tests {
             RealtimeDialect::Beta,
             UpstreamAudio::Pcmu,
             &settings(),
+            &[],
         ))
         .unwrap();
         assert_eq!(v["session"]["input_audio_format"], "g711_ulaw");
