@@ -49,7 +49,7 @@ pub struct Config {
     pub security: SecurityConfig,
     /// How key presses reach the model.
     pub dtmf: DtmfConfig,
-        /// Call records.
+    /// Call records.
     pub records: RecordsConfig,
     /// Per-call settings, greeting and the built-in `end_call` tool.
     pub conversation: ConversationConfig,
@@ -182,7 +182,7 @@ impl Default for Config {
             calls: CallsConfig::default(),
             security: SecurityConfig::default(),
             dtmf: DtmfConfig::default(),
-                        records: RecordsConfig::default(),
+            records: RecordsConfig::default(),
             conversation: ConversationConfig::default(),
             tools: Vec::new(),
             routes: Vec::new(),
@@ -703,12 +703,20 @@ impl Config {
         {
             errors.push("dtmf.terminator: one of 0-9, *, #, A-D, or empty".into());
         }
-                for (i, tool) in self.tools.iter().enumerate() {
+        for (i, tool) in self.tools.iter().enumerate() {
             if !(tool.url.starts_with("http://") || tool.url.starts_with("https://")) {
-                errors.push(format!("tools[{i}].url: must be an http:// or https:// URL"));
+                errors.push(format!(
+                    "tools[{i}].url: must be an http:// or https:// URL"
+                ));
             }
-            if tool.name == "end_call" || tool.name.is_empty() || self.tools.iter().filter(|t| t.name == tool.name).count() > 1 {
-                errors.push(format!("tools[{i}].name: {:?} is empty, reserved or listed twice", tool.name));
+            if tool.name == "end_call"
+                || tool.name.is_empty()
+                || self.tools.iter().filter(|t| t.name == tool.name).count() > 1
+            {
+                errors.push(format!(
+                    "tools[{i}].name: {:?} is empty, reserved or listed twice",
+                    tool.name
+                ));
             }
         }
         if !self.upstream.fallback_audio.is_empty()
@@ -880,7 +888,7 @@ impl Config {
                     .then(|| s.transcription_model.clone()),
                 vad_threshold: s.vad_threshold,
                 prefix_padding_ms: s.prefix_padding_ms,
-                                silence_duration_ms: s.silence_duration_ms,
+                silence_duration_ms: s.silence_duration_ms,
                 language: None,
             },
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
@@ -898,7 +906,7 @@ impl Config {
             rollover_margin: Duration::from_secs(up.rollover_margin_s),
             // Loaded by `run` (it reads a file).
             fallback_audio: None,
-                        tools: callgate_handlers::bridge::tools::Tools::new(
+            tools: callgate_handlers::bridge::tools::Tools::new(
                 self.tools
                     .iter()
                     .map(|t| callgate_handlers::bridge::tools::ToolSpec {

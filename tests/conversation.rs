@@ -295,3 +295,249 @@ async fn dtmf_sequences_reach_the_model_and_interrupt_it() {
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
 }
+
+/// A webhook server for tools: `/ok` answers JSON, `/slow` never in time, `/fail` 500.
+async fn tool_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
+    use axum::routing::post;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/ok",
+            post(move |body: axum::Json<Value>| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(body.0);
+                    axum::Json(json!({"status": "shipped", "eta_days": 2}))
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/fail",
+            post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn tool(name: &str, url: String, timeout_ms: u64) -> callgate::config::ToolConfig {
+    callgate::config::ToolConfig {
+        name: name.into(),
+        description: format!("{name} tool"),
+        parameters: toml::toml! { type = "object" }.into(),
+        url,
+        timeout_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_succeed_time_out_and_fail_into_function_call_output() {
+    let (hooks, seen) = tool_server().await;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.tools = vec![
+            tool("lookup_order", format!("http://{hooks}/ok"), 2000),
+            tool("slow_tool", format!("http://{hooks}/slow"), 200),
+            tool("broken_tool", format!("http://{hooks}/fail"), 2000),
+        ];
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier
+        .send(twilio_start(SID, json!({"tenant": "acme"})))
+        .await;
+    let update = loop {
+        if let Some(u) = upstream.events_of(0, "session.update").await.first() {
+            break u.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let names: Vec<&str> = update["session"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["lookup_order", "slow_tool", "broken_tool", "end_call"]
+    );
+    for (call_id, name) in [
+        ("c1", "lookup_order"),
+        ("c2", "slow_tool"),
+        ("c3", "broken_tool"),
+    ] {
+        upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "item_id": "f", "output_index": 0,
+            "call_id": call_id, "name": name, "arguments": "{\"order_id\": \"A-17\"}"})).await;
+    }
+    let outputs = loop {
+        let items = upstream.events_of(0, "conversation.item.create").await;
+        if items.len() >= 3 {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let output = |id: &str| {
+        outputs.iter().find(|i| i["item"]["call_id"] == id).unwrap()["item"]["output"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&output("c1")).unwrap(),
+        json!({"status": "shipped", "eta_days": 2})
+    );
+    assert!(output("c2").contains("timed out"), "{}", output("c2"));
+    assert!(output("c3").contains("HTTP 500"), "{}", output("c3"));
+    assert!(outputs
+        .iter()
+        .all(|i| i["item"]["type"] == "function_call_output"));
+    let posted = seen.lock().unwrap()[0].clone();
+    assert_eq!(posted["arguments"]["order_id"], "A-17");
+    assert_eq!(posted["call"]["stream_sid"], SID);
+    assert_eq!(posted["call"]["custom_parameters"]["tenant"], "acme");
+    // One response.create per result (no response was in progress).
+    assert_eq!(upstream.events_of(0, "response.create").await.len(), 3);
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_after_the_goodbye_played() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "bye", "delta": B64.encode([0x55u8; 1600])})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "bye"}),
+        )
+        .await;
+    upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "c9", "name": "end_call", "arguments": "{}"})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+        )
+        .await;
+    let mut marks = Vec::new();
+    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
+        let m = carrier.recv().await;
+        if m["event"] == "mark" {
+            marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
+        }
+    }
+    // Not before the goodbye has played: nothing closes while its marks are outstanding.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in &marks {
+        carrier.send(json!({"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}})).await;
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(carrier.closed().await, (1000, "call ended".to_owned()));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(upstream.wait_closed(0).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_allowlists_and_the_greeting() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.conversation.voices = vec!["cedar".into()];
+        c.conversation.languages = vec!["hi".into()];
+        c.conversation.profiles.insert(
+            "sales".into(),
+            callgate::config::ProfileConfig {
+                instructions: "You sell widgets.".into(),
+                voice: "ash".into(),
+                language: String::new(),
+                greeting: "Hello from Acme sales!".into(),
+            },
+        );
+    })
+    .await;
+    let update_of = |i: usize| {
+        let upstream = upstream.clone();
+        async move {
+            loop {
+                if let Some(u) = upstream.events_of(i, "session.update").await.first() {
+                    return u.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // A profile, then an allowed voice and language on top.
+    let mut a = Carrier::connect(&gw.url("/twilio")).await;
+    a.send(twilio_start(
+        SID,
+        json!({"profile": "sales", "voice": "cedar", "language": "hi"}),
+    ))
+    .await;
+    let update = update_of(0).await;
+    assert!(update["session"]["instructions"]
+        .as_str()
+        .unwrap()
+        .starts_with("You sell widgets."));
+    assert!(update["session"]["instructions"]
+        .as_str()
+        .unwrap()
+        .contains("hi"));
+    assert_eq!(update["session"]["audio"]["output"]["voice"], "cedar");
+    assert_eq!(
+        update["session"]["audio"]["input"]["transcription"]["language"],
+        "hi"
+    );
+    // The greeting: the assistant speaks first.
+    let greet = loop {
+        if let Some(r) = upstream.events_of(0, "response.create").await.first() {
+            break r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(greet["response"]["instructions"]
+        .as_str()
+        .unwrap()
+        .contains("Hello from Acme sales!"));
+    // Values outside the allowlists are ignored.
+    let mut b = Carrier::connect(&gw.url("/twilio")).await;
+    b.send(twilio_start(
+        "MZ22222222222222222222222222222222",
+        json!({"voice": "evil", "language": "xx", "profile": "nope"}),
+    ))
+    .await;
+    let update = update_of(1).await;
+    assert_eq!(update["session"]["audio"]["output"]["voice"], "marin");
+    assert!(update["session"]["audio"]["input"]["transcription"]
+        .get("language")
+        .is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        upstream.events_of(1, "response.create").await.is_empty(),
+        "no greeting configured for this call"
+    );
+    a.send(stop(SID)).await;
+    b.send(stop("MZ22222222222222222222222222222222")).await;
+    assert_eq!(a.closed().await.0, 1000);
+    assert_eq!(b.closed().await.0, 1000);
+}

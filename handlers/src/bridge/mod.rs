@@ -135,7 +135,7 @@ pub struct SessionSettings {
     pub vad_threshold: f64,
     /// Audio kept before detected speech.
     pub prefix_padding_ms: u32,
-        /// Silence that ends a turn.
+    /// Silence that ends a turn.
     pub silence_duration_ms: u32,
     /// Caller language for transcription (set per call).
     pub language: Option<String>,
@@ -170,7 +170,7 @@ pub struct BridgeConfig {
     pub rollover_margin: Duration,
     /// Played to the caller when the upstream is gone for good (format, raw audio).
     pub fallback_audio: Option<(AudioFormat, Vec<u8>)>,
-        /// How key presses become model input.
+    /// How key presses become model input.
     pub dtmf: DtmfSettings,
     /// Function tools (webhooks and `end_call`).
     pub tools: tools::Tools,
@@ -257,7 +257,7 @@ pub enum Downstream {
     /// Send this to the carrier; the instant is when the upstream event that caused it
     /// arrived (for the gateway-latency and barge-in histograms).
     Out(Outbound, std::time::Instant),
-        /// The conversation is over (`end_call`): hang up normally.
+    /// The conversation is over (`end_call`): hang up normally.
     Hangup,
     /// Play this (base64, carrier format) before the call ends: the upstream is gone.
     Fallback {

@@ -169,7 +169,7 @@ struct Relay {
     /// DTMF digits collected so far, and when the inter-digit timeout fires.
     digits: String,
     dtmf_deadline: Option<tokio::time::Instant>,
-        /// A `response.create` is due once the current response is done.
+    /// A `response.create` is due once the current response is done.
     response_wanted: bool,
     /// What the assistant says first ("" = nothing).
     greeting: String,
@@ -182,7 +182,11 @@ struct Relay {
 
 /// The session settings and greeting of one call: a profile chosen by a custom parameter
 /// (or named like the tenant), then `voice` / `language` parameters from the allowlists.
-fn per_call(base: &super::SessionSettings, conversation: &super::ConversationSettings, session: &Session) -> (super::SessionSettings, String) {
+fn per_call(
+    base: &super::SessionSettings,
+    conversation: &super::ConversationSettings,
+    session: &Session,
+) -> (super::SessionSettings, String) {
     let params = &session.custom_parameters;
     let mut settings = base.clone();
     let mut greeting = conversation.greeting.clone();
@@ -190,7 +194,13 @@ fn per_call(base: &super::SessionSettings, conversation: &super::ConversationSet
     let profile = params
         .get(&conversation.profile_parameter)
         .and_then(|name| conversation.profiles.get(name))
-        .or_else(|| session.identity.tenant.as_ref().and_then(|tenant| conversation.profiles.get(tenant)));
+        .or_else(|| {
+            session
+                .identity
+                .tenant
+                .as_ref()
+                .and_then(|tenant| conversation.profiles.get(tenant))
+        });
     if let Some(profile) = profile {
         if !profile.instructions.is_empty() {
             settings.instructions = profile.instructions.clone();
@@ -203,14 +213,22 @@ fn per_call(base: &super::SessionSettings, conversation: &super::ConversationSet
             greeting = profile.greeting.clone();
         }
     }
-    if let Some(voice) = params.get("voice").filter(|v| conversation.voices.contains(v)) {
+    if let Some(voice) = params
+        .get("voice")
+        .filter(|v| conversation.voices.contains(v))
+    {
         settings.voice = voice.clone();
     }
-    if let Some(chosen) = params.get("language").filter(|l| conversation.languages.contains(l)) {
+    if let Some(chosen) = params
+        .get("language")
+        .filter(|l| conversation.languages.contains(l))
+    {
         language = chosen.clone();
     }
     if !language.is_empty() {
-        settings.instructions.push_str(&format!("\n\nSpeak in the language with code {language} unless the caller asks otherwise."));
+        settings.instructions.push_str(&format!(
+            "\n\nSpeak in the language with code {language} unless the caller asks otherwise."
+        ));
         settings.language = Some(language);
     }
     (settings, greeting)
@@ -270,7 +288,7 @@ impl Relay {
         };
         // Pieces of at most 100 ms, each with its own mark, so barge-in truncation is accurate
         // to 100 ms; Exotel's minimum chunk (3200 bytes at 8 kHz) makes its pieces longer.
-                let (settings, greeting) = per_call(&config.session, &config.conversation, &session);
+        let (settings, greeting) = per_call(&config.session, &config.conversation, &session);
         let (tool_results_tx, tool_results) = mpsc::channel(16);
         let format = session.media_format;
         let piece_bytes = match session.dialect {
@@ -278,7 +296,12 @@ impl Relay {
             _ => format.bytes_per_ms() * 100,
         };
         Ok(Self {
-                        session_update: wire::session_update(config.dialect, session.upstream_audio, &settings, &config.tools.declarations()),
+            session_update: wire::session_update(
+                config.dialect,
+                session.upstream_audio,
+                &settings,
+                &config.tools.declarations(),
+            ),
             greeting,
             tool_results,
             tool_results_tx,
@@ -558,7 +581,7 @@ impl Relay {
                 if let Some((sent, span)) = self.configuring.take() {
                     span.record("ready_ms", sent.elapsed().as_millis() as u64);
                 }
-                                if !self.ready {
+                if !self.ready {
                     if self.reseed {
                         self.reseed_conversation(ws, config).await?;
                     } else if !self.greeting.is_empty() {
@@ -592,8 +615,9 @@ impl Relay {
                     .await?;
                 }
             }
-                        ServerKind::FunctionCall => {
-                let (Some(call_id), Some(name)) = (event.call_id.clone(), event.name.clone()) else {
+            ServerKind::FunctionCall => {
+                let (Some(call_id), Some(name)) = (event.call_id.clone(), event.name.clone())
+                else {
                     return Ok(());
                 };
                 let arguments = event.arguments.clone().unwrap_or_default();
@@ -749,9 +773,15 @@ impl Relay {
         })
     }
 
-        /// A function call: `end_call` ends the call once the goodbye has played; other tools
+    /// A function call: `end_call` ends the call once the goodbye has played; other tools
     /// run as webhooks in their own task and report back through `tool_results`.
-    fn on_function_call(&mut self, call_id: String, name: String, arguments: String, config: &BridgeConfig) {
+    fn on_function_call(
+        &mut self,
+        call_id: String,
+        name: String,
+        arguments: String,
+        config: &BridgeConfig,
+    ) {
         metrics::counter!("callgate_tool_calls_total", "tool" => if name == tools::END_CALL { "end_call" } else { "webhook" }).increment(1);
         if name == tools::END_CALL && config.tools.end_call {
             tracing::info!("end_call requested");
@@ -772,7 +802,8 @@ impl Relay {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let result = tools.call(&name, &arguments, context).await;
-                tracing::Span::current().record("outcome", if result.is_ok() { "ok" } else { "error" });
+                tracing::Span::current()
+                    .record("outcome", if result.is_ok() { "ok" } else { "error" });
                 let _ = results.send((call_id, name, result)).await;
             },
             span,
@@ -781,7 +812,14 @@ impl Relay {
 
     /// Hands a tool's result (or its error, for the model to speak about) back, then asks
     /// for a response once the current one is done.
-    async fn tool_output(&mut self, ws: &mut Upstream, config: &BridgeConfig, call_id: &str, name: &str, result: Result<String, String>) -> Result<(), BridgeError> {
+    async fn tool_output(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+        call_id: &str,
+        name: &str,
+        result: Result<String, String>,
+    ) -> Result<(), BridgeError> {
         let output = match result {
             Ok(output) => output,
             Err(error) => {
@@ -793,7 +831,12 @@ impl Relay {
         let item = json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}});
         send(ws, Message::Text(item.to_string().into()), config).await?;
         if self.current_response.is_none() {
-            send(ws, Message::Text(r#"{"type":"response.create"}"#.into()), config).await?;
+            send(
+                ws,
+                Message::Text(r#"{"type":"response.create"}"#.into()),
+                config,
+            )
+            .await?;
         } else {
             self.response_wanted = true;
         }
@@ -803,8 +846,16 @@ impl Relay {
     /// After `end_call`: the response is done and its audio has played (from marks, or
     /// from time without them), or 30 s have passed.
     fn goodbye_played(&self) -> bool {
-        let waited = self.hangup_requested.is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
-        let done = self.current_response.is_none() && (!self.speaking || self.playback.played_ms() >= self.playback.sent_ms);
+        let waited = self
+            .hangup_requested
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
+        // With marks, the end mark's echo says the goodbye has played; without, time does.
+        let played = if self.session.dialect.has_marks() {
+            !self.speaking
+        } else {
+            self.playback.played_ms() >= self.playback.sent_ms
+        };
+        let done = self.current_response.is_none() && played;
         done || waited
     }
 

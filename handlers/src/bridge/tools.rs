@@ -43,7 +43,10 @@ pub struct Tools {
 
 impl std::fmt::Debug for Tools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tools").field("specs", &self.specs).field("end_call", &self.end_call).finish()
+        f.debug_struct("Tools")
+            .field("specs", &self.specs)
+            .field("end_call", &self.end_call)
+            .finish()
     }
 }
 
@@ -63,7 +66,11 @@ impl Tools {
             .enable_http1()
             .build();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        Self { specs, end_call, client }
+        Self {
+            specs,
+            end_call,
+            client,
+        }
     }
 
     /// The `tools` array for `session.update` (empty: none).
@@ -85,20 +92,35 @@ impl Tools {
     }
 
     /// Runs tool `name`: the output for the model, or an error the model can speak about.
-    pub async fn call(&self, name: &str, arguments: &str, context: Value) -> Result<String, String> {
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: &str,
+        context: Value,
+    ) -> Result<String, String> {
         let Some(spec) = self.specs.iter().find(|t| t.name == name) else {
             return Err(format!("unknown tool {name}"));
         };
-        let arguments: Value = serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()));
+        let arguments: Value =
+            serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()));
         let body = json!({"name": name, "arguments": arguments, "call": context}).to_string();
         let request = http::Request::post(&spec.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("bad tool URL: {e}"))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| format!("tool {name} unreachable: {e}"))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("tool {name} unreachable: {e}"))?;
             let status = response.status();
-            let bytes = response.into_body().collect().await.map_err(|e| format!("tool {name} failed: {e}"))?.to_bytes();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("tool {name} failed: {e}"))?
+                .to_bytes();
             if !status.is_success() {
                 return Err(format!("tool {name} answered HTTP {}", status.as_u16()));
             }
@@ -107,7 +129,10 @@ impl Tools {
         };
         match tokio::time::timeout(spec.timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(format!("tool {name} timed out after {} ms", spec.timeout.as_millis())),
+            Err(_) => Err(format!(
+                "tool {name} timed out after {} ms",
+                spec.timeout.as_millis()
+            )),
         }
     }
 }

@@ -12,7 +12,12 @@ use serde_json::{json, Value};
 use super::{RealtimeDialect, SessionSettings, UpstreamAudio};
 
 /// `session.update` for this dialect and audio format.
-pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &SessionSettings, tools: &[Value]) -> String {
+pub fn session_update(
+    dialect: RealtimeDialect,
+    audio: UpstreamAudio,
+    s: &SessionSettings,
+    tools: &[Value],
+) -> String {
     let turn_detection = json!({
         "type": "server_vad",
         "threshold": s.vad_threshold,
@@ -21,10 +26,13 @@ pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &Sessio
         "create_response": true,
         "interrupt_response": true,
     });
-        let transcription = s.transcription_model.as_ref().map(|model| match &s.language {
-        Some(language) => json!({ "model": model, "language": language }),
-        None => json!({ "model": model }),
-    });
+    let transcription = s
+        .transcription_model
+        .as_ref()
+        .map(|model| match &s.language {
+            Some(language) => json!({ "model": model, "language": language }),
+            None => json!({ "model": model }),
+        });
     let session = match dialect {
         RealtimeDialect::Ga => {
             let format = match audio {
@@ -63,12 +71,13 @@ pub fn session_update(dialect: RealtimeDialect, audio: UpstreamAudio, s: &Sessio
             })
         }
     };
-        let mut session = session;
+    let mut session = session;
     if !tools.is_empty() {
         session["tools"] = Value::Array(tools.to_vec());
         session["tool_choice"] = json!("auto");
     }
-    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session}).to_string()
+    json!({"type": "session.update", "event_id": "callgate_session_1", "session": session})
+        .to_string()
 }
 
 /// `input_audio_buffer.append` around base64 text that was already checked to be base64
@@ -107,7 +116,7 @@ pub enum ServerKind {
     AssistantTranscriptDelta,
     /// A response started.
     ResponseCreated,
-        /// A response ended (any status).
+    /// A response ended (any status).
     ResponseDone,
     /// A function call's arguments are complete.
     FunctionCall,
@@ -136,7 +145,7 @@ impl ServerKind {
                 Self::AssistantTranscriptDelta
             }
             "response.created" => Self::ResponseCreated,
-                        "response.done" => Self::ResponseDone,
+            "response.done" => Self::ResponseDone,
             "response.function_call_arguments.done" => Self::FunctionCall,
             "error" => Self::Error,
             _ => Self::Other,
@@ -168,7 +177,7 @@ pub struct ServerEvent<'a> {
     /// The body of `response.created` / `response.done`.
     #[serde(default)]
     pub response: Option<ResponseBody>,
-        /// The body of `session.created` / `session.updated`.
+    /// The body of `session.created` / `session.updated`.
     #[serde(default)]
     pub session: Option<Value>,
     /// A function call's id.
