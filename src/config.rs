@@ -140,6 +140,10 @@ pub struct RecordsConfig {
     pub enabled: bool,
     /// SQLite database file.
     pub path: String,
+    /// Also POST each finished record (JSON) here ("" = no).
+    pub webhook_url: String,
+    /// Retries of a failed webhook POST (with backoff).
+    pub webhook_retries: u32,
 }
 
 impl Default for RecordsConfig {
@@ -147,6 +151,8 @@ impl Default for RecordsConfig {
         Self {
             enabled: true,
             path: "callgate.db".into(),
+            webhook_url: String::new(),
+            webhook_retries: 3,
         }
     }
 }

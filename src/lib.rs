@@ -81,7 +81,12 @@ pub async fn run(
         tracing::warn!(routes = ?unauthenticated, "UNAUTHENTICATED carrier routes on a public address (security.allow_unauthenticated = true): anyone can open paid model sessions");
     }
     let records = if config.records.enabled {
-        let records = records::Records::open(std::path::Path::new(&config.records.path))?;
+        let path = std::path::Path::new(&config.records.path);
+        let records = records::Records::open_with_webhook(
+            path,
+            Some(&config.records.webhook_url),
+            config.records.webhook_retries,
+        )?;
         tracing::info!(path = %config.records.path, "call records on");
         Some(records)
     } else {

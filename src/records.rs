@@ -71,6 +71,55 @@ enum Op {
 pub struct Records {
     ops: mpsc::Sender<Op>,
     path: Arc<PathBuf>,
+    webhook: Option<Arc<Webhook>>,
+}
+
+/// POSTs each finished record as JSON, retrying with backoff.
+struct Webhook {
+    url: String,
+    retries: u32,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+impl Webhook {
+    async fn deliver(&self, record: &CallRecord) {
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    250 << (attempt - 1).min(5),
+                ))
+                .await;
+            }
+            let request = http::Request::post(&self.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
+            let Ok(request) = request else { return };
+            let sent = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.client.request(request),
+            )
+            .await;
+            match sent {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    metrics::counter!("callgate_record_webhooks_total", "outcome" => "delivered")
+                        .increment(1);
+                    return;
+                }
+                Ok(Ok(response)) => tracing::warn!(
+                    status = response.status().as_u16(),
+                    attempt,
+                    "record webhook refused"
+                ),
+                Ok(Err(error)) => tracing::warn!(%error, attempt, "record webhook failed"),
+                Err(_) => tracing::warn!(attempt, "record webhook timed out"),
+            }
+        }
+        metrics::counter!("callgate_record_webhooks_total", "outcome" => "gave_up").increment(1);
+    }
 }
 
 impl std::fmt::Debug for Records {
@@ -128,6 +177,33 @@ pub struct TranscriptLine {
 }
 
 impl Records {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread;
+    /// with `webhook_url`, finished records are also POSTed there (`retries` retries).
+    pub fn open_with_webhook(
+        path: &Path,
+        webhook_url: Option<&str>,
+        retries: u32,
+    ) -> anyhow::Result<Self> {
+        let mut records = Self::open(path)?;
+        if let Some(url) = webhook_url.filter(|u| !u.is_empty()) {
+            callgate_handlers::bridge::install_tls();
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .build();
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(https);
+            records.webhook = Some(Arc::new(Webhook {
+                url: url.to_owned(),
+                retries,
+                client,
+            }));
+        }
+        Ok(records)
+    }
+
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let connection = open(path)?;
@@ -139,6 +215,7 @@ impl Records {
         Ok(Self {
             ops,
             path: Arc::new(path.to_owned()),
+            webhook: None,
         })
     }
 
@@ -159,6 +236,7 @@ impl Records {
         let ops = self.ops.clone();
         let session = session.clone();
         let key_for_task = key.clone();
+        let webhook = self.webhook.clone();
         tokio::spawn(async move {
             let key = key_for_task;
             let mut seq = 0i64;
@@ -211,6 +289,10 @@ impl Records {
                             dtmf: c.dtmf.load(Relaxed) as i64,
                             transcript,
                         };
+                        if let Some(webhook) = webhook {
+                            let posted = record.clone();
+                            tokio::spawn(async move { webhook.deliver(&posted).await });
+                        }
                         let _ = ops.send(Op::End {
                             key,
                             record: Box::new(record),

@@ -217,3 +217,51 @@ async fn a_crash_mid_call_keeps_the_transcript_so_far() {
     let _ = restarted.wait();
     let _ = std::fs::remove_file(&db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_records_are_posted_to_the_webhook_with_retries() {
+    use axum::routing::post;
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let (h, r) = (hits.clone(), received.clone());
+    let app = axum::Router::new().route(
+        "/records",
+        post(move |body: axum::Json<Value>| {
+            let (h, r) = (h.clone(), r.clone());
+            async move {
+                // The first delivery fails: the gateway must retry.
+                if h.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.lock().unwrap().push(body.0);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.records.webhook_url = format!("http://{hook}/records")
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream.send(0, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "transcript": "Hello there."})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+    eventually(|| (!received.lock().unwrap().is_empty()).then_some(())).await;
+    let record = received.lock().unwrap()[0].clone();
+    assert_eq!(record["stream_sid"], SID);
+    assert_eq!(record["outcome"], "completed");
+    assert_eq!(record["transcript"][0]["text"], "Hello there.");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one failure, one retry"
+    );
+}

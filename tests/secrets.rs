@@ -86,6 +86,11 @@ async fn no_token_or_signature_in_logs_or_spans() {
     let run_call = |mut carrier: Carrier, params: serde_json::Value| async move {
         carrier.send(twilio_start(SID, params)).await;
         carrier.send(media(SID, 1, "/w==")).await;
+        // A card-number-like DTMF sequence: PCI mode keeps it out of every log line.
+        for digit in ["5", "8", "3", "1", "#"] {
+            carrier.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": digit}})).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         carrier.send(stop(SID)).await;
         assert_eq!(carrier.closed().await.0, 1000);
     };
@@ -124,6 +129,10 @@ async fn no_token_or_signature_in_logs_or_spans() {
         "capture did not work:\n{logs}"
     );
     assert!(
+        logs.contains("dtmf sequence sent to the model"),
+        "the DTMF path ran"
+    );
+    assert!(
         logs.contains("tenant=\"acme\"") || logs.contains("tenant=acme"),
         "identity not on the call span"
     );
@@ -135,6 +144,7 @@ async fn no_token_or_signature_in_logs_or_spans() {
         ("jwt secret", secret),
         ("twilio auth token", twilio_token),
         ("upstream key", "sk-upstream-key-for-log-test"),
+        ("dtmf digits", "5831"),
     ] {
         assert_eq!(
             logs.matches(secret).count(),
