@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: any error → WebSocket close code.
 //! - [`security`]: auth modes, limits and caps built from configuration.
+//! - [`records`]: call records and transcripts in SQLite.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
 //! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
 //! - [`telemetry`]: logs and the Prometheus registry.

@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS calls (
     frames_in INTEGER,
     frames_out INTEGER,
     audio_dropped INTEGER,
-    barge_ins INTEGER,
-    dtmf INTEGER
+        barge_ins INTEGER,
+    dtmf INTEGER,
+    tool_calls INTEGER
 );
 CREATE TABLE IF NOT EXISTS transcript (
     key TEXT NOT NULL,
@@ -161,6 +162,8 @@ pub struct CallRecord {
     pub barge_ins: i64,
     /// DTMF key presses.
     pub dtmf: i64,
+    /// Function tools the model called.
+    pub tool_calls: i64,
     /// The transcript, in order.
     pub transcript: Vec<TranscriptLine>,
 }
@@ -287,6 +290,7 @@ impl Records {
                             audio_dropped: c.audio_dropped.load(Relaxed) as i64,
                             barge_ins: c.clears.load(Relaxed) as i64,
                             dtmf: c.dtmf.load(Relaxed) as i64,
+                            tool_calls: c.tool_calls.load(Relaxed) as i64,
                             transcript,
                         };
                         if let Some(webhook) = webhook {
@@ -348,7 +352,7 @@ fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
             ),
             Op::End { key, record } => connection.execute(
                 "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?3, outcome = ?4, close_code = ?5, frames_in = ?6, frames_out = ?7,
-                 audio_dropped = ?8, barge_ins = ?9, dtmf = ?10 WHERE key = ?1",
+                                  audio_dropped = ?8, barge_ins = ?9, dtmf = ?10, tool_calls = ?11 WHERE key = ?1",
                 params![
                     key,
                     record.ended_at_ms,
@@ -358,8 +362,9 @@ fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
                     record.frames_in,
                     record.frames_out,
                     record.audio_dropped,
-                    record.barge_ins,
-                    record.dtmf
+                                        record.barge_ins,
+                    record.dtmf,
+                    record.tool_calls
                 ],
             ),
         };
@@ -401,7 +406,7 @@ impl RecordReader {
     pub fn show(&self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
         let mut statement = self.connection.prepare(
             "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
-                    frames_in, frames_out, audio_dropped, barge_ins, dtmf
+                                        frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls
              FROM calls WHERE key = ?1 OR call_sid = ?1 ORDER BY started_at_ms DESC LIMIT 1",
         )?;
         let mut rows = statement.query(params![key_or_sid])?;
@@ -427,6 +432,7 @@ impl RecordReader {
             audio_dropped: row.get::<_, Option<i64>>(12)?.unwrap_or_default(),
             barge_ins: row.get::<_, Option<i64>>(13)?.unwrap_or_default(),
             dtmf: row.get::<_, Option<i64>>(14)?.unwrap_or_default(),
+            tool_calls: row.get::<_, Option<i64>>(15)?.unwrap_or_default(),
             transcript: Vec::new(),
         };
         let mut lines = self

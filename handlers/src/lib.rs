@@ -5,7 +5,9 @@
 //!   ([`start`], [`media`], [`dtmf`], [`mark`], [`stop`]), all sharing a [`call::CallContext`].
 //! - [`session::SessionStore`]: per-call state behind a cheap handle.
 //! - [`codec`]: G.711, PCM16, resampling, base64; pure and synchronous.
-//! - [`bridge`]: the Realtime client, one task per call.
+//! - [`bridge`]: the Realtime client, one task per call: reconnects, rollover, the playback
+//!   ledger and barge-in, DTMF, tools.
+//! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
 
 pub mod bridge;
 pub mod call;

@@ -37,6 +37,8 @@ pub struct Counters {
     pub audio_dropped: AtomicU64,
     /// `clear` messages sent (barge-ins).
     pub clears: AtomicU64,
+    /// Function tools the model called.
+    pub tool_calls: AtomicU64,
 }
 
 /// Who a call was authenticated as.

@@ -783,6 +783,7 @@ impl Relay {
         config: &BridgeConfig,
     ) {
         metrics::counter!("callgate_tool_calls_total", "tool" => if name == tools::END_CALL { "end_call" } else { "webhook" }).increment(1);
+        self.session.counters.tool_calls.fetch_add(1, Relaxed);
         if name == tools::END_CALL && config.tools.end_call {
             tracing::info!("end_call requested");
             self.hangup_requested = Some(Instant::now());
