@@ -79,10 +79,7 @@ pub struct Records {
 struct Webhook {
     url: String,
     retries: u32,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Full<bytes::Bytes>,
-    >,
+    client: callgate_handlers::bridge::tools::HttpsClient,
 }
 
 impl Webhook {
@@ -189,15 +186,7 @@ impl Records {
     ) -> anyhow::Result<Self> {
         let mut records = Self::open(path)?;
         if let Some(url) = webhook_url.filter(|u| !u.is_empty()) {
-            callgate_handlers::bridge::install_tls();
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .build();
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build(https);
+            let client = callgate_handlers::bridge::tools::https_client();
             records.webhook = Some(Arc::new(Webhook {
                 url: url.to_owned(),
                 retries,

@@ -831,17 +831,26 @@ impl Relay {
         };
         let item = json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}});
         send(ws, Message::Text(item.to_string().into()), config).await?;
+        self.request_response(ws, config).await
+    }
+
+    /// Asks for a response now, or once the current one is done (only one may run).
+    async fn request_response(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         if self.current_response.is_none() {
             send(
                 ws,
                 Message::Text(r#"{"type":"response.create"}"#.into()),
                 config,
             )
-            .await?;
+            .await
         } else {
             self.response_wanted = true;
+            Ok(())
         }
-        Ok(())
     }
 
     /// After `end_call`: the response is done and its audio has played (from marks, or
@@ -1087,17 +1096,7 @@ impl Relay {
             at_ms: self.session.at_ms(),
         });
         self.remember("user", Some(format!("[DTMF {shown}]")));
-        if self.current_response.is_none() {
-            send(
-                ws,
-                Message::Text(r#"{"type":"response.create"}"#.into()),
-                config,
-            )
-            .await?;
-        } else {
-            self.response_wanted = true;
-        }
-        Ok(())
+        self.request_response(ws, config).await
     }
 
     async fn emit(&self, message: Outbound) {

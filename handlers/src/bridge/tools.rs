@@ -10,6 +10,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
+/// An HTTP/1.1 client for `http://` and `https://` webhooks (rustls, webpki roots).
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A new [`HttpsClient`] (webhook tools, the records webhook).
+pub fn https_client() -> HttpsClient {
+    super::install_tls();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
+}
+
 /// The built-in tool that ends the call.
 pub const END_CALL: &str = "end_call";
 
@@ -38,7 +52,7 @@ pub struct Tools {
     pub specs: Vec<ToolSpec>,
     /// Offer the built-in `end_call`.
     pub end_call: bool,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
 }
 
 impl std::fmt::Debug for Tools {
@@ -59,17 +73,10 @@ impl Default for Tools {
 impl Tools {
     /// Tools with a shared HTTPS-capable client.
     pub fn new(specs: Vec<ToolSpec>, end_call: bool) -> Self {
-        super::install_tls();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Self {
             specs,
             end_call,
-            client,
+            client: https_client(),
         }
     }
 
