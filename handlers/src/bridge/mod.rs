@@ -381,7 +381,8 @@ impl BridgeHandle {
 
     /// Asks the task to close the upstream with 1000, and waits (bounded) until it has.
     pub async fn stop(&self, wait: Duration) {
-        let _ = self.control.try_send(Control::Stop);
+        // The channel may be full of mark echoes: wait for room rather than lose the stop.
+        let _ = tokio::time::timeout(wait, self.control.send(Control::Stop)).await;
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut task) = task {
             if tokio::time::timeout(wait, &mut task).await.is_err() {
