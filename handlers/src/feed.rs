@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Events kept for slow listeners before they start missing some.
-pub const FEED_CAPACITY: usize = 1024;
+pub const FEED_CAPACITY: usize = 256;
 
 /// One thing that happened on a call.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -422,6 +422,11 @@ impl Relay {
         self.last_heard = Instant::now();
         self.rollover_at = None;
         self.expires_at = None;
+        if !self.digits.is_empty() && self.dtmf_deadline.is_none() {
+            // Keys pressed while we were reconnecting: finish the sequence on this session.
+            self.dtmf_deadline =
+                Some(tokio::time::Instant::now() + config.dtmf.inter_digit_timeout);
+        }
         let ready_deadline = tokio::time::sleep(config.ready_timeout);
         tokio::pin!(ready_deadline);
         let mut ping = tokio::time::interval(config.ping_interval);
