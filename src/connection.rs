@@ -9,8 +9,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use callgate_handlers::bridge::Downstream;
 use callgate_handlers::dialect::detect::{self, Detection};
-use callgate_handlers::dialect::{Dialect, OutFrame, Writer, CONNECTED_GREETING};
+use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::{Frame, Outbound};
+use callgate_handlers::session::Session;
 use callgate_handlers::{CallContext, Flow};
 use callgate_layers::http::limit::{quota, GlobalLimiter};
 use futures_util::{FutureExt, SinkExt};
@@ -26,22 +27,13 @@ use crate::routes::{AppState, CallAdmission, Route};
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
 const OUTBOX: usize = 256;
 
-/// What the upgrade request said that the dialect may need.
-#[derive(Debug, Clone, Default)]
-pub struct Opened {
-    /// The `{call_id}` path segment.
-    pub call_id: Option<String>,
-    /// Exotel's `?sample-rate=`.
-    pub sample_rate: Option<u32>,
-}
-
 /// Serves one upgraded carrier socket until the call ends.
 pub async fn serve(
     socket: WebSocket,
     state: AppState,
     route: Arc<Route>,
     admission: CallAdmission,
-    opened: Opened,
+    opened: Hints,
 ) {
     let id = state.next_call_id();
     let label = match route.dialect {
@@ -90,7 +82,7 @@ pub async fn serve(
         };
         let carrier = dialect.name();
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
-        queued.push_front(Frame::Opened { call_id: opened.call_id, sample_rate: opened.sample_rate });
+        queued.push_front(Frame::Opened(opened));
         // A panic anywhere in this call's loop closes this call with 1011; nothing else notices.
         let run = Call::run(&mut socket, &state, &route, dialect, id, admission, queued);
         let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
@@ -210,12 +202,19 @@ impl Pacer {
     }
 }
 
+/// What the carrier side of a started call needs: its session and its writer.
+struct Started {
+    session: Arc<Session>,
+    writer: Writer,
+}
+
 /// One call's loop state.
 struct Call<'a> {
     state: &'a AppState,
     dialect: Dialect,
     ctx: Arc<CallContext>,
-    writer: Option<Writer>,
+    /// Set once `start` has created the session; nothing goes to the carrier before.
+    started: Option<Started>,
     frames: Vec<OutFrame>,
     bad_streak: u32,
     bad_total: u64,
@@ -260,7 +259,7 @@ impl Call<'_> {
             state,
             dialect,
             ctx,
-            writer: None,
+            started: None,
             frames: Vec::new(),
             bad_streak: 0,
             bad_total: 0,
@@ -330,16 +329,16 @@ impl Call<'_> {
                             }
                             call.observe(&message, received);
                         }
-                                                Downstream::Hangup => {
+                        Downstream::Hangup => {
                             // The assistant ended the conversation (`end_call`).
-                            if let Some(frame) = call.writer.as_ref().and_then(Writer::hangup) {
+                            if let Some(frame) = call.started.as_ref().and_then(|s| s.writer.hangup()) {
                                 let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
                             }
                             break Some(CloseReason::NORMAL);
                         }
-                        Downstream::Fallback { payload, duration } => {
+                        Downstream::Fallback { audio, duration } => {
                             // The carrier plays the fallback; the close follows once it has.
-                            let audio = Outbound::Media { payload };
+                            let audio = Outbound::Media { audio };
                             tracing::warn!(duration_ms = duration.as_millis() as u64, "playing the fallback audio");
                             let end = Outbound::Mark { name: "fallback".into() };
                             if call.on_outbound(&mut *socket, &audio).await.is_err() || call.on_outbound(&mut *socket, &end).await.is_err() {
@@ -355,13 +354,13 @@ impl Call<'_> {
                             break Some(CloseReason::UPSTREAM);
                         }
                     },
-                    _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)), if call.pacer.as_ref().is_some_and(|p| p.next_due().is_some()) => {
+                    _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
                         if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout).await.is_err() {
                             break None;
                         }
                     }
-                    _ = &mut start_deadline, if deferred_auth && call.writer.is_none() => {
+                    _ = &mut start_deadline, if deferred_auth && call.started.is_none() => {
                         state.security.admission.failures.record_failure(client_ip.key());
                         tracing::warn!("no valid start before the deadline");
                         break Some(CloseReason::AUTH_TIMEOUT);
@@ -422,16 +421,17 @@ impl Call<'_> {
                 }
             },
         };
-        if self.writer.is_none() {
+        if self.started.is_none() {
             if let Some(session) = self.ctx.session() {
                 if let Some(records) = &self.state.records {
                     records.follow(&session);
                 }
-                self.writer = Some(Writer::new(
+                let writer = Writer::new(
                     self.dialect,
                     session.stream_sid.clone(),
                     session.media_format,
-                ));
+                );
+                self.started = Some(Started { session, writer });
             }
         }
         outcome
@@ -446,8 +446,8 @@ impl Call<'_> {
                 metrics::histogram!("callgate_barge_in_clear_seconds").record(elapsed)
             }
             Outbound::Mark { name } => {
-                if let Some(session) = self.ctx.session() {
-                    session.mark_sent(name);
+                if let Some(started) = &self.started {
+                    started.session.mark_sent(name);
                 }
             }
         }
@@ -460,31 +460,22 @@ impl Call<'_> {
         message: &Outbound,
     ) -> Result<(), axum::Error> {
         // Nothing may reach the carrier before `start` (it has no stream id yet).
-        let Some(writer) = self.writer.as_mut() else {
+        let Some(Started { session, writer }) = self.started.as_mut() else {
             return Ok(());
         };
         self.frames.clear();
-        if let Err(error) = writer.write(message, &mut self.frames) {
-            tracing::warn!(%error, "undecodable upstream audio dropped");
-            return Ok(());
-        }
+        writer.write(message, &mut self.frames);
         let frames = std::mem::take(&mut self.frames);
-        let Some(session) = self.ctx.session() else {
-            return Ok(());
-        };
         let frames = match (&mut self.pacer, message) {
             (None, _) => frames,
             (Some(pacer), Outbound::Clear) => {
                 pacer.clear();
                 frames
             }
-            (Some(pacer), Outbound::Media { payload }) => {
-                let bytes = payload.len() / 4 * 3;
-                pacer.push(
-                    frames,
-                    Duration::from_millis(session.media_format.duration_ms(bytes)),
-                )
-            }
+            (Some(pacer), Outbound::Media { audio }) => pacer.push(
+                frames,
+                Duration::from_millis(session.media_format.duration_ms(audio.len())),
+            ),
             (Some(pacer), _) => pacer.push(frames, Duration::ZERO),
         };
         if matches!(message, Outbound::Media { .. }) {

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Gateway between phone calls and speech-to-speech AI"
 )]
 struct Cli {
-    /// TOML configuration file (see callgate.toml); env vars override it.
+    /// TOML configuration file (see deploy/callgate.toml); env vars override it.
     #[arg(long, global = true, env = "CALLGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Log format.
@@ -107,8 +107,8 @@ struct TokenArgs {
 #[derive(clap::Args)]
 struct CallArgs {
     /// Which carrier to play.
-    #[arg(long, value_enum, default_value_t = Carrier::Twilio)]
-    carrier: Carrier,
+    #[arg(long, default_value = "twilio", value_parser = carrier_parser())]
+    carrier: Dialect,
     /// Gateway URL; defaults to ws://127.0.0.1:8080/<carrier> (raw audio:
     /// /ws/audio/<call id>).
     #[arg(long)]
@@ -119,7 +119,7 @@ struct CallArgs {
     /// WAV file to play (μ-law, A-law or 16-bit PCM at 8, 16 or 24 kHz, mono).
     #[arg(long)]
     play: PathBuf,
-    /// Write the reply audio here (16-bit PCM WAV, 8 kHz).
+    /// Write the reply audio here (16-bit PCM WAV at the call's sample rate).
     #[arg(long)]
     record: Option<PathBuf>,
     /// Playback speed (1 = real time).
@@ -133,31 +133,11 @@ struct CallArgs {
     params: Vec<(String, String)>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Carrier {
-    Twilio,
-    Smartflo,
-    VendorStream,
-    Exotel,
-    Voximplant,
-    RawAudio,
-    Plivo,
-    Telnyx,
-}
-
-impl From<Carrier> for Dialect {
-    fn from(c: Carrier) -> Self {
-        match c {
-            Carrier::Twilio => Dialect::Twilio,
-            Carrier::Smartflo => Dialect::Smartflo,
-            Carrier::VendorStream => Dialect::VendorStream,
-            Carrier::Exotel => Dialect::Exotel,
-            Carrier::Voximplant => Dialect::Voximplant,
-            Carrier::RawAudio => Dialect::RawAudio,
-            Carrier::Plivo => Dialect::Plivo,
-            Carrier::Telnyx => Dialect::Telnyx,
-        }
-    }
+/// `--carrier`: any dialect by its name, the names listed in `--help`.
+fn carrier_parser() -> impl clap::builder::TypedValueParser<Value = Dialect> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Dialect::ALL.map(Dialect::name))
+        .map(|name| Dialect::from_name(&name).expect("one of Dialect::ALL"))
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -345,7 +325,7 @@ async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
 fn call_options(
     args: &CallArgs,
 ) -> anyhow::Result<(CallOptions, callgate_handlers::codec::AudioFormat)> {
-    let dialect = Dialect::from(args.carrier);
+    let dialect = args.carrier;
     let (wav_format, audio) = wav::read(&args.play)?;
     let mut options = CallOptions::new("", dialect, Vec::new());
     if dialect == Dialect::Exotel {
@@ -364,7 +344,7 @@ fn call_options(
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
-    let dialect = Dialect::from(args.carrier);
+    let dialect = args.carrier;
     let (options, _) = call_options(&args)?;
     let format = options.format;
     println!(

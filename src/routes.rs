@@ -183,7 +183,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                             Extension(client_ip): Extension<ClientIp>,
                             params: RawPathParams,
                             RawQuery(query): RawQuery| async move {
-            let opened = crate::connection::Opened {
+            let opened = callgate_handlers::dialect::Hints {
                 call_id: params
                     .iter()
                     .find(|(k, _)| *k == "call_id")

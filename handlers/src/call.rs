@@ -148,31 +148,30 @@ impl CallContext {
     }
 
     /// Creates the session and opens the upstream; a second `start` is an error.
-    pub(crate) fn begin(&self, start: &Start) -> Result<Arc<Session>, EventError> {
+    pub(crate) fn begin(&self, mut start: Start) -> Result<Arc<Session>, EventError> {
         let mut started = self.lock();
         if started.session.is_some() {
             return Err(EventError::AlreadyStarted);
         }
         // Admission before money: the upstream opens only after the start is admitted.
-        let (identity, start) = match &self.start_auth {
-            None => (self.identity.clone(), std::borrow::Cow::Borrowed(start)),
+        let identity = match &self.start_auth {
+            None => self.identity.clone(),
             Some(auth) => {
-                let admission = auth.admit(start).map_err(|rejected| match rejected {
+                let admission = auth.admit(&start).map_err(|rejected| match rejected {
                     StartRejected::Unauthorized => EventError::Unauthorized,
                     StartRejected::Overloaded => EventError::Overloaded,
                 })?;
                 started.hold = admission.hold;
                 // The credential is not call data: it never reaches the session.
-                let mut cleaned = start.clone();
-                cleaned.custom_parameters.remove(auth.parameter());
-                (admission.identity, std::borrow::Cow::Owned(cleaned))
+                start.custom_parameters.remove(auth.parameter());
+                admission.identity
             }
         };
         let upstream_audio =
             crate::bridge::UpstreamAudio::for_carrier(self.bridge_config.audio, start.media_format);
         let session = self
             .store
-            .insert(self.id, self.dialect, &start, identity, upstream_audio);
+            .insert(self.id, self.dialect, start, identity, upstream_audio);
         let bridge = bridge::spawn(
             self.bridge_config.clone(),
             session.clone(),

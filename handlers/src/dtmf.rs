@@ -21,13 +21,7 @@ impl DtmfHandler {
 
     fn handle(&mut self, dtmf: Dtmf) -> Result<Flow, EventError> {
         let (session, bridge) = self.ctx.started()?;
-        if dtmf
-            .stream_sid
-            .as_ref()
-            .is_some_and(|sid| *sid != session.stream_sid)
-        {
-            return Err(EventError::StreamSidMismatch);
-        }
+        session.owns(dtmf.stream_sid.as_deref())?;
         session.touch();
         session.counters.dtmf.fetch_add(1, Relaxed);
         #[cfg(feature = "fault-injection")]

@@ -19,12 +19,7 @@ pub enum Frame {
     /// Not from the wire: the socket just opened. Carries what the upgrade request said
     /// (the call id in the path, Exotel's `?sample-rate=`), so dialects without a `start`
     /// event (raw audio) can begin the call.
-    Opened {
-        /// The `{call_id}` path segment, when the route has one.
-        call_id: Option<String>,
-        /// The `sample-rate` query parameter, when present.
-        sample_rate: Option<u32>,
-    },
+    Opened(crate::dialect::Hints),
 }
 
 impl Frame {
@@ -146,10 +141,11 @@ pub struct Stop {
 /// A message to the carrier; the dialect's writer frames and encodes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
-    /// Audio for the caller, base64 in the call's media format.
+    /// Audio for the caller, in the call's media format. Raw bytes: the writer base64-encodes
+    /// them once, into the carrier's framing.
     Media {
-        /// Base64 text.
-        payload: String,
+        /// The audio.
+        audio: Bytes,
     },
     /// Ask the carrier to echo `name` once everything before it has played.
     Mark {

@@ -21,13 +21,7 @@ impl MarkHandler {
 
     fn handle(&mut self, mark: Mark) -> Result<Flow, EventError> {
         let (session, bridge) = self.ctx.started()?;
-        if mark
-            .stream_sid
-            .as_ref()
-            .is_some_and(|sid| *sid != session.stream_sid)
-        {
-            return Err(EventError::StreamSidMismatch);
-        }
+        session.owns(mark.stream_sid.as_deref())?;
         session.touch();
         session.counters.marks_acked.fetch_add(1, Relaxed);
         bridge.mark_played(&mark.name);

@@ -1,8 +1,8 @@
 //! Per-call state behind a cheap-to-clone handle.
 //!
 //! The store maps a connection id to its [`Session`]. Counters are atomics and the few
-//! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`,
-//! so the hot path (one media frame) touches no lock at all.
+//! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`;
+//! a media frame touches only the atomics (the store's lock is taken at start and end).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::bridge::UpstreamAudio;
 use crate::codec::AudioFormat;
 use crate::dialect::Dialect;
+use crate::error::EventError;
 use crate::event::Start;
 
 /// Live counters of one call.
@@ -106,6 +107,14 @@ impl Session {
         self.started.elapsed()
     }
 
+    /// Checks that an event naming `stream_sid` belongs to this call (one naming none does).
+    pub fn owns(&self, stream_sid: Option<&str>) -> Result<(), EventError> {
+        match stream_sid {
+            Some(sid) if sid != self.stream_sid => Err(EventError::StreamSidMismatch),
+            _ => Ok(()),
+        }
+    }
+
     /// Milliseconds since the call started (feed timestamps).
     pub fn at_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -153,21 +162,21 @@ impl SessionStore {
         &self,
         id: u64,
         dialect: Dialect,
-        start: &Start,
+        start: Start,
         identity: CallIdentity,
         upstream_audio: UpstreamAudio,
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
             dialect,
-            stream_sid: start.stream_sid.clone(),
-            call_sid: start.call_sid.clone(),
-            account_sid: start.account_sid.clone(),
-            from: start.from.clone(),
-            to: start.to.clone(),
+            stream_sid: start.stream_sid,
+            call_sid: start.call_sid,
+            account_sid: start.account_sid,
+            from: start.from,
+            to: start.to,
             media_format: start.media_format,
             upstream_audio,
-            custom_parameters: start.custom_parameters.clone(),
+            custom_parameters: start.custom_parameters,
             identity,
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -252,14 +261,14 @@ mod tests {
         store.insert(
             1,
             Dialect::Twilio,
-            &start("CA1"),
+            start("CA1"),
             CallIdentity::default(),
             UpstreamAudio::Pcmu,
         );
         store.insert(
             2,
             Dialect::Twilio,
-            &start("CA2"),
+            start("CA2"),
             CallIdentity::default(),
             UpstreamAudio::Pcmu,
         );
@@ -276,7 +285,7 @@ mod tests {
         let idle = store.insert(
             1,
             Dialect::Twilio,
-            &start("CA1"),
+            start("CA1"),
             CallIdentity::default(),
             UpstreamAudio::Pcmu,
         );
@@ -285,7 +294,7 @@ mod tests {
             .insert(
                 2,
                 Dialect::Twilio,
-                &start("CA2"),
+                start("CA2"),
                 CallIdentity::default(),
                 UpstreamAudio::Pcmu,
             )

@@ -19,7 +19,7 @@ impl StartHandler {
     }
 
     fn handle(&mut self, start: Start) -> Result<Flow, EventError> {
-        let session = self.ctx.begin(&start)?;
+        let session = self.ctx.begin(start)?;
         let span = tracing::Span::current();
         span.record("call_sid", session.call_sid.as_str());
         span.record("stream_sid", session.stream_sid.as_str());

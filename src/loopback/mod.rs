@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 
 use base64::Engine as _;
+use callgate_handlers::bridge::{wire, UpstreamAudio};
 use callgate_handlers::codec::{AudioFormat, Transcoder, BASE64};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -89,8 +90,8 @@ fn text(value: Value) -> Message {
 }
 
 struct Simulator {
-    input: AudioFormat,
-    output: AudioFormat,
+    input: UpstreamAudio,
+    output: UpstreamAudio,
     silence_ms: u32,
     /// All input audio so far, in ms (the clock VAD events use).
     audio_ms: u64,
@@ -110,8 +111,8 @@ struct Simulator {
 impl Simulator {
     fn new() -> Self {
         Self {
-            input: AudioFormat::Pcm16 { rate: 24000 },
-            output: AudioFormat::Pcm16 { rate: 24000 },
+            input: UpstreamAudio::Pcm24k,
+            output: UpstreamAudio::Pcm24k,
             silence_ms: 500,
             audio_ms: 0,
             block: Vec::new(),
@@ -133,11 +134,6 @@ impl Simulator {
     }
 
     fn session_event(&mut self, kind: &str) -> Value {
-        let format = |f: AudioFormat| match f {
-            AudioFormat::Mulaw => json!({"type": "audio/pcmu"}),
-            AudioFormat::Alaw => json!({"type": "audio/pcma"}),
-            AudioFormat::Pcm16 { .. } => json!({"type": "audio/pcm", "rate": 24000}),
-        };
         let expires = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() + 3600)
@@ -154,10 +150,10 @@ impl Simulator {
                 "output_modalities": ["audio"],
                 "audio": {
                     "input": {
-                        "format": format(self.input),
+                        "format": wire::ga_format(self.input),
                         "turn_detection": {"type": "server_vad", "silence_duration_ms": self.silence_ms},
                     },
-                    "output": {"format": format(self.output), "voice": "loopback"},
+                    "output": {"format": wire::ga_format(self.output), "voice": "loopback"},
                 },
             },
         })
@@ -187,7 +183,7 @@ impl Simulator {
                     return vec![error_event("invalid_value", "audio is not valid base64")];
                 }
                 self.samples.clear();
-                self.input.decode(&self.raw, &mut self.samples);
+                self.input.format().decode(&self.raw, &mut self.samples);
                 let samples = std::mem::take(&mut self.samples);
                 let events = self.vad(&samples);
                 self.samples = samples;
@@ -209,7 +205,7 @@ impl Simulator {
     }
 
     fn vad(&mut self, samples: &[i16]) -> Vec<Value> {
-        let rate = self.input.sample_rate() as usize;
+        let rate = self.input.format().sample_rate() as usize;
         let block_len = rate / 50;
         let mut events = Vec::new();
         self.block.extend_from_slice(samples);
@@ -260,7 +256,7 @@ impl Simulator {
 
     fn end_turn(&mut self, utterance: Vec<i16>) -> Vec<Value> {
         let item = self.id("item");
-        let seconds = utterance.len() as f64 / self.input.sample_rate() as f64;
+        let seconds = utterance.len() as f64 / self.input.format().sample_rate() as f64;
         let mut events = vec![
             json!({"type": "input_audio_buffer.speech_stopped", "event_id": self.id("event"), "audio_end_ms": self.audio_ms, "item_id": item}),
             json!({"type": "input_audio_buffer.committed", "event_id": self.id("event"), "previous_item_id": null, "item_id": item}),
@@ -286,25 +282,21 @@ impl Simulator {
             json!({"type": "response.created", "event_id": self.id("event"), "response": {"id": response, "object": "realtime.response", "status": "in_progress"}}),
             json!({"type": "response.output_item.added", "event_id": self.id("event"), "response_id": response, "output_index": 0, "item": {"id": item, "type": "message", "role": "assistant", "status": "in_progress"}}),
         ];
+        let pcm_format = AudioFormat::Pcm16 {
+            rate: self.input.format().sample_rate(),
+        };
+        let output = self.output.format();
         let mut pcm = Vec::new();
-        AudioFormat::Pcm16 {
-            rate: self.input.sample_rate(),
-        }
-        .encode(utterance, &mut pcm);
+        pcm_format.encode(utterance, &mut pcm);
         let mut audio = Vec::new();
-        match Transcoder::new(
-            AudioFormat::Pcm16 {
-                rate: self.input.sample_rate(),
-            },
-            self.output,
-        ) {
+        match Transcoder::new(pcm_format, output) {
             Ok(mut t) => {
                 t.transcode(&pcm, &mut audio);
                 t.flush(&mut audio);
             }
             Err(error) => tracing::warn!(%error, "loopback cannot convert audio"),
         }
-        let per_delta = self.output.bytes_per_ms() * DELTA_MS;
+        let per_delta = output.bytes_per_ms() * DELTA_MS;
         for chunk in audio.chunks(per_delta.max(1)) {
             events.push(json!({
                 "type": "response.output_audio.delta",
@@ -325,13 +317,8 @@ impl Simulator {
     }
 }
 
-fn parse_format(format: &Value) -> Option<AudioFormat> {
-    match format["type"].as_str()? {
-        "audio/pcmu" => Some(AudioFormat::Mulaw),
-        "audio/pcma" => Some(AudioFormat::Alaw),
-        "audio/pcm" => Some(AudioFormat::Pcm16 { rate: 24000 }),
-        _ => None,
-    }
+fn parse_format(format: &Value) -> Option<UpstreamAudio> {
+    wire::audio_named(format["type"].as_str()?)
 }
 
 fn error_event(code: &str, message: &str) -> Value {
@@ -344,7 +331,7 @@ mod tests {
 
     fn append(sim: &mut Simulator, samples: &[i16]) -> Vec<Value> {
         let mut bytes = Vec::new();
-        sim.input.encode(samples, &mut bytes);
+        sim.input.format().encode(samples, &mut bytes);
         sim.on_client_event(
             &json!({"type": "input_audio_buffer.append", "audio": BASE64.encode(&bytes)}),
         )

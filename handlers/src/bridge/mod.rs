@@ -259,10 +259,10 @@ pub enum Downstream {
     Out(Outbound, std::time::Instant),
     /// The conversation is over (`end_call`): hang up normally.
     Hangup,
-    /// Play this (base64, carrier format) before the call ends: the upstream is gone.
+    /// Play this (carrier format) before the call ends: the upstream is gone.
     Fallback {
         /// The audio.
-        payload: String,
+        audio: bytes::Bytes,
         /// How long it plays.
         duration: Duration,
     },

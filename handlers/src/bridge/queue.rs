@@ -4,7 +4,6 @@
 //! a live conversation than stale audio, and the carrier must never be slowed down.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -16,7 +15,6 @@ pub struct AudioQueue {
     frames: Mutex<VecDeque<(Instant, String)>>,
     capacity: usize,
     ready: Notify,
-    dropped: AtomicU64,
 }
 
 impl AudioQueue {
@@ -26,28 +24,23 @@ impl AudioQueue {
             frames: Mutex::new(VecDeque::with_capacity(capacity.min(256))),
             capacity: capacity.max(1),
             ready: Notify::new(),
-            dropped: AtomicU64::new(0),
         }
     }
 
     /// Queues a chunk, stamped with the time it was accepted (for the gateway-latency
-    /// histogram); returns true when an older chunk had to be dropped for it.
+    /// histogram); returns true when an older chunk had to be dropped for it (the caller
+    /// counts it on the call).
     pub fn push(&self, chunk: String) -> bool {
         let chunk = (Instant::now(), chunk);
         let dropped = {
             let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-            let dropped = if frames.len() >= self.capacity {
+            let full = frames.len() >= self.capacity;
+            if full {
                 frames.pop_front();
-                true
-            } else {
-                false
-            };
+            }
             frames.push_back(chunk);
-            dropped
+            full
         };
-        if dropped {
-            self.dropped.fetch_add(1, Relaxed);
-        }
         self.ready.notify_one();
         dropped
     }
@@ -61,11 +54,6 @@ impl AudioQueue {
     /// Waits until a chunk may be available.
     pub async fn notified(&self) {
         self.ready.notified().await
-    }
-
-    /// Chunks dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
     }
 
     /// Chunks waiting.
@@ -86,10 +74,8 @@ mod tests {
     #[test]
     fn drops_oldest_when_full() {
         let q = AudioQueue::new(3);
-        for i in 0..5 {
-            q.push(i.to_string());
-        }
-        assert_eq!(q.dropped(), 2);
+        let dropped: Vec<bool> = (0..5).map(|i| q.push(i.to_string())).collect();
+        assert_eq!(dropped, [false, false, false, true, true]);
         let mut out = Vec::new();
         q.drain_into(&mut out);
         let chunks: Vec<&str> = out.iter().map(|(_, c)| c.as_str()).collect();

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -29,11 +30,10 @@ use super::wire::{self, ServerEvent, ServerKind};
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
 };
-use crate::codec::{decode_base64_into, Transcoder, BASE64};
+use crate::codec::{decode_base64_into, Transcoder};
 use crate::event::Outbound;
 use crate::feed::FeedEvent;
 use crate::session::Session;
-use base64::Engine as _;
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -163,7 +163,7 @@ struct Relay {
     /// What the carrier has been sent and has played of the current assistant item.
     playback: Playback,
     /// Carrier-format audio waiting to fill the next piece.
-    piece: Vec<u8>,
+    piece: BytesMut,
     /// Bytes per piece (≤ 100 ms, or the carrier's minimum chunk).
     piece_bytes: usize,
     /// DTMF digits collected so far, and when the inter-digit timeout fires.
@@ -329,7 +329,7 @@ impl Relay {
             configuring: None,
             latency_inbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "inbound"),
             playback: Playback::default(),
-            piece: Vec::new(),
+            piece: BytesMut::new(),
             piece_bytes,
             digits: String::new(),
             dtmf_deadline: None,
@@ -432,7 +432,6 @@ impl Relay {
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.reset();
         loop {
-            let rollover = self.rollover_at;
             tokio::select! {
                 biased;
                 message = control.recv() => match message {
@@ -447,7 +446,7 @@ impl Relay {
                         }
                     }
                 },
-                                _ = sleep_until(self.dtmf_deadline), if self.dtmf_deadline.is_some() => {
+                _ = sleep_until(self.dtmf_deadline) => {
                     self.flush_digits(ws, config).await?;
                 }
                 Some((call_id, name, result)) = self.tool_results.recv() => {
@@ -487,7 +486,7 @@ impl Relay {
                     }
                     send(ws, Message::Ping(Default::default()), config).await?;
                 }
-                _ = sleep_until(rollover), if rollover.is_some() => {
+                _ = sleep_until(self.rollover_at) => {
                     let hard = self.expires_at.is_some_and(|at| tokio::time::Instant::now() >= at);
                     if self.current_response.is_none() || hard {
                         close(ws).await;
@@ -556,12 +555,7 @@ impl Relay {
                 self.plan_rollover(event.session.as_ref(), config);
                 let span = tracing::info_span!("session.update", audio = ?self.session.upstream_audio, ready_ms = tracing::field::Empty);
                 self.configuring = Some((Instant::now(), span));
-                send(
-                    ws,
-                    Message::Text(self.session_update.clone().into()),
-                    config,
-                )
-                .await?;
+                send_text(ws, self.session_update.clone(), config).await?;
             }
             ServerKind::SessionUpdated => {
                 #[cfg(feature = "fault-injection")]
@@ -590,9 +584,7 @@ impl Relay {
                     if self.reseed {
                         self.reseed_conversation(ws, config).await?;
                     } else if !self.greeting.is_empty() {
-                        // The assistant speaks first.
-                        let greet = json!({"type": "response.create", "response": {"instructions": format!("Greet the caller by saying exactly: {}", self.greeting)}});
-                        send(ws, Message::Text(greet.to_string().into()), config).await?;
+                        send_text(ws, wire::greeting(&self.greeting), config).await?;
                     }
                     self.ready = true;
                     tracing::debug!(held = self.audio.len(), "upstream session ready");
@@ -611,25 +603,19 @@ impl Relay {
                     self.current_response = None;
                 }
                 // Only one response at a time: one asked for meanwhile (DTMF) goes now.
-                if self.current_response.is_none() && std::mem::take(&mut self.response_wanted) {
-                    send(
-                        ws,
-                        Message::Text(r#"{"type":"response.create"}"#.into()),
-                        config,
-                    )
-                    .await?;
+                if std::mem::take(&mut self.response_wanted) {
+                    self.request_response(ws, config).await?;
                 }
             }
             ServerKind::FunctionCall => {
-                let (Some(call_id), Some(name)) = (event.call_id.clone(), event.name.clone())
-                else {
+                let (Some(call_id), Some(name)) = (event.call_id, event.name) else {
                     return Ok(());
                 };
-                let arguments = event.arguments.clone().unwrap_or_default();
+                let arguments = event.arguments.unwrap_or_default();
                 self.on_function_call(call_id, name, arguments, config);
             }
-            ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta => {
-                let role = if ServerKind::of(&event.kind) == ServerKind::CallerTranscriptDelta {
+            kind @ (ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta) => {
+                let role = if kind == ServerKind::CallerTranscriptDelta {
                     "user"
                 } else {
                     "assistant"
@@ -743,18 +729,8 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        let assistant_part = match self.dialect {
-            RealtimeDialect::Ga => "output_text",
-            RealtimeDialect::Beta => "text",
-        };
         for (role, text) in &self.transcript {
-            let part = if *role == "user" {
-                "input_text"
-            } else {
-                assistant_part
-            };
-            let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}});
-            send(ws, Message::Text(item.to_string().into()), config).await?;
+            send_text(ws, wire::text_item(self.dialect, role, text), config).await?;
         }
         metrics::counter!("callgate_upstream_reseeds_total").increment(1);
         tracing::info!(
@@ -773,7 +749,7 @@ impl Relay {
         transcoder.flush(&mut out);
         let duration = Duration::from_millis(self.session.media_format.duration_ms(out.len()));
         Some(Downstream::Fallback {
-            payload: BASE64.encode(&out),
+            audio: out.into(),
             duration,
         })
     }
@@ -834,8 +810,7 @@ impl Relay {
                 json!({"error": error}).to_string()
             }
         };
-        let item = json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}});
-        send(ws, Message::Text(item.to_string().into()), config).await?;
+        send_text(ws, wire::function_output(call_id, &output), config).await?;
         self.request_response(ws, config).await
     }
 
@@ -846,12 +821,7 @@ impl Relay {
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
         if self.current_response.is_none() {
-            send(
-                ws,
-                Message::Text(r#"{"type":"response.create"}"#.into()),
-                config,
-            )
-            .await
+            send_text(ws, wire::RESPONSE_CREATE.to_owned(), config).await
         } else {
             self.response_wanted = true;
             Ok(())
@@ -901,11 +871,7 @@ impl Relay {
         let Some(delta) = event.delta.as_deref() else {
             return;
         };
-        if event
-            .response_id
-            .as_ref()
-            .is_some_and(|r| self.cancelled.contains(r))
-        {
+        if self.cancelled(event) {
             metrics::counter!("callgate_audio_dropped_total", "direction" => "outbound", "reason" => "cancelled").increment(1);
             return;
         }
@@ -945,19 +911,15 @@ impl Relay {
 
     /// Sends `len` bytes of the piece buffer as one media message, then its mark.
     async fn send_piece(&mut self, len: usize, last: bool) {
-        let format = self.session.media_format;
-        let bytes: Vec<u8> = self.piece.drain(..len.min(self.piece.len())).collect();
-        if !bytes.is_empty() {
+        let audio = self.piece.split_to(len.min(self.piece.len())).freeze();
+        if !audio.is_empty() {
             self.session
                 .counters
                 .bytes_out
-                .fetch_add(bytes.len() as u64, Relaxed);
-            self.playback.sent_ms += format.duration_ms(bytes.len());
+                .fetch_add(audio.len() as u64, Relaxed);
+            self.playback.sent_ms += self.session.media_format.duration_ms(audio.len());
             self.playback.first_send.get_or_insert_with(Instant::now);
-            self.emit(Outbound::Media {
-                payload: BASE64.encode(&bytes),
-            })
-            .await;
+            self.emit(Outbound::Media { audio }).await;
         }
         let item = self.playback.item_id.as_deref().unwrap_or("item");
         let mut name = format!("g{}/{}/{}", self.generation, item, self.playback.sent_ms);
@@ -974,12 +936,16 @@ impl Relay {
         self.emit(Outbound::Mark { name }).await;
     }
 
-    async fn on_audio_done(&mut self, event: &ServerEvent<'_>) {
-        if event
+    /// The event belongs to a response interrupted by a barge-in: drop it.
+    fn cancelled(&self, event: &ServerEvent<'_>) -> bool {
+        event
             .response_id
             .as_ref()
             .is_some_and(|r| self.cancelled.contains(r))
-        {
+    }
+
+    async fn on_audio_done(&mut self, event: &ServerEvent<'_>) {
+        if self.cancelled(event) {
             return;
         }
         if let Some(transcoder) = &mut self.transcoder {
@@ -1042,9 +1008,8 @@ impl Relay {
                 at_ms: self.session.at_ms(),
             });
             self.emit(Outbound::Clear).await;
-            if let (Some(item), true) = (self.playback.item_id.clone(), played < sent) {
-                let truncate = json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played});
-                send(ws, Message::Text(truncate.to_string().into()), config).await?;
+            if let (Some(item), true) = (&self.playback.item_id, played < sent) {
+                send_text(ws, wire::truncate(item, played), config).await?;
             }
             if let Some(response) = self.current_response.take() {
                 if self.cancelled.len() == CANCELLED_MEMORY {
@@ -1087,8 +1052,7 @@ impl Relay {
             self.barge_in(ws, config).await?;
         }
         let text = format!("Caller entered digits: {digits}");
-        let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}});
-        send(ws, Message::Text(item.to_string().into()), config).await?;
+        send_text(ws, wire::text_item(self.dialect, "user", &text), config).await?;
         // PCI: digits never reach logs, spans, metrics or stored transcripts.
         let shown = if config.dtmf.pci {
             "[redacted]".to_owned()
@@ -1150,6 +1114,16 @@ async fn send(
     }
 }
 
+/// Sends one JSON text message (see [`send`]).
+async fn send_text(
+    ws: &mut Upstream,
+    text: String,
+    config: &BridgeConfig,
+) -> Result<(), BridgeError> {
+    send(ws, Message::Text(text.into()), config).await
+}
+
+/// Sleeps until `at`, or forever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

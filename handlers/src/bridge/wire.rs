@@ -1,8 +1,7 @@
 //! OpenAI Realtime wire types, GA and beta (PROTOCOLS.md §7).
 //!
-//! Client events are built as JSON values (only `session.update` is more than a line);
-//! server events are parsed into one tolerant struct whose `type` is mapped to
-//! [`ServerKind`], accepting both dialects' names.
+//! Client events are built here, as JSON text; server events are parsed into one tolerant
+//! struct whose `type` is mapped to [`ServerKind`], accepting both dialects' names.
 
 use std::borrow::Cow;
 
@@ -35,11 +34,7 @@ pub fn session_update(
         });
     let session = match dialect {
         RealtimeDialect::Ga => {
-            let format = match audio {
-                UpstreamAudio::Pcmu => json!({"type": "audio/pcmu"}),
-                UpstreamAudio::Pcma => json!({"type": "audio/pcma"}),
-                UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
-            };
+            let format = ga_format(audio);
             json!({
                 "type": "realtime",
                 "output_modalities": ["audio"],
@@ -77,6 +72,57 @@ pub fn session_update(
         session["tool_choice"] = json!("auto");
     }
     json!({"type": "session.update", "event_id": "callgate_session_1", "session": session})
+        .to_string()
+}
+
+/// The GA `audio.{input,output}.format` object for `audio`.
+pub fn ga_format(audio: UpstreamAudio) -> Value {
+    match audio {
+        UpstreamAudio::Pcmu => json!({"type": "audio/pcmu"}),
+        UpstreamAudio::Pcma => json!({"type": "audio/pcma"}),
+        UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
+    }
+}
+
+/// The audio a GA format type (`audio/pcmu`) or a beta format name (`g711_ulaw`) names.
+pub fn audio_named(name: &str) -> Option<UpstreamAudio> {
+    match name {
+        "audio/pcmu" | "g711_ulaw" => Some(UpstreamAudio::Pcmu),
+        "audio/pcma" | "g711_alaw" => Some(UpstreamAudio::Pcma),
+        "audio/pcm" | "pcm16" => Some(UpstreamAudio::Pcm24k),
+        _ => None,
+    }
+}
+
+/// `response.create` with the session's settings.
+pub const RESPONSE_CREATE: &str = r#"{"type":"response.create"}"#;
+
+/// A response whose first words are `greeting` (the assistant speaks first).
+pub fn greeting(greeting: &str) -> String {
+    json!({"type": "response.create", "response": {"instructions": format!("Greet the caller by saying exactly: {greeting}")}})
+        .to_string()
+}
+
+/// A text message added to the conversation; `role` is `user` or `assistant`.
+pub fn text_item(dialect: RealtimeDialect, role: &str, text: &str) -> String {
+    let part = match (role, dialect) {
+        ("user", _) => "input_text",
+        (_, RealtimeDialect::Ga) => "output_text",
+        (_, RealtimeDialect::Beta) => "text",
+    };
+    json!({"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}})
+        .to_string()
+}
+
+/// The output of function call `call_id`.
+pub fn function_output(call_id: &str, output: &str) -> String {
+    json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+        .to_string()
+}
+
+/// Cuts item `item_id`'s audio at `audio_end_ms`: what the caller heard before barging in.
+pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
+    json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms})
         .to_string()
 }
 
@@ -234,9 +280,6 @@ pub struct ResponseBody {
     /// `resp_…`.
     #[serde(default)]
     pub id: Option<String>,
-    /// `completed`, `cancelled`, `failed`, `incomplete` (on `response.done`).
-    #[serde(default)]
-    pub status: Option<String>,
 }
 
 /// The audio format a `session.updated` reports for output, as our enum (None if absent or
@@ -246,12 +289,7 @@ pub fn session_output_audio(session: &Value) -> Option<UpstreamAudio> {
         .pointer("/audio/output/format/type")
         .and_then(Value::as_str);
     let beta = session.get("output_audio_format").and_then(Value::as_str);
-    match ga.or(beta)? {
-        "audio/pcmu" | "g711_ulaw" => Some(UpstreamAudio::Pcmu),
-        "audio/pcma" | "g711_alaw" => Some(UpstreamAudio::Pcma),
-        "audio/pcm" | "pcm16" => Some(UpstreamAudio::Pcm24k),
-        _ => None,
-    }
+    audio_named(ga.or(beta)?)
 }
 
 #[cfg(test)]

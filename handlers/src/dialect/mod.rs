@@ -33,7 +33,7 @@ pub use writer::{OutFrame, Writer};
 pub const CONNECTED_GREETING: &str = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
 
 /// What the upgrade request told us (via [`Frame::Opened`]) that messages may omit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Hints {
     /// The `{call_id}` path segment.
     pub call_id: Option<String>,
@@ -90,6 +90,11 @@ impl Dialect {
         }
     }
 
+    /// The dialect called `name` (its [`Dialect::name`], as in configuration).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
     /// Whether the carrier echoes marks (otherwise playback is estimated from time).
     pub fn has_marks(self) -> bool {
         !matches!(self, Self::Voximplant | Self::RawAudio)
@@ -125,13 +130,9 @@ impl Dialect {
                 }));
             }
             Frame::Binary(_) => return Err(DecodeError::Binary),
-            Frame::Opened {
-                call_id,
-                sample_rate,
-            } => {
-                hints.call_id = call_id.clone();
-                hints.sample_rate = *sample_rate;
-                return Ok(self.opened(call_id.as_deref()));
+            Frame::Opened(opened) => {
+                *hints = opened.clone();
+                return Ok(self.opened(hints.call_id.as_deref()));
             }
         };
         let envelope: wire::Envelope<'_> = serde_json::from_slice(bytes)?;

@@ -2,6 +2,7 @@ use super::*;
 use crate::codec::BASE64;
 use crate::event::Outbound;
 use base64::Engine as _;
+use bytes::Bytes;
 
 const SID: &str = "MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
 
@@ -215,10 +216,33 @@ fn unknown_events_are_not_errors() {
     assert_eq!(event, Event::Unknown("futureThing".into()));
 }
 
+/// `n` bytes of `byte` for the caller.
+fn audio(byte: u8, n: usize) -> Outbound {
+    Outbound::Media {
+        audio: Bytes::from(vec![byte; n]),
+    }
+}
+
+/// The decoded payloads of the media messages in `out`.
+fn payloads(out: &[serde_json::Value]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter(|m| m["event"] == "media")
+        .map(|m| {
+            BASE64
+                .decode(m["media"]["payload"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+fn sizes(out: &[serde_json::Value]) -> Vec<usize> {
+    payloads(out).iter().map(Vec::len).collect()
+}
+
 fn write_all(writer: &mut Writer, messages: &[Outbound]) -> Vec<serde_json::Value> {
     let mut frames = Vec::new();
     for m in messages {
-        writer.write(m, &mut frames).unwrap();
+        writer.write(m, &mut frames);
     }
     frames
         .iter()
@@ -233,7 +257,7 @@ fn twilio_outbound_passes_payloads_through() {
         &mut writer,
         &[
             Outbound::Media {
-                payload: "AAEC".into(),
+                audio: Bytes::from_static(&[0, 1, 2]),
             },
             Outbound::Mark { name: "m1".into() },
             Outbound::Clear,
@@ -256,33 +280,18 @@ fn twilio_outbound_passes_payloads_through() {
 #[test]
 fn smartflo_outbound_uses_160_byte_multiples_and_numeric_chunks() {
     let mut writer = Writer::new(Dialect::Smartflo, "MZ1", AudioFormat::Mulaw);
-    let delta = |n: usize| Outbound::Media {
-        payload: BASE64.encode(vec![0x11u8; n]),
-    };
     let out = write_all(
         &mut writer,
         &[
-            delta(100),
-            delta(300),
-            delta(10),
+            audio(0x11, 100),
+            audio(0x11, 300),
+            audio(0x11, 10),
             Outbound::Mark { name: "end".into() },
         ],
     );
-    let sizes: Vec<usize> = out
-        .iter()
-        .filter(|m| m["event"] == "media")
-        .map(|m| {
-            BASE64
-                .decode(m["media"]["payload"].as_str().unwrap())
-                .unwrap()
-                .len()
-        })
-        .collect();
     // 100 → nothing yet; +300 = 400 → 320 out, 80 held; +10 = 90 held; mark pads to 160.
-    assert_eq!(sizes, [320, 160]);
-    let last = BASE64
-        .decode(out[1]["media"]["payload"].as_str().unwrap())
-        .unwrap();
+    assert_eq!(sizes(&out), [320, 160]);
+    let last = &payloads(&out)[1];
     assert!(last[..90].iter().all(|&b| b == 0x11) && last[90..].iter().all(|&b| b == 0xFF));
     assert_eq!(out[0]["media"]["chunk"], 1);
     assert_eq!(out[1]["media"]["chunk"], 2);
@@ -296,9 +305,7 @@ fn vendor_stream_outbound_numbers_messages() {
     let out = write_all(
         &mut writer,
         &[
-            Outbound::Media {
-                payload: BASE64.encode([0u8; 160]),
-            },
+            audio(0, 160),
             Outbound::Mark {
                 name: "done".into(),
             },
@@ -315,9 +322,7 @@ fn clear_drops_held_audio() {
     let out = write_all(
         &mut writer,
         &[
-            Outbound::Media {
-                payload: BASE64.encode([1u8; 50]),
-            },
+            audio(1, 50),
             Outbound::Clear,
             Outbound::Mark { name: "m".into() },
         ],
@@ -462,10 +467,10 @@ fn exotel_formats_casing_and_fallbacks() {
     let mut hints = Hints::default();
     Dialect::Exotel
         .decode_with(
-            &Frame::Opened {
+            &Frame::Opened(Hints {
                 call_id: None,
                 sample_rate: Some(24000),
-            },
+            }),
             &mut hints,
         )
         .unwrap();
@@ -518,10 +523,10 @@ fn voximplant_encodings_and_ids() {
     let mut hints = Hints::default();
     Dialect::Voximplant
         .decode_with(
-            &Frame::Opened {
+            &Frame::Opened(Hints {
                 call_id: Some("call-9".into()),
                 sample_rate: None,
-            },
+            }),
             &mut hints,
         )
         .unwrap();
@@ -541,10 +546,10 @@ fn voximplant_encodings_and_ids() {
 #[test]
 fn raw_audio_opens_with_its_path_id_and_takes_binary() {
     let event = Dialect::RawAudio
-        .decode(&Frame::Opened {
+        .decode(&Frame::Opened(Hints {
             call_id: Some("abc".into()),
             sample_rate: None,
-        })
+        }))
         .unwrap();
     let Event::Start(start) = event else {
         panic!("{event:?}")
@@ -570,10 +575,10 @@ fn raw_audio_opens_with_its_path_id_and_takes_binary() {
     );
     assert_eq!(
         Dialect::Twilio
-            .decode(&Frame::Opened {
+            .decode(&Frame::Opened(Hints {
                 call_id: None,
                 sample_rate: None
-            })
+            }))
             .unwrap(),
         Event::Ack("opened")
     );
@@ -620,34 +625,20 @@ fn plivo_and_telnyx_formats() {
 fn exotel_outbound_framing() {
     // 8 kHz: at least 3200 bytes, multiples of 320, first chunk as soon as complete.
     let mut writer = Writer::new(Dialect::Exotel, "MZ1", AudioFormat::Pcm16 { rate: 8000 });
-    let delta = |n: usize| Outbound::Media {
-        payload: BASE64.encode(vec![0x11u8; n]),
-    };
     let out = write_all(
         &mut writer,
         &[
-            delta(3000),
-            delta(500),
-            delta(100),
+            audio(0x11, 3000),
+            audio(0x11, 500),
+            audio(0x11, 100),
             Outbound::Mark { name: "m".into() },
             Outbound::Clear,
         ],
     );
     let media: Vec<&serde_json::Value> = out.iter().filter(|m| m["event"] == "media").collect();
-    let sizes: Vec<usize> = media
-        .iter()
-        .map(|m| {
-            BASE64
-                .decode(m["media"]["payload"].as_str().unwrap())
-                .unwrap()
-                .len()
-        })
-        .collect();
     // 3000 held; 3500 → 3200 out (300 held); 400 held; the mark pads the tail to 3200.
-    assert_eq!(sizes, [3200, 3200]);
-    let tail = BASE64
-        .decode(media[1]["media"]["payload"].as_str().unwrap())
-        .unwrap();
+    assert_eq!(sizes(&out), [3200, 3200]);
+    let tail = &payloads(&out)[1];
     assert!(
         tail[..400].iter().all(|&b| b == 0x11) && tail[400..].iter().all(|&b| b == 0),
         "zero padded"
@@ -666,19 +657,9 @@ fn exotel_outbound_framing() {
     let mut writer = Writer::new(Dialect::Exotel, "MZ1", AudioFormat::Pcm16 { rate: 24000 });
     let out = write_all(
         &mut writer,
-        &[delta(10_000), Outbound::Mark { name: "m".into() }],
+        &[audio(0x11, 10_000), Outbound::Mark { name: "m".into() }],
     );
-    let sizes: Vec<usize> = out
-        .iter()
-        .filter(|m| m["event"] == "media")
-        .map(|m| {
-            BASE64
-                .decode(m["media"]["payload"].as_str().unwrap())
-                .unwrap()
-                .len()
-        })
-        .collect();
-    assert_eq!(sizes, [9600, 9600]);
+    assert_eq!(sizes(&out), [9600, 9600]);
 }
 
 #[test]
@@ -688,7 +669,7 @@ fn plivo_telnyx_voximplant_outbound() {
         &mut plivo,
         &[
             Outbound::Media {
-                payload: "AAAA".into(),
+                audio: Bytes::from_static(&[0, 0, 0]),
             },
             Outbound::Mark { name: "cp".into() },
             Outbound::Clear,
@@ -711,24 +692,12 @@ fn plivo_telnyx_voximplant_outbound() {
     let out = write_all(
         &mut telnyx,
         &[
-            Outbound::Media {
-                payload: BASE64.encode([1u8; 200]),
-            },
+            audio(1, 200),
             Outbound::Mark { name: "m".into() },
             Outbound::Clear,
         ],
     );
-    let sizes: Vec<usize> = out
-        .iter()
-        .filter(|m| m["event"] == "media")
-        .map(|m| {
-            BASE64
-                .decode(m["media"]["payload"].as_str().unwrap())
-                .unwrap()
-                .len()
-        })
-        .collect();
-    assert_eq!(sizes, [160, 160], "20 ms multiples, tail padded");
+    assert_eq!(sizes(&out), [160, 160], "20 ms multiples, tail padded");
     assert_eq!(out[0]["stream_id"], "t1");
     assert_eq!(
         out.last().unwrap(),
@@ -739,19 +708,13 @@ fn plivo_telnyx_voximplant_outbound() {
     let out = write_all(
         &mut vox,
         &[
-            Outbound::Media {
-                payload: BASE64.encode([1u8; 160]),
-            },
-            Outbound::Media {
-                payload: BASE64.encode([2u8; 160]),
-            },
+            audio(1, 160),
+            audio(2, 160),
             Outbound::Mark {
                 name: "no marks on this wire".into(),
             },
             Outbound::Clear,
-            Outbound::Media {
-                payload: BASE64.encode([3u8; 160]),
-            },
+            audio(3, 160),
         ],
     );
     let events: Vec<&str> = out.iter().map(|m| m["event"].as_str().unwrap()).collect();
@@ -841,4 +804,19 @@ fn detection_recognises_each_opening() {
     assert!(
         matches!(detect(&Frame::Binary(vec![0].into())), Detection::Unknown(why) if why.contains("binary"))
     );
+}
+
+#[test]
+fn names_round_trip_and_match_the_configuration() {
+    for dialect in Dialect::ALL {
+        assert_eq!(Dialect::from_name(dialect.name()), Some(dialect));
+        let configured: Dialect =
+            serde_json::from_value(serde_json::json!(dialect.name())).unwrap();
+        assert_eq!(
+            configured, dialect,
+            "config and CLI spell {dialect:?} alike"
+        );
+    }
+    assert_eq!(Dialect::from_name("Twilio"), None);
+    assert_eq!(Dialect::from_name(""), None);
 }

@@ -45,8 +45,8 @@ pub struct Writer {
     sent_bytes: u64,
     /// Voximplant: a playback stream is open (our `start` was sent).
     stream_open: bool,
+    /// Audio waiting to fill a whole frame (carriers with a framing rule).
     pending: Vec<u8>,
-    raw: Vec<u8>,
 }
 
 impl Writer {
@@ -82,27 +82,24 @@ impl Writer {
             sent_bytes: 0,
             stream_open: false,
             pending: Vec::new(),
-            raw: Vec::new(),
         }
     }
 
-    /// Appends the frames for `message` to `frames`. Malformed base64 from upstream is refused
-    /// rather than sent to the carrier.
-    pub fn write(
-        &mut self,
-        message: &Outbound,
-        frames: &mut Vec<OutFrame>,
-    ) -> Result<(), base64::DecodeError> {
+    /// Appends the frames for `message` to `frames`.
+    pub fn write(&mut self, message: &Outbound, frames: &mut Vec<OutFrame>) {
         match message {
-            // Any size, JSON: the base64 text passes through without decoding.
-            Outbound::Media { payload }
-                if self.multiple == 1 && self.dialect != Dialect::RawAudio =>
-            {
-                let bytes = base64_len(payload);
-                self.media(payload, bytes, frames);
+            // Binary frames of any size: the bytes go out as they are.
+            Outbound::Media { audio } if self.dialect == Dialect::RawAudio => {
+                self.sent_bytes += audio.len() as u64;
+                frames.push(OutFrame::Binary(audio.clone()));
             }
-            Outbound::Media { payload } => {
-                BASE64.decode_vec(payload, &mut self.pending)?;
+            // Any size, JSON: one message per piece.
+            Outbound::Media { audio } if self.multiple == 1 => {
+                let payload = BASE64.encode(audio);
+                self.media(&payload, audio.len(), frames);
+            }
+            Outbound::Media { audio } => {
+                self.pending.extend_from_slice(audio);
                 while self.pending.len() >= self.min {
                     let whole = (self.pending.len() / self.multiple * self.multiple).min(self.max);
                     self.emit_pending(whole, frames);
@@ -166,7 +163,6 @@ impl Writer {
                 }
             }
         }
-        Ok(())
     }
 
     /// The Voximplant scenario's hang-up message (`end_call`), where the dialect has one.
@@ -175,15 +171,10 @@ impl Writer {
             .then(|| OutFrame::Text(r#"{"event":"gw.hangup"}"#.to_owned()))
     }
 
+    /// One media message of the first `len` pending bytes.
     fn emit_pending(&mut self, len: usize, frames: &mut Vec<OutFrame>) {
-        self.raw.clear();
-        self.raw.extend(self.pending.drain(..len));
-        if self.dialect == Dialect::RawAudio {
-            self.sent_bytes += len as u64;
-            frames.push(OutFrame::Binary(Bytes::copy_from_slice(&self.raw)));
-            return;
-        }
-        let payload = BASE64.encode(&self.raw);
+        let payload = BASE64.encode(&self.pending[..len]);
+        self.pending.drain(..len);
         self.media(&payload, len, frames);
     }
 
@@ -249,10 +240,4 @@ impl Writer {
         self.sent_bytes += bytes as u64;
         frames.push(OutFrame::Text(text));
     }
-}
-
-/// Decoded length of base64 text (standard, padded).
-fn base64_len(text: &str) -> usize {
-    let pad = text.bytes().rev().take_while(|&b| b == b'=').count();
-    (text.len() / 4 * 3).saturating_sub(pad)
 }
