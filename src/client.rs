@@ -43,8 +43,7 @@ impl CallOptions {
     /// Options with generated ids, real-time pace and a 6 s linger; `audio` is in the
     /// carrier's usual format ([`CallOptions::format_for`]).
     pub fn new(url: impl Into<String>, carrier: Dialect, audio: Vec<u8>) -> Self {
-        let n: u64 = rand::random();
-        Self {
+        let mut options = Self {
             url: url.into(),
             carrier,
             format: Self::format_for(carrier),
@@ -52,10 +51,19 @@ impl CallOptions {
             pace: 1.0,
             linger: Duration::from_secs(6),
             custom_parameters: BTreeMap::new(),
-            call_sid: format!("CA{n:032x}"),
-            stream_sid: format!("MZ{n:032x}"),
+            call_sid: String::new(),
+            stream_sid: String::new(),
             record: true,
-        }
+        };
+        options.fresh_ids();
+        options
+    }
+
+    /// New random call and stream ids (`CA…`, `MZ…`).
+    pub fn fresh_ids(&mut self) {
+        let n: u64 = rand::random();
+        self.call_sid = format!("CA{n:032x}");
+        self.stream_sid = format!("MZ{n:032x}");
     }
 
     /// Repeats `file` (in this call's format) with a second of silence between repeats, the
@@ -452,9 +460,7 @@ pub async fn load(template: CallOptions, calls: usize, ramp: Duration) -> LoadRe
     for i in 0..calls {
         let mut options = template.clone();
         options.record = false;
-        let n: u64 = rand::random();
-        options.call_sid = format!("CA{n:032x}");
-        options.stream_sid = format!("MZ{n:032x}");
+        options.fresh_ids();
         if options.carrier == Dialect::RawAudio {
             options.url = format!("{}/{}", options.url.trim_end_matches('/'), options.call_sid);
         }

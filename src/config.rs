@@ -2,8 +2,8 @@
 //!
 //! Precedence: built-in defaults < the TOML file (`--config`) < environment. Any key can be
 //! set as `CALLGATE_<SECTION>__<KEY>` (for example `CALLGATE_CALLS__EVENT_TIMEOUT_MS=500`);
-//! the common ones also have short names, listed in [`ENV_ALIASES`]. `callgate.toml` at the
-//! repository root documents every key.
+//! the common ones also have short names, listed in [`ENV_ALIASES`]. `deploy/callgate.toml`
+//! documents every key with its default (a test keeps the two in step).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -955,14 +955,13 @@ impl Config {
 }
 
 fn is_azure(url: &str) -> bool {
-    let host = url
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split(['/', '?', ':'])
-        .next()
-        .unwrap_or("");
-    host.ends_with(".azure.com") || host.ends_with(".azure.us")
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| {
+            uri.host()
+                .map(|h| h.ends_with(".azure.com") || h.ends_with(".azure.us"))
+        })
+        .unwrap_or(false)
 }
 
 /// An env value as TOML (numbers, booleans, arrays), falling back to a plain string.

@@ -12,7 +12,7 @@
 //! - [`records`]: call records and transcripts in SQLite.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
 //! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
-//! - [`telemetry`]: logs and the Prometheus registry.
+//! - [`telemetry`]: logs, OTLP trace export and the Prometheus registry.
 //!
 //! [`run`] takes the listener, so tests bind `127.0.0.1:0`.
 
@@ -243,22 +243,19 @@ fn spawn_upstream_probe(state: &AppState, enabled: bool) {
     });
 }
 
-/// `host:port` of a ws:// or wss:// URL.
+/// `host:port` of a ws:// or wss:// URL (the scheme's port when none is given).
 fn upstream_host_port(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-    {
-        Some(authority.to_owned())
+    let uri: http::Uri = url.parse().ok()?;
+    let default = if uri.scheme_str() == Some("ws") {
+        80
     } else {
-        Some(format!(
-            "{authority}:{}",
-            if scheme == "ws" { 80 } else { 443 }
-        ))
-    }
+        443
+    };
+    Some(format!(
+        "{}:{}",
+        uri.host()?,
+        uri.port_u16().unwrap_or(default)
+    ))
 }
 
 /// Periodically reaps idle sessions and sweeps the limiters' per-IP state.
@@ -282,4 +279,24 @@ fn spawn_sweeper(state: &AppState, max_idle: Duration) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_host_port;
+
+    #[test]
+    fn upstream_probe_targets_host_and_port() {
+        let target = |url| upstream_host_port(url);
+        assert_eq!(
+            target("wss://api.openai.com/v1/realtime?model=m").as_deref(),
+            Some("api.openai.com:443")
+        );
+        assert_eq!(
+            target("ws://127.0.0.1:9000/v1/realtime").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(target("ws://user@[::1]/x").as_deref(), Some("[::1]:80"));
+        assert_eq!(target("not a url"), None);
+    }
 }

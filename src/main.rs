@@ -228,9 +228,7 @@ fn token(path: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
             .context("no [[security.jwt.keys]] configured")?,
     };
     let (encoding, algorithm) = callgate::security::encoding_key(key)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = jsonwebtoken::get_current_timestamp();
     let claims = callgate_layers::http::auth::Claims {
         iss: jwt.issuer.clone(),
         aud: jwt.audience.clone().into(),

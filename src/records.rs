@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS calls (
     frames_in INTEGER,
     frames_out INTEGER,
     audio_dropped INTEGER,
-        barge_ins INTEGER,
+    barge_ins INTEGER,
     dtmf INTEGER,
     tool_calls INTEGER
 );
@@ -46,14 +46,8 @@ CREATE INDEX IF NOT EXISTS calls_by_sid ON calls (call_sid);
 ";
 
 enum Op {
-    Start {
-        key: String,
-        call_sid: String,
-        stream_sid: String,
-        carrier: String,
-        tenant: Option<String>,
-        started_at_ms: i64,
-    },
+    /// The call's row, from the record's identity fields.
+    Start(Box<CallRecord>),
     Line {
         key: String,
         seq: i64,
@@ -61,10 +55,8 @@ enum Op {
         role: String,
         text: String,
     },
-    End {
-        key: String,
-        record: Box<CallRecord>,
-    },
+    /// The call's outcome and counters.
+    End(Box<CallRecord>),
 }
 
 /// The writer's handle; cheap to clone.
@@ -127,7 +119,7 @@ impl std::fmt::Debug for Records {
 }
 
 /// A finished call, as stored (and as POSTed to the records webhook).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CallRecord {
     /// Unique per call (start time and gateway id).
     pub key: String,
@@ -215,24 +207,23 @@ impl Records {
     /// they are final, the record when it ends. Returns the call's key.
     pub fn follow(&self, session: &Arc<Session>) -> String {
         let started_at_ms = unix_ms(session.started_at);
-        let key = format!("{started_at_ms}-{}", session.id);
-        let _ = self.ops.send(Op::Start {
-            key: key.clone(),
+        let mut record = CallRecord {
+            key: format!("{started_at_ms}-{}", session.id),
             call_sid: session.call_sid.clone(),
             stream_sid: session.stream_sid.clone(),
             carrier: session.dialect.name().to_owned(),
             tenant: session.identity.tenant.clone(),
             started_at_ms,
-        });
+            ..CallRecord::default()
+        };
+        let key = record.key.clone();
+        let _ = self.ops.send(Op::Start(Box::new(record.clone())));
         let mut feed = session.feed.subscribe();
         let ops = self.ops.clone();
         let session = session.clone();
-        let key_for_task = key.clone();
         let webhook = self.webhook.clone();
         tokio::spawn(async move {
-            let key = key_for_task;
             let mut seq = 0i64;
-            let mut transcript = Vec::new();
             loop {
                 match feed.recv().await {
                     Ok(FeedEvent::Transcript {
@@ -248,13 +239,13 @@ impl Records {
                             text,
                         };
                         let _ = ops.send(Op::Line {
-                            key: key.clone(),
+                            key: record.key.clone(),
                             seq,
                             at_ms: line.at_ms,
                             role: line.role.clone(),
                             text: line.text.clone(),
                         });
-                        transcript.push(line);
+                        record.transcript.push(line);
                     }
                     Ok(FeedEvent::CallEnded {
                         close_code,
@@ -262,34 +253,22 @@ impl Records {
                     }) => {
                         let c = &session.counters;
                         use std::sync::atomic::Ordering::Relaxed;
-                        let ended_at_ms = unix_ms(std::time::SystemTime::now());
-                        let record = CallRecord {
-                            key: key.clone(),
-                            call_sid: session.call_sid.clone(),
-                            stream_sid: session.stream_sid.clone(),
-                            carrier: session.dialect.name().to_owned(),
-                            tenant: session.identity.tenant.clone(),
-                            started_at_ms,
-                            ended_at_ms,
-                            duration_ms: ended_at_ms - started_at_ms,
-                            outcome: outcome.to_owned(),
-                            close_code: close_code.into(),
-                            frames_in: c.frames_in.load(Relaxed) as i64,
-                            frames_out: c.frames_out.load(Relaxed) as i64,
-                            audio_dropped: c.audio_dropped.load(Relaxed) as i64,
-                            barge_ins: c.clears.load(Relaxed) as i64,
-                            dtmf: c.dtmf.load(Relaxed) as i64,
-                            tool_calls: c.tool_calls.load(Relaxed) as i64,
-                            transcript,
-                        };
+                        record.ended_at_ms = unix_ms(std::time::SystemTime::now());
+                        record.duration_ms = record.ended_at_ms - started_at_ms;
+                        record.outcome = outcome.to_owned();
+                        record.close_code = close_code.into();
+                        record.frames_in = c.frames_in.load(Relaxed) as i64;
+                        record.frames_out = c.frames_out.load(Relaxed) as i64;
+                        record.audio_dropped = c.audio_dropped.load(Relaxed) as i64;
+                        record.barge_ins = c.clears.load(Relaxed) as i64;
+                        record.dtmf = c.dtmf.load(Relaxed) as i64;
+                        record.tool_calls = c.tool_calls.load(Relaxed) as i64;
+                        let record = Box::new(record);
                         if let Some(webhook) = webhook {
                             let posted = record.clone();
                             tokio::spawn(async move { webhook.deliver(&posted).await });
                         }
-                        let _ = ops.send(Op::End {
-                            key,
-                            record: Box::new(record),
-                        });
+                        let _ = ops.send(Op::End(record));
                         return;
                     }
                     Ok(_) => {}
@@ -331,19 +310,19 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
     for op in ops {
         let result = match op {
-            Op::Start { key, call_sid, stream_sid, carrier, tenant, started_at_ms } => connection.execute(
+            Op::Start(r) => connection.execute(
                 "INSERT OR IGNORE INTO calls (key, call_sid, stream_sid, carrier, tenant, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key, call_sid, stream_sid, carrier, tenant, started_at_ms],
+                params![r.key, r.call_sid, r.stream_sid, r.carrier, r.tenant, r.started_at_ms],
             ),
             Op::Line { key, seq, at_ms, role, text } => connection.execute(
                 "INSERT OR REPLACE INTO transcript (key, seq, at_ms, role, text) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key, seq, at_ms, role, text],
             ),
-            Op::End { key, record } => connection.execute(
+            Op::End(record) => connection.execute(
                 "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?3, outcome = ?4, close_code = ?5, frames_in = ?6, frames_out = ?7,
                                   audio_dropped = ?8, barge_ins = ?9, dtmf = ?10, tool_calls = ?11 WHERE key = ?1",
                 params![
-                    key,
+                    record.key,
                     record.ended_at_ms,
                     record.duration_ms,
                     record.outcome,
@@ -351,7 +330,7 @@ fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
                     record.frames_in,
                     record.frames_out,
                     record.audio_dropped,
-                                        record.barge_ins,
+                    record.barge_ins,
                     record.dtmf,
                     record.tool_calls
                 ],
@@ -386,8 +365,9 @@ impl RecordReader {
         let keys: Vec<String> = statement
             .query_map(params![limit as i64], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
+        // Every listed key is found (nothing deletes rows); a missing one would be skipped.
         keys.iter()
-            .map(|k| self.show(k).map(|r| r.expect("listed")))
+            .filter_map(|k| self.show(k).transpose())
             .collect()
     }
 
@@ -395,7 +375,7 @@ impl RecordReader {
     pub fn show(&self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
         let mut statement = self.connection.prepare(
             "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
-                                        frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls
+                    frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls
              FROM calls WHERE key = ?1 OR call_sid = ?1 ORDER BY started_at_ms DESC LIMIT 1",
         )?;
         let mut rows = statement.query(params![key_or_sid])?;

@@ -18,6 +18,7 @@ use callgate_layers::http::admission::{reject, AdmissionLayer};
 use callgate_layers::http::auth::{Admitted, AuthLayer};
 use callgate_layers::http::caps::CallPermit;
 use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
+use callgate_layers::http::query_param;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -189,11 +190,10 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                     .find(|(k, _)| *k == "call_id")
                     .map(|(_, v)| v.to_owned()),
                 // Exotel picks its sample rate with ?sample-rate=8000|16000|24000.
-                sample_rate: query.as_deref().and_then(|q| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix("sample-rate="))
-                        .and_then(|v| v.parse().ok())
-                }),
+                sample_rate: query
+                    .as_deref()
+                    .and_then(|q| query_param(q, "sample-rate"))
+                    .and_then(|v| v.parse().ok()),
             };
             if state.shutdown.is_cancelled() {
                 return reject(
@@ -440,33 +440,41 @@ async fn forward_feed(
     let _ = socket.flush().await;
 }
 
-/// The admin token from the `Authorization` header or a `token` query parameter.
+/// The admin token from the `Authorization` header or, failing that, a `token` query
+/// parameter (WebSocket clients in browsers cannot set headers).
 fn admin_or_query(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     query: Option<&str>,
 ) -> Result<(), (StatusCode, &'static str)> {
-    if admin(state, headers).is_ok() {
-        return Ok(());
-    }
-    let token = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    match token {
-        Some(token) => {
-            let mut headers = axum::http::HeaderMap::new();
-            let value = format!("Bearer {token}");
-            if let Ok(value) = value.parse() {
-                headers.insert(header::AUTHORIZATION, value);
-            }
-            admin(state, &headers)
-        }
-        None => admin(state, headers),
-    }
+    admin(state, headers).or_else(
+        |refused| match query.and_then(|q| query_param(q, "token")) {
+            Some(token) => check_admin(state, Some(token)),
+            None => Err(refused),
+        },
+    )
 }
 
-/// Checks `Authorization: Bearer <security.admin_token>` in constant time.
+/// Checks `Authorization: Bearer <security.admin_token>`.
 fn admin(
     state: &AppState,
     headers: &axum::http::HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
+    check_admin(state, bearer(headers))
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Compares a presented admin token with `security.admin_token` in constant time.
+fn check_admin(
+    state: &AppState,
+    presented: Option<&str>,
 ) -> Result<(), (StatusCode, &'static str)> {
     use subtle::ConstantTimeEq;
     let expected = state.admin_token.expose();
@@ -476,11 +484,7 @@ fn admin(
             "admin API disabled (security.admin_token)\n",
         ));
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let presented = presented.unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {

@@ -4,14 +4,13 @@
 //! use callgate_layers::event::ValidateLayer;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
-//! # tokio_test();
-//! # fn tokio_test() { let rt = tokio::runtime::Builder::new_current_thread().build().unwrap(); rt.block_on(async {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap(); rt.block_on(async {
 //! let svc = ServiceBuilder::new()
 //!     .layer(ValidateLayer::new(|raw: &str| raw.parse::<u32>()))
 //!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) }));
 //! assert_eq!(svc.clone().oneshot("21").await.unwrap(), 42);
 //! assert!(svc.oneshot("x").await.is_err());
-//! # }) }
+//! # })
 //! ```
 
 use std::future::Future;

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -191,7 +190,7 @@ impl JwtVerifier {
     }
 
     fn consume(&self, jti: &str, exp: u64) -> Result<(), AuthError> {
-        let now = now_s();
+        let now = jsonwebtoken::get_current_timestamp();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= self.max_seen {
             // Only unexpired tokens need remembering: after `exp` they fail anyway.
@@ -203,13 +202,6 @@ impl JwtVerifier {
         seen.insert(jti.to_owned(), exp);
         Ok(())
     }
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 impl From<&Claims> for Identity {
@@ -453,11 +445,7 @@ fn header_token<'a, B>(request: &'a Request<B>, query: Option<&str>) -> Option<&
     {
         return Some(token);
     }
-    let name = query?;
-    request.uri().query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then_some(v)
-    })
+    super::query_param(request.uri().query()?, query?)
 }
 
 /// Applies [`Auth`].
@@ -509,18 +497,13 @@ where
                 Either::Left(self.inner.call(request))
             }
             Err(error) => {
-                let status = if error == AuthError::Forbidden {
-                    StatusCode::FORBIDDEN
-                } else {
-                    StatusCode::UNAUTHORIZED
+                let (status, reason, body) = match error {
+                    AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden\n"),
+                    _ => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized\n"),
                 };
                 tracing::info!(%error, status = status.as_u16(), "upgrade refused");
-                metrics::counter!("callgate_upgrades_rejected_total", "reason" => if status == StatusCode::FORBIDDEN { "forbidden" } else { "unauthorized" }).increment(1);
-                let body = if status == StatusCode::FORBIDDEN {
-                    "forbidden\n"
-                } else {
-                    "unauthorized\n"
-                };
+                metrics::counter!("callgate_upgrades_rejected_total", "reason" => reason)
+                    .increment(1);
                 Either::Right(std::future::ready(Ok((status, body).into_response())))
             }
         }

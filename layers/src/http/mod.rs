@@ -10,3 +10,25 @@ pub mod auth;
 pub mod caps;
 pub mod client_ip;
 pub mod limit;
+
+/// The value of query parameter `name` in `query` (as sent: no percent-decoding, which
+/// tokens, ids and numbers do not need).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_param_finds_exact_names_only() {
+        let query = "sample-rate=16000&token=a.b.c&tokens=x&flag";
+        assert_eq!(super::query_param(query, "token"), Some("a.b.c"));
+        assert_eq!(super::query_param(query, "sample-rate"), Some("16000"));
+        assert_eq!(super::query_param(query, "flag"), None);
+        assert_eq!(super::query_param(query, "missing"), None);
+        assert_eq!(super::query_param("", "token"), None);
+    }
+}
