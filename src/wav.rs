@@ -1,5 +1,6 @@
-//! WAV files for the `call` tool: PCM16 through `hound`, G.711 (format tags 6 and 7, which
-//! `hound` does not read) through a small RIFF walk.
+//! WAV files for the `call` tool and the fallback audio. Reading walks the RIFF chunks
+//! itself, because `hound` does not read G.711 (format tags 6 and 7); writing (16-bit PCM)
+//! goes through `hound`.
 
 use std::path::Path;
 
@@ -21,7 +22,10 @@ pub fn read(path: &Path) -> anyhow::Result<(AudioFormat, Vec<u8>)> {
         let body = offset + 8;
         let end = (body + len).min(bytes.len());
         match id {
-            b"fmt " if len >= 16 => {
+            b"fmt " if len < 16 || end - body < 16 => {
+                bail!("{}: truncated fmt chunk", path.display())
+            }
+            b"fmt " => {
                 let tag = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
                 let channels = u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]);
                 let rate =
@@ -55,11 +59,6 @@ pub fn read(path: &Path) -> anyhow::Result<(AudioFormat, Vec<u8>)> {
     bail!("{}: no data chunk", path.display())
 }
 
-/// Converts raw audio to μ-law 8 kHz (what Twilio and Smartflo carry).
-pub fn to_mulaw(format: AudioFormat, audio: &[u8]) -> anyhow::Result<Vec<u8>> {
-    convert(format, audio, AudioFormat::Mulaw)
-}
-
 /// Converts raw audio from one format to another (resampling as needed).
 pub fn convert(from: AudioFormat, audio: &[u8], to: AudioFormat) -> anyhow::Result<Vec<u8>> {
     if from == to {
@@ -70,11 +69,6 @@ pub fn convert(from: AudioFormat, audio: &[u8], to: AudioFormat) -> anyhow::Resu
     transcoder.transcode(audio, &mut out);
     transcoder.flush(&mut out);
     Ok(out)
-}
-
-/// Writes μ-law 8 kHz audio as a PCM16 WAV file.
-pub fn write_mulaw_as_pcm(path: &Path, mulaw: &[u8]) -> anyhow::Result<()> {
-    write_as_pcm(path, AudioFormat::Mulaw, mulaw)
 }
 
 /// Writes audio of any format as a 16-bit PCM WAV file at its own rate.
@@ -94,4 +88,51 @@ pub fn write_as_pcm(path: &Path, format: AudioFormat, audio: &[u8]) -> anyhow::R
     }
     writer.finalize()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `bytes` to a fresh temporary file and reads it as a WAV file.
+    fn read_bytes(name: &str, bytes: &[u8]) -> anyhow::Result<(AudioFormat, Vec<u8>)> {
+        let path =
+            std::env::temp_dir().join(format!("callgate-wav-{}-{name}.wav", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let read = read(&path);
+        let _ = std::fs::remove_file(&path);
+        read
+    }
+
+    fn riff(chunks: &[u8]) -> Vec<u8> {
+        let mut bytes = b"RIFF\0\0\0\0WAVE".to_vec();
+        bytes.extend_from_slice(chunks);
+        bytes
+    }
+
+    #[test]
+    fn reads_mulaw_and_refuses_broken_files_without_panicking() {
+        let mut fmt = b"fmt \x10\0\0\0".to_vec();
+        // tag 7 (μ-law), 1 channel, 8000 Hz, 8000 B/s, align 1, 8 bits.
+        fmt.extend_from_slice(&[7, 0, 1, 0, 0x40, 0x1F, 0, 0, 0x40, 0x1F, 0, 0, 1, 0, 8, 0]);
+        let data = b"data\x04\0\0\0\xFF\x7F\x00\x80";
+        let good = riff(&[fmt.clone(), data.to_vec()].concat());
+        assert_eq!(
+            read_bytes("good", &good).unwrap(),
+            (AudioFormat::Mulaw, vec![0xFF, 0x7F, 0x00, 0x80])
+        );
+        // A fmt chunk that claims 16 bytes but the file ends after 6 of them.
+        let truncated = riff(&fmt[..14]);
+        let error = read_bytes("truncated", &truncated).unwrap_err().to_string();
+        assert!(error.contains("truncated fmt chunk"), "{error}");
+        let no_data = riff(&fmt);
+        assert!(read_bytes("no-data", &no_data)
+            .unwrap_err()
+            .to_string()
+            .contains("no data chunk"));
+        assert!(read_bytes("not-riff", b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("not a RIFF/WAVE file"));
+    }
 }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use callgate::config::{AuthKind, Config, JwtKeyConfig, RouteConfig};
+use callgate::config::{AuthKind, Config, RouteConfig};
 use callgate_handlers::bridge::Secret;
 use callgate_handlers::dialect::Dialect;
 use callgate_layers::http::auth::TwilioSignature;
@@ -16,30 +16,12 @@ use serde_json::{json, Value};
 const SECRET: &str = "jwt-test-secret-jwt-test-secret!";
 const TWILIO_TOKEN: &str = "twilio-primary-token";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn claims() -> Value {
-    json!({"iss": "callgate", "aud": "carriers", "exp": now() + 300, "sub": "tester", "tenant": "acme"})
-}
-
-fn token(claims: &Value, kid: Option<&str>, secret: &str) -> String {
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = kid.map(str::to_owned);
-    encode(
-        &header,
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    json!({"iss": "callgate", "aud": "carriers", "exp": unix_now() + 300, "sub": "tester", "tenant": "acme"})
 }
 
 fn good_token() -> String {
-    token(&claims(), Some("k1"), SECRET)
+    hs256_token(&claims(), Some("k1"), SECRET)
 }
 
 /// A gateway with a JWT route, a token-in-start route, a Twilio-signature route (plain and
@@ -48,14 +30,7 @@ async fn secured(upstream: &FakeUpstream, tweak: impl FnOnce(&mut Config)) -> Ga
     Gateway::start(Some(upstream), |c| {
         c.security.default_auth = AuthKind::Jwt;
         c.security.jwt.audience = "carriers".into();
-        c.security.jwt.keys = vec![JwtKeyConfig {
-            kid: "k1".into(),
-            algorithm: "HS256".into(),
-            secret: Secret::new(SECRET),
-            secret_env: String::new(),
-            public_key_file: String::new(),
-            private_key_file: String::new(),
-        }];
+        c.security.jwt.keys = vec![hs256_key("k1", SECRET)];
         c.security.twilio.auth_token = Secret::new(TWILIO_TOKEN);
         c.security.twilio.secondary_auth_token = Secret::new("twilio-secondary-token");
         c.security.twilio.public_base_url = "wss://gw.example.com".into();
@@ -96,7 +71,7 @@ async fn hostile_jwts_are_refused_and_never_reach_upstream() {
     let upstream = FakeUpstream::start().await;
     let gw = secured(&upstream, |_| {}).await;
     let mut expired = claims();
-    expired["exp"] = json!(now() - 120);
+    expired["exp"] = json!(unix_now() - 120);
     let mut wrong_aud = claims();
     wrong_aud["aud"] = json!("someone-else");
     let mut no_exp = claims();
@@ -126,15 +101,18 @@ async fn hostile_jwts_are_refused_and_never_reach_upstream() {
     let cases = [
         (
             "forged (wrong key)",
-            token(&claims(), Some("k1"), "another-secret-another-secret!!"),
+            hs256_token(&claims(), Some("k1"), "another-secret-another-secret!!"),
         ),
-        ("expired", token(&expired, Some("k1"), SECRET)),
+        ("expired", hs256_token(&expired, Some("k1"), SECRET)),
         ("alg none", alg_none),
         ("alg switched", alg_switch),
-        ("wrong audience", token(&wrong_aud, Some("k1"), SECRET)),
-        ("missing exp", token(&no_exp, Some("k1"), SECRET)),
-        ("missing iss", token(&no_iss, Some("k1"), SECRET)),
-        ("unknown kid", token(&claims(), Some("k9"), SECRET)),
+        (
+            "wrong audience",
+            hs256_token(&wrong_aud, Some("k1"), SECRET),
+        ),
+        ("missing exp", hs256_token(&no_exp, Some("k1"), SECRET)),
+        ("missing iss", hs256_token(&no_iss, Some("k1"), SECRET)),
+        ("unknown kid", hs256_token(&claims(), Some("k9"), SECRET)),
     ];
     for (name, bad) in &cases {
         let bearer = format!("Bearer {bad}");
@@ -261,7 +239,7 @@ async fn twilio_signatures_over_the_configured_url_only() {
     let mut bound = claims();
     bound["call_sid"] = json!(format!("CA{}", &SID[2..]));
     bound["jti"] = json!("call-1");
-    let call_token = token(&bound, Some("k1"), SECRET);
+    let call_token = hs256_token(&bound, Some("k1"), SECRET);
     let carrier =
         Carrier::try_connect(&gw.url("/signed-token"), &[("x-twilio-signature", &replay)])
             .await
@@ -294,7 +272,7 @@ async fn token_in_start_within_and_past_the_deadline() {
     let mut bad = Carrier::connect(&gw.url("/in-start")).await;
     bad.send(twilio_start(
         SID,
-        json!({"token": token(&claims(), Some("k1"), "wrong-wrong-wrong-wrong-wrong!!")}),
+        json!({"token": hs256_token(&claims(), Some("k1"), "wrong-wrong-wrong-wrong-wrong!!")}),
     ))
     .await;
     assert_eq!(bad.closed().await, (1008, "unauthorized".to_owned()));
@@ -433,7 +411,7 @@ async fn call_caps_global_and_per_tenant() {
     let bearer = |tenant: &str| {
         let mut c = claims();
         c["tenant"] = json!(tenant);
-        format!("Bearer {}", token(&c, Some("k1"), SECRET))
+        format!("Bearer {}", hs256_token(&c, Some("k1"), SECRET))
     };
     let acme = Carrier::try_connect(&gw.url("/twilio"), &[("authorization", &bearer("acme"))])
         .await
@@ -463,7 +441,7 @@ async fn call_caps_global_and_per_tenant() {
     deferred
         .send(twilio_start(
             SID,
-            json!({"token": token(&c, Some("k1"), SECRET)}),
+            json!({"token": hs256_token(&c, Some("k1"), SECRET)}),
         ))
         .await;
     assert_eq!(

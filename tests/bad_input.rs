@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,7 +16,7 @@ async fn rejected_but_survivable(bad: Message, reason: &str) {
     let before = metric_sum(
         &gw.metrics().await,
         "callgate_bad_frames_total",
-        &[&format!("reason=\"{reason}\"")],
+        &[("reason", reason)],
     );
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
@@ -31,7 +32,7 @@ async fn rejected_but_survivable(bad: Message, reason: &str) {
     let after = metric_sum(
         &gw.metrics().await,
         "callgate_bad_frames_total",
-        &[&format!("reason=\"{reason}\"")],
+        &[("reason", reason)],
     );
     assert!(
         after >= before + 1.0,
@@ -116,7 +117,7 @@ async fn media_before_start_never_opens_an_upstream() {
         metric_sum(
             &gw.metrics().await,
             "callgate_bad_frames_total",
-            &["reason=\"before_start\""]
+            &[("reason", "before_start")]
         ) >= 10.0
     );
 }
@@ -157,5 +158,3 @@ async fn oversized_message_closes_1009() {
         .await;
     assert_eq!(carrier.closed().await.0, 1009);
 }
-
-use futures_util::SinkExt;

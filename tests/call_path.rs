@@ -292,28 +292,8 @@ async fn carriers_never_get_the_greeting_and_routes_are_configurable() {
     assert!(http_get(gw.addr, "/nope").await.starts_with("HTTP/1.1 404"));
 }
 
-fn tone_mulaw(freq: f64, ms: usize) -> Vec<u8> {
-    use callgate_handlers::codec::AudioFormat;
-    let samples: Vec<i16> = (0..ms * 8)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
-        .collect();
-    let mut out = Vec::new();
-    AudioFormat::Mulaw.encode(&samples, &mut out);
-    out
-}
-
-fn rising_crossings_hz(samples: &[i16], rate: f64) -> f64 {
-    let crossings = samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
-    crossings as f64 * rate / samples.len() as f64
-}
-
-fn rms(samples: &[i16]) -> f64 {
-    (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcm24k_upstream_transcodes_both_ways() {
-    use callgate_handlers::codec::AudioFormat;
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.upstream.audio = callgate_handlers::bridge::UpstreamAudio::Pcm24k
@@ -328,7 +308,7 @@ async fn pcm24k_upstream_transcodes_both_ways() {
     );
 
     // Inbound: 1 s of a 1 kHz μ-law tone → 24 kHz PCM upstream, same pitch and level.
-    let tone = tone_mulaw(1000.0, 1000);
+    let tone = tone(AudioFormat::Mulaw, 1000.0, 1000);
     for (n, chunk) in tone.chunks(160).enumerate() {
         carrier
             .send(media(SID, n as u64 + 1, &B64.encode(chunk)))
@@ -342,7 +322,7 @@ async fn pcm24k_upstream_transcodes_both_ways() {
     }
     assert!(pcm.len() >= 23_000, "got {} samples", pcm.len());
     let steady = &pcm[2400..pcm.len() - 2400];
-    let f = rising_crossings_hz(steady, 24000.0);
+    let f = hz(steady, 24000);
     assert!((f - 1000.0).abs() < 10.0, "upstream tone at {f} Hz");
     let mut original = Vec::new();
     AudioFormat::Mulaw.decode(&tone, &mut original);
@@ -383,7 +363,7 @@ async fn pcm24k_upstream_transcodes_both_ways() {
         "{} samples back",
         received.len()
     );
-    let f = rising_crossings_hz(&received[800..7200], 8000.0);
+    let f = hz(&received[800..7200], 8000);
     assert!((f - 1000.0).abs() < 10.0, "carrier tone at {f} Hz");
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
@@ -394,7 +374,7 @@ async fn loopback_upstream_answers_a_recorded_caller() {
     // The newcomer's path: no model configured, `callgate call` plays a fixture.
     let gw = Gateway::start(None, |_| {}).await;
     let (format, audio) = callgate::wav::read(&fixture("caller-booking-8k-pcm16.wav")).unwrap();
-    let audio = callgate::wav::to_mulaw(format, &audio).unwrap();
+    let audio = callgate::wav::convert(format, &audio, AudioFormat::Mulaw).unwrap();
     let mut options =
         callgate::client::CallOptions::new(gw.url("/twilio"), Dialect::Twilio, audio.clone());
     options.pace = 50.0;
@@ -409,7 +389,7 @@ async fn loopback_upstream_answers_a_recorded_caller() {
     );
     assert!(summary.marks.iter().any(|m| m.ends_with("/end")));
     let out = std::env::temp_dir().join(format!("callgate-reply-{}.wav", std::process::id()));
-    callgate::wav::write_mulaw_as_pcm(&out, &summary.received_audio).unwrap();
+    callgate::wav::write_as_pcm(&out, AudioFormat::Mulaw, &summary.received_audio).unwrap();
     let (back_format, back) = callgate::wav::read(&out).unwrap();
     assert_eq!(
         back_format,

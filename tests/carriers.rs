@@ -5,33 +5,11 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use callgate_handlers::codec::AudioFormat;
 use callgate_handlers::dialect::Dialect;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-fn tone(format: AudioFormat, freq: f64, ms: usize) -> Vec<u8> {
-    let rate = format.sample_rate() as usize;
-    let samples: Vec<i16> = (0..ms * rate / 1000)
-        .map(|i| {
-            (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16
-        })
-        .collect();
-    let mut out = Vec::new();
-    format.encode(&samples, &mut out);
-    out
-}
-
-fn hz(samples: &[i16], rate: u32) -> f64 {
-    samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count() as f64 * rate as f64
-        / samples.len() as f64
-}
-
-fn rms(samples: &[i16]) -> f64 {
-    (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
-}
 
 fn decode_appends(appends: &[String], format: AudioFormat) -> Vec<i16> {
     let mut samples = Vec::new();

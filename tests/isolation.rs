@@ -25,16 +25,10 @@ async fn concurrent_calls_keep_their_own_audio_and_fates() {
     }
     upstream.wait_appends(0, 50).await;
     upstream.wait_appends(1, 50).await;
-    let appends = |c: &std::sync::Arc<std::sync::Mutex<UpstreamConn>>| {
-        c.lock()
-            .unwrap()
-            .events
-            .iter()
-            .filter(|e| e["type"] == "input_audio_buffer.append")
-            .map(|e| e["audio"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let (audio_a, audio_b) = (appends(&conn_a), appends(&conn_b));
+    let (audio_a, audio_b) = (
+        conn_a.lock().unwrap().appends(),
+        conn_b.lock().unwrap().appends(),
+    );
     assert!(audio_a.iter().all(|x| x == "AAAA") && audio_a.len() == 50);
     assert!(audio_b.iter().all(|x| x == "////") && audio_b.len() == 50);
 

@@ -6,32 +6,11 @@ use base64::Engine as _;
 use common::*;
 use serde_json::json;
 
-fn scrape(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
-            prometheus_parse::Value::Summary(_) => 0.0,
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_for_a_call() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
-    let before = scrape(&body(&gw.metrics().await));
+    let before = gw.metrics().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     for n in 1..=20 {
@@ -62,9 +41,12 @@ async fn metrics_move_for_a_call() {
     assert_eq!(carrier.closed().await.0, 1000);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
-    let after = scrape(&body(&gw.metrics().await));
+    let after = gw.metrics().await;
     let grew = |name: &str, labels: &[(&str, &str)]| {
-        let (b, a) = (value(&before, name, labels), value(&after, name, labels));
+        let (b, a) = (
+            metric_sum(&before, name, labels),
+            metric_sum(&after, name, labels),
+        );
         assert!(a > b, "{name}{labels:?} did not move: {b} → {a}");
     };
     grew(
@@ -94,19 +76,12 @@ async fn metrics_move_for_a_call() {
     grew("callgate_barge_in_clear_seconds_count", &[]);
     grew("callgate_upstream_connect_seconds_count", &[]);
     // Bounded labels only: no call or stream ids anywhere.
-    let text = body(&gw.metrics().await);
+    let text = gw.metrics().await;
     assert!(
         !text.contains(SID) && !text.contains(&SID[2..]),
         "an id leaked into a label"
     );
     assert!(text.contains("# TYPE callgate_gateway_latency_seconds histogram"));
-}
-
-fn body(response: &str) -> String {
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +159,7 @@ async fn the_admin_api_lists_live_calls_behind_its_token() {
         .starts_with("HTTP/1.1 401"));
     let listing = get_with(gw.addr, "/v1/calls", Some("admin-secret")).await;
     assert!(listing.starts_with("HTTP/1.1 200"), "{listing}");
-    let calls: serde_json::Value = serde_json::from_str(&body(&listing)).unwrap();
+    let calls: serde_json::Value = serde_json::from_str(http_body(&listing)).unwrap();
     assert_eq!(calls["calls"][0]["stream_sid"], SID);
     assert_eq!(calls["calls"][0]["frames_in"], 1);
     let call_sid = calls["calls"][0]["call_sid"].as_str().unwrap().to_owned();

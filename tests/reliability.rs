@@ -114,7 +114,7 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
         metric_sum(
             &gw.metrics().await,
             "callgate_upstream_reconnects_total",
-            &["outcome=\"attempt\""]
+            &[("outcome", "attempt")]
         ) >= 1.0
     );
 }
@@ -174,7 +174,7 @@ async fn spent_budget_plays_the_fallback_and_closes_1011() {
         metric_sum(
             &gw.metrics().await,
             "callgate_upstream_reconnects_total",
-            &["outcome=\"gave_up\""]
+            &[("outcome", "gave_up")]
         ) >= 1.0
     );
 }
@@ -269,7 +269,7 @@ async fn a_slow_upstream_drops_the_oldest_audio_and_counts_it() {
     let before = metric_sum(
         &gw.metrics().await,
         "callgate_audio_dropped_total",
-        &["reason=\"queue_full\""],
+        &[("reason", "queue_full")],
     );
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
@@ -289,7 +289,7 @@ async fn a_slow_upstream_drops_the_oldest_audio_and_counts_it() {
     let after = metric_sum(
         &gw.metrics().await,
         "callgate_audio_dropped_total",
-        &["reason=\"queue_full\""],
+        &[("reason", "queue_full")],
     );
     assert!(
         after >= before + 50.0,

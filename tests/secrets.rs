@@ -6,12 +6,11 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use callgate::config::{AuthKind, JwtKeyConfig, RouteConfig};
+use callgate::config::{AuthKind, RouteConfig};
 use callgate_handlers::bridge::Secret;
 use callgate_handlers::dialect::Dialect;
 use callgate_layers::http::auth::TwilioSignature;
 use common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -43,14 +42,7 @@ async fn no_token_or_signature_in_logs_or_spans() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.security.default_auth = AuthKind::Jwt;
-        c.security.jwt.keys = vec![JwtKeyConfig {
-            kid: "k1".into(),
-            algorithm: "HS256".into(),
-            secret: Secret::new(secret),
-            secret_env: String::new(),
-            public_key_file: String::new(),
-            private_key_file: String::new(),
-        }];
+        c.security.jwt.keys = vec![hs256_key("k1", secret)];
         c.security.twilio.auth_token = Secret::new(twilio_token);
         c.security.twilio.public_base_url = "wss://gw.example.com".into();
         let mut signed = RouteConfig::new("/signed", Dialect::Twilio, false);
@@ -62,21 +54,10 @@ async fn no_token_or_signature_in_logs_or_spans() {
         c.upstream.openai_api_key = Secret::new("sk-upstream-key-for-log-test");
     })
     .await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 300;
+    let exp = unix_now() + 300;
     let mint = |jti: &str| {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("k1".into());
         let claims = json!({"iss": "callgate", "aud": "callgate", "exp": exp, "tenant": "acme", "sub": "log-test", "jti": jti});
-        encode(
-            &header,
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+        hs256_token(&claims, Some("k1"), secret)
     };
     let header_token = mint("a");
     let query_token = mint("b");

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
-use callgate::config::{AuthKind, JwtKeyConfig};
+use callgate::config::AuthKind;
 use callgate::telemetry::{self, TelemetryOptions};
-use callgate_handlers::bridge::Secret;
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -66,14 +65,7 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.security.default_auth = AuthKind::Jwt;
-        c.security.jwt.keys = vec![JwtKeyConfig {
-            kid: "k".into(),
-            algorithm: "HS256".into(),
-            secret: Secret::new(secret),
-            secret_env: String::new(),
-            public_key_file: String::new(),
-            private_key_file: String::new(),
-        }];
+        c.security.jwt.keys = vec![hs256_key("k", secret)];
         let mut query = callgate::config::RouteConfig::new(
             "/twilio-q",
             callgate_handlers::dialect::Dialect::Twilio,
@@ -83,19 +75,12 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
         c.routes.push(query);
     })
     .await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 300;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("k".into());
-    let token = jsonwebtoken::encode(
-        &header,
+    let exp = unix_now() + 300;
+    let token = hs256_token(
         &json!({"iss": "callgate", "aud": "callgate", "exp": exp, "tenant": "acme", "sub": "trace-test"}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap();
+        Some("k"),
+        secret,
+    );
 
     let mut carrier = Carrier::try_connect(&gw.url(&format!("/twilio-q?token={token}")), &[])
         .await

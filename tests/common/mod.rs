@@ -7,8 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callgate::config::Config;
+use callgate::config::{Config, JwtKeyConfig};
 use callgate::CancellationToken;
+use callgate_handlers::bridge::Secret;
+pub use callgate_handlers::codec::AudioFormat;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +37,17 @@ pub struct UpstreamConn {
     pub close_code: Option<u16>,
     /// Request headers of the handshake.
     pub headers: Vec<(String, String)>,
+}
+
+impl UpstreamConn {
+    /// The audio (base64) of every `input_audio_buffer.append`, in order.
+    pub fn appends(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "input_audio_buffer.append")
+            .map(|e| e["audio"].as_str().unwrap().to_owned())
+            .collect()
+    }
 }
 
 /// A fake Realtime server: answers `session.update`, records everything, and lets the test
@@ -122,13 +135,7 @@ impl FakeUpstream {
             conns.len() - 1
         };
         let (mut sink, mut stream) = ws.split();
-        let expires_at = self.faults.expires_in_s.map_or(0, |s| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                + s
-        });
+        let expires_at = self.faults.expires_in_s.map_or(0, |s| unix_now() + s);
         let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": expires_at}});
         if sink
             .send(Message::Text(created.to_string().into()))
@@ -203,15 +210,7 @@ impl FakeUpstream {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|c| {
-                c.lock()
-                    .unwrap()
-                    .events
-                    .iter()
-                    .filter(|e| e["type"] == "input_audio_buffer.append")
-                    .map(|e| e["audio"].as_str().unwrap().to_owned())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|c| c.lock().unwrap().appends())
             .collect()
     }
 
@@ -244,14 +243,7 @@ impl FakeUpstream {
         let conn = self.conn(i).await;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let appends: Vec<String> = conn
-                .lock()
-                .unwrap()
-                .events
-                .iter()
-                .filter(|e| e["type"] == "input_audio_buffer.append")
-                .map(|e| e["audio"].as_str().unwrap().to_owned())
-                .collect();
+            let appends = conn.lock().unwrap().appends();
             if appends.len() >= n {
                 return appends;
             }
@@ -331,8 +323,9 @@ impl Gateway {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The `/metrics` body.
     pub async fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics").await
+        http_body(&http_get(self.addr, "/metrics").await).to_owned()
     }
 }
 
@@ -342,7 +335,13 @@ impl Drop for Gateway {
     }
 }
 
-/// A plain HTTP/1.1 GET over a raw socket; returns the body.
+/// The body of a raw HTTP/1.1 response.
+pub fn http_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// A plain HTTP/1.1 GET over a raw socket; returns the whole response (status line,
+/// headers and body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -357,15 +356,20 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
-/// Sum of every sample of `metric` whose labels contain all of `labels`.
-pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(metric)
-                && (l[metric.len()..].starts_with('{') || l[metric.len()..].starts_with(' '))
+/// Sum of every sample of `metric` carrying all of `labels`, in a `/metrics` body (a
+/// histogram's `_count` series is named as such).
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::{Scrape, Value as Sample};
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
+            Sample::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            Sample::Summary(_) => 0.0,
         })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
@@ -476,7 +480,7 @@ pub fn stop(sid: &str) -> Value {
 pub fn fixture_frames(name: &str) -> Vec<String> {
     use base64::Engine as _;
     let (format, audio) = callgate::wav::read(&fixture(name)).unwrap();
-    let mulaw = callgate::wav::to_mulaw(format, &audio).unwrap();
+    let mulaw = callgate::wav::convert(format, &audio, AudioFormat::Mulaw).unwrap();
     mulaw
         .chunks(160)
         .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
@@ -484,10 +488,64 @@ pub fn fixture_frames(name: &str) -> Vec<String> {
 }
 
 /// Plays frames about 200 times faster than real time: fast, yet within what the gateway's
-/// bounded 2 s hold queue is built for (a burst of a whole file in a millisecond is not a
-/// carrier's behaviour, and the queue would rightly drop the oldest audio).
+/// bounded hold queue is built for (10 s of audio in tests; a burst of a whole file in a
+/// millisecond is not a carrier's behaviour, and the queue would rightly drop the oldest).
 pub async fn pace(frame_index: usize) {
     if frame_index % 10 == 9 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Seconds since the Unix epoch (token and session expiries).
+pub fn unix_now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// An HS256 key `kid` for `[[security.jwt.keys]]`.
+pub fn hs256_key(kid: &str, secret: &str) -> JwtKeyConfig {
+    JwtKeyConfig {
+        kid: kid.into(),
+        algorithm: "HS256".into(),
+        secret: Secret::new(secret),
+        secret_env: String::new(),
+        public_key_file: String::new(),
+        private_key_file: String::new(),
+    }
+}
+
+/// An HS256 token over `claims`, naming `kid` in its header when given.
+pub fn hs256_token(claims: &Value, kid: Option<&str>, secret: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `ms` of a `freq` Hz tone at a fixed level, encoded in `format`.
+pub fn tone(format: AudioFormat, freq: f64, ms: usize) -> Vec<u8> {
+    let rate = format.sample_rate() as usize;
+    let samples: Vec<i16> = (0..ms * rate / 1000)
+        .map(|i| {
+            (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16
+        })
+        .collect();
+    let mut out = Vec::new();
+    format.encode(&samples, &mut out);
+    out
+}
+
+/// A tone's frequency, from its rising zero crossings.
+pub fn hz(samples: &[i16], rate: u32) -> f64 {
+    samples.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count() as f64 * rate as f64
+        / samples.len() as f64
+}
+
+/// Root mean square level.
+pub fn rms(samples: &[i16]) -> f64 {
+    (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
 }
