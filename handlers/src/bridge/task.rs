@@ -136,7 +136,7 @@ struct Relay {
     reseed: bool,
     /// Bumped at every barge-in; part of every mark name.
     generation: u64,
-    /// Audio went to the carrier since the last barge-in (so a `clear` means something).
+    /// Audio went to the carrier since the last barge-in.
     speaking: bool,
     current_response: Option<String>,
     cancelled: VecDeque<String>,
@@ -267,6 +267,27 @@ impl Playback {
             None => wall,
         };
         by_marks.min(wall).min(self.sent_ms)
+    }
+
+    /// Everything sent has played: long enough ago, and, on carriers that echo marks,
+    /// confirmed by the last one.
+    fn all_played(&self, marks: bool) -> bool {
+        self.played_ms() >= self.sent_ms && (!marks || self.marks.is_empty())
+    }
+
+    /// The carrier echoed mark `name`: everything before it has played. An echo of a mark
+    /// not pending (repeated, or out of order after a later one) changes nothing.
+    fn ack(&mut self, name: &str) {
+        let Some(index) = self.marks.iter().position(|(mark, _)| mark == name) else {
+            return;
+        };
+        let (_, cum) = self
+            .marks
+            .drain(..=index)
+            .next_back()
+            .expect("index is in range");
+        self.acked_ms = cum;
+        self.t_ack = Some(Instant::now());
     }
 }
 
@@ -828,19 +849,19 @@ impl Relay {
         }
     }
 
+    /// The caller may still be hearing model audio: some went out since the last barge-in
+    /// and the ledger does not say it all played (marks alone cannot: echoes may come early).
+    fn audible(&self) -> bool {
+        self.speaking && !self.playback.all_played(self.session.dialect.has_marks())
+    }
+
     /// After `end_call`: the response is done and its audio has played (from marks, or
     /// from time without them), or 30 s have passed.
     fn goodbye_played(&self) -> bool {
         let waited = self
             .hangup_requested
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
-        // With marks, the end mark's echo says the goodbye has played; without, time does.
-        let played = if self.session.dialect.has_marks() {
-            !self.speaking
-        } else {
-            self.playback.played_ms() >= self.playback.sent_ms
-        };
-        let done = self.current_response.is_none() && played;
+        let done = self.current_response.is_none() && !self.audible();
         done || waited
     }
 
@@ -971,17 +992,7 @@ impl Relay {
             metrics::counter!("callgate_stale_marks_total").increment(1);
             return;
         }
-        while let Some((mark, cum)) = self.playback.marks.pop_front() {
-            if mark == name {
-                self.playback.acked_ms = cum;
-                self.playback.t_ack = Some(Instant::now());
-                break;
-            }
-        }
-        if name.ends_with("/end") && self.playback.acked_ms >= self.playback.sent_ms {
-            // Everything played: the assistant has stopped speaking.
-            self.speaking = false;
-        }
+        self.playback.ack(name);
     }
 
     /// Barge-in: clear the carrier first, then tell the model how much was heard (skipped
@@ -991,7 +1002,7 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        if self.speaking {
+        if self.audible() {
             let played = self.playback.played_ms();
             let sent = self.playback.sent_ms;
             self.session.counters.clears.fetch_add(1, Relaxed);
@@ -1048,7 +1059,7 @@ impl Relay {
         if digits.is_empty() {
             return Ok(());
         }
-        if self.speaking {
+        if self.audible() {
             self.barge_in(ws, config).await?;
         }
         let text = format!("Caller entered digits: {digits}");
@@ -1146,4 +1157,66 @@ async fn close(ws: &mut Upstream) {
     }
     let drain = async { while let Some(Ok(_)) = ws.next().await {} };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ledger of `pieces` × 100 ms, each followed by its mark, the first sent `ago`.
+    fn ledger(pieces: u64, ago: Duration) -> Playback {
+        let mut playback = Playback {
+            first_send: Some(Instant::now() - ago),
+            sent_ms: pieces * 100,
+            ..Playback::default()
+        };
+        for n in 1..=pieces {
+            playback
+                .marks
+                .push_back((format!("g0/i/{}", n * 100), n * 100));
+        }
+        playback
+    }
+
+    #[test]
+    fn early_echoes_count_no_more_than_the_time_since_sending() {
+        // All 2 s acknowledged 300 ms after sending: the caller has heard 300 ms at most.
+        let mut playback = ledger(20, Duration::from_millis(300));
+        playback.ack("g0/i/2000");
+        assert_eq!(playback.acked_ms, 2000);
+        let played = playback.played_ms();
+        assert!((300..400).contains(&played), "played {played} ms");
+        assert!(!playback.all_played(true));
+    }
+
+    #[test]
+    fn repeated_or_out_of_order_echoes_keep_the_ledger() {
+        let mut playback = ledger(20, Duration::from_secs(5));
+        // Sent 5 s ago and never echoed: time says played; marks have not confirmed it.
+        assert!(
+            playback.all_played(false),
+            "without marks, time alone decides"
+        );
+        assert!(
+            !playback.all_played(true),
+            "with marks, the last must come back"
+        );
+        playback.ack("g0/i/1000");
+        assert_eq!((playback.acked_ms, playback.marks.len()), (1000, 10));
+        // Earlier marks echoed after a later one, a repeat and a stranger: no change.
+        for name in ["g0/i/300", "g0/i/1000", "g9/x/1"] {
+            playback.ack(name);
+            assert_eq!(
+                (playback.acked_ms, playback.marks.len()),
+                (1000, 10),
+                "{name}"
+            );
+        }
+        playback.ack("g0/i/2000");
+        assert_eq!(playback.acked_ms, 2000);
+        assert!(
+            playback.all_played(true),
+            "acknowledged and long enough ago"
+        );
+    }
 }
