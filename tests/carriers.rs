@@ -345,6 +345,29 @@ async fn telnyx_frames_are_reordered() {
     }
     let appends = upstream.wait_appends(0, 6).await;
     assert_eq!(appends, (1..=6).map(payload).collect::<Vec<_>>());
+
+    // Frame 7 never comes: past the 5-frame window the gap is given up on; when 7 turns up
+    // after all, it is too late. Both count as dropped, under their own reason.
+    let lost = |metrics: &str| {
+        metric_sum(
+            metrics,
+            "callgate_audio_dropped_total",
+            &[("direction", "inbound"), ("reason", "reorder")],
+        )
+    };
+    let before = lost(&gw.metrics().await);
+    for n in [8, 9, 10, 11, 12, 13, 7] {
+        carrier.send(media(n)).await;
+    }
+    let appends = upstream.wait_appends(0, 12).await;
+    let expected: Vec<String> = (1..=6).chain(8..=13).map(payload).collect();
+    assert_eq!(appends, expected, "the gap skipped, the late frame dropped");
+    // Per-call counts reach the metrics when the call ends.
+    carrier
+        .send(json!({"event": "stop", "sequence_number": "20", "stream_id": "t1"}))
+        .await;
+    assert_eq!(carrier.closed().await.0, 1000);
+    assert_eq!(lost(&gw.metrics().await) - before, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

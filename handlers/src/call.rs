@@ -223,7 +223,9 @@ impl CallContext {
             .increment(c.frames_in.load(Relaxed));
         metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "outbound")
             .increment(c.frames_out.load(Relaxed));
-        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(c.audio_dropped.load(Relaxed));
+        let (dropped, reordered) = (c.audio_dropped.load(Relaxed), c.reorder_lost.load(Relaxed));
+        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(dropped - reordered);
+        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "reorder").increment(reordered);
         Some(session)
     }
 

@@ -72,10 +72,9 @@ impl MediaHandler {
                 let mut ready = std::mem::take(&mut self.ready);
                 reorder.push(key, media.payload, &mut ready);
                 if reorder.lost > 0 {
-                    session
-                        .counters
-                        .audio_dropped
-                        .fetch_add(std::mem::take(&mut reorder.lost), Relaxed);
+                    let lost = std::mem::take(&mut reorder.lost);
+                    session.counters.audio_dropped.fetch_add(lost, Relaxed);
+                    session.counters.reorder_lost.fetch_add(lost, Relaxed);
                 }
                 let forwarded = ready.drain(..).try_for_each(|p| self.forward(p).map(drop));
                 self.ready = ready;

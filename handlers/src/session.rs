@@ -36,6 +36,8 @@ pub struct Counters {
     pub bad_frames: AtomicU64,
     /// Caller audio frames dropped because the upstream queue was full.
     pub audio_dropped: AtomicU64,
+    /// Of `audio_dropped`: frames the reorder window gave up on (a gap, or too late).
+    pub reorder_lost: AtomicU64,
     /// `clear` messages sent (barge-ins).
     pub clears: AtomicU64,
     /// Function tools the model called.
