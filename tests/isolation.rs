@@ -148,16 +148,10 @@ async fn carrier_hangup_without_stop_closes_the_upstream() {
     upstream.conn(0).await;
     drop(carrier);
     assert_eq!(upstream.wait_closed(0).await, 1000);
-    eventually(|| http_get_sync_calls(gw.addr).filter(|&n| n == 0)).await;
-}
-
-fn http_get_sync_calls(addr: std::net::SocketAddr) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let json = body.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str::<serde_json::Value>(json).ok()?["calls"].as_u64()
+    // The session is gone from the store, too.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while health(gw.addr).await["calls"] != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the session stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

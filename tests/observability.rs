@@ -119,21 +119,15 @@ async fn readiness_fails_when_the_upstream_is_unreachable() {
         .starts_with("HTTP/1.1 200"));
 }
 
+/// GET `path` with `token` as the admin bearer token, when given.
 async fn get_with(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    match token {
+        Some(token) => {
+            let bearer = format!("Bearer {token}");
+            http_get_with(addr, path, &[("Authorization", &bearer)]).await
+        }
+        None => http_get(addr, path).await,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

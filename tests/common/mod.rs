@@ -343,14 +343,28 @@ pub fn http_body(response: &str) -> &str {
 /// A plain HTTP/1.1 GET over a raw socket; returns the whole response (status line,
 /// headers and body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http_get_with(addr, path, &[]).await
+}
+
+/// `/healthz` as JSON.
+pub async fn health(addr: std::net::SocketAddr) -> Value {
+    serde_json::from_str(http_body(&http_get(addr, "/healthz").await)).expect("healthz JSON")
+}
+
+/// [`http_get`] with extra request headers.
+pub async fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
