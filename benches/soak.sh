@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 CALLS=${1:-100}
 MINUTES=${2:-10}
 PORT=${PORT:-18990}
-FIXTURE=../shared/fixtures/audio/caller-booking-8k-mulaw.wav
+FIXTURE=tests/fixtures/audio/caller-booking-8k-mulaw.wav
 cargo build --release --quiet
 BIN=target/release/callgate
 CALLGATE_LISTEN=127.0.0.1:$PORT CALLGATE_SECURITY__MESSAGES_PER_SECOND=1000 RUST_LOG=warn "$BIN" >/tmp/callgate-soak.log 2>&1 &

@@ -432,8 +432,10 @@ pub struct SecurityConfig {
     pub default_auth: AuthKind,
     /// Allow `none` on a non-loopback listen address (logged as a warning).
     pub allow_unauthenticated: bool,
-    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed (CIDRs).
+    /// Proxies whose forwarding header is believed (CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one header those proxies set: `x-forwarded-for` (default) or `forwarded`.
+    pub forwarded_header: callgate_layers::http::client_ip::ForwardedHeader,
     /// Allowed `Origin` values (requests without `Origin`, as carriers send, always pass).
     pub allowed_origins: Vec<String>,
     /// Networks for `ip_allowlist` routes.
@@ -460,8 +462,11 @@ pub struct SecurityConfig {
     pub failed_auth_per_ip_per_minute: u32,
     /// Burst of failed authentications per client IP.
     pub failed_auth_burst: u32,
-    /// How long a blocked IP gets 429.
+    /// How long an IP stays blocked after exceeding its failure quota.
     pub failed_auth_block_s: u64,
+    /// Attempts a blocked IP may still make per minute (burst: a twelfth, at least 1);
+    /// those that authenticate pass, the rest answer 429.
+    pub blocked_attempts_per_minute: u32,
     /// Most client IPs tracked by each limiter (memory bound).
     pub max_tracked_ips: usize,
     /// Concurrent calls for the whole gateway (beyond: 503).
@@ -491,6 +496,7 @@ impl Default for SecurityConfig {
             default_auth: AuthKind::None,
             allow_unauthenticated: false,
             trusted_proxies: Vec::new(),
+            forwarded_header: Default::default(),
             allowed_origins: Vec::new(),
             allowed_ips: Vec::new(),
             max_connections: 10_000,
@@ -505,6 +511,7 @@ impl Default for SecurityConfig {
             failed_auth_per_ip_per_minute: 10,
             failed_auth_burst: 20,
             failed_auth_block_s: 60,
+            blocked_attempts_per_minute: 60,
             max_tracked_ips: 100_000,
             max_calls: 1_000,
             max_calls_per_tenant: 1_000,

@@ -14,7 +14,7 @@ use callgate_handlers::bridge::BridgeConfig;
 use callgate_handlers::session::CallIdentity;
 use callgate_handlers::session::SessionStore;
 use callgate_handlers::StartAuth;
-use callgate_layers::http::admission::{reject, AdmissionLayer};
+use callgate_layers::http::admission::{reject, AdmissionLayer, GlobalBudgetLayer};
 use callgate_layers::http::auth::{Admitted, AuthLayer};
 use callgate_layers::http::caps::CallPermit;
 use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
@@ -248,15 +248,24 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                     crate::connection::serve(socket, state, route, admission, opened)
                 })
         };
-        carriers = carriers.route(&path, get(handler).layer(AuthLayer::new(auth)));
+        // `layer` wraps: the last one added runs first. Auth, then the gateway-wide budget,
+        // which only authenticated upgrades may spend.
+        let budget = GlobalBudgetLayer::new(state.security.admission.clone());
+        carriers = carriers.route(
+            &path,
+            get(handler)
+                .layer::<_, std::convert::Infallible>(budget)
+                .layer(AuthLayer::new(auth)),
+        );
     }
     // `route_layer` wraps bottom-up: the last one added runs first. Per request: client IP
-    // (trusted proxies) → admission (origin, failed-auth block, global and per-IP limits)
-    // → the route's auth → the upgrade handler (call caps).
+    // (trusted proxies) → admission (origin, upgrade shape, per-IP limit, failed-auth
+    // standing) → the route's auth → the gateway-wide budget → the upgrade handler (call caps).
     let carriers = carriers
         .route_layer(AdmissionLayer::new(state.security.admission.clone()))
         .route_layer(ClientIpLayer::new(TrustedProxies::new(
             config.security.trusted_proxies.clone(),
+            config.security.forwarded_header,
         )));
     let router = Router::new()
         .route("/healthz", get(healthz))

@@ -68,6 +68,10 @@ impl Security {
                     config.failed_auth_per_ip_per_minute,
                     config.failed_auth_burst,
                 ),
+                quota_per_minute(
+                    config.blocked_attempts_per_minute,
+                    config.blocked_attempts_per_minute.div_ceil(12),
+                ),
                 Duration::from_secs(config.failed_auth_block_s),
                 config.max_tracked_ips,
             ),

@@ -294,30 +294,52 @@ async fn token_in_start_within_and_past_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_block_the_ip_with_retry_after() {
+async fn repeated_failures_throttle_the_ip_but_valid_credentials_pass() {
     let upstream = FakeUpstream::start().await;
     let gw = secured(&upstream, |c| {
         c.security.failed_auth_per_ip_per_minute = 1;
         c.security.failed_auth_burst = 3;
         c.security.failed_auth_block_s = 30;
+        c.security.blocked_attempts_per_minute = 24; // burst 2
     })
     .await;
     let mut statuses = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..4 {
         statuses.push(status(&gw, "/twilio", &[("authorization", "Bearer nope")]).await);
     }
-    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
-    assert!(statuses[4..].iter().all(|&s| s == 429), "{statuses:?}");
-    // Blocked means blocked, even with a good token, and the answer says when to retry.
-    let bearer = format!("Bearer {}", good_token());
-    let (code, headers) = Carrier::try_connect(&gw.url("/twilio"), &[("authorization", &bearer)])
-        .await
-        .err()
-        .unwrap();
+    assert_eq!(statuses, [401, 401, 401, 401], "the fourth failure blocks");
+    // Blocked: a failure answers 429 and says when to retry ...
+    let (code, headers) =
+        Carrier::try_connect(&gw.url("/twilio"), &[("authorization", "Bearer nope")])
+            .await
+            .err()
+            .unwrap();
     assert_eq!(code, 429);
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry));
-    assert_eq!(upstream.connections(), 0);
+    assert!((1..=30).contains(&retry), "{retry}");
+    // ... while a valid credential from the same (possibly shared) address still passes ...
+    let bearer = format!("Bearer {}", good_token());
+    completes(
+        Carrier::try_connect(&gw.url("/twilio"), &[("authorization", &bearer)])
+            .await
+            .unwrap(),
+        json!({}),
+    )
+    .await;
+    // ... and past the probation attempts nothing is even checked.
+    assert_eq!(
+        status(&gw, "/twilio", &[("authorization", &bearer)]).await,
+        429
+    );
+    assert_eq!(upstream.connections(), 1);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_upgrades_rejected_total",
+            &[("reason", "blocked")]
+        ) >= 2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The codec against the reference vectors in ../shared/fixtures/g711-vectors.json: all 256
+//! The codec against the reference vectors in tests/fixtures/g711-vectors.json: all 256
 //! decode codes of both laws, and the encode table.
 
 use callgate_handlers::codec::g711::{alaw_decode, alaw_encode, mulaw_decode, mulaw_encode};
@@ -6,7 +6,7 @@ use serde_json::Value;
 
 fn vectors() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/g711-vectors.json");
+        .join("../tests/fixtures/g711-vectors.json");
     serde_json::from_str(
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )

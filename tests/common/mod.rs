@@ -21,10 +21,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// Fixture audio from ../shared/fixtures/audio.
+/// Fixture audio from tests/fixtures/audio (kept in the repository).
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/audio")
+        .join("tests/fixtures/audio")
         .join(name)
 }
 

@@ -1,8 +1,13 @@
 //! The caller's IP: the TCP peer, or, only when the peer is a trusted proxy, the first
-//! untrusted hop of `X-Forwarded-For` / `Forwarded` walking right to left.
+//! untrusted hop of the one forwarding header that proxy is configured to set
+//! (`X-Forwarded-For` or `Forwarded`), walking right to left.
 //!
 //! Left-most entries are whatever the client wrote; only hops appended by proxies we trust
-//! can be believed, so an untrusted peer's headers are ignored entirely.
+//! can be believed, so an untrusted peer's headers are ignored entirely. Only one header is
+//! read: a proxy that sets `Forwarded` passes a client's own `X-Forwarded-For` through
+//! untouched, so reading both would let the client choose its address. IPv4-mapped IPv6
+//! addresses (`::ffff:192.0.2.1`, a dual-stack listener's view of an IPv4 peer) are
+//! treated as the IPv4 address they carry, so IPv4 CIDRs match them.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,26 +38,47 @@ impl ClientIp {
     }
 }
 
-/// The proxies whose forwarding headers are believed.
+/// Which forwarding header the trusted proxies set (`security.forwarded_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (most load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Arc<Vec<IpNet>>);
+pub struct TrustedProxies {
+    nets: Arc<Vec<IpNet>>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
-    /// Trust these networks.
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        Self(Arc::new(nets))
+    /// Trust `header` when the peer is in one of these networks.
+    pub fn new(nets: Vec<IpNet>, header: ForwardedHeader) -> Self {
+        Self {
+            nets: Arc::new(nets),
+            header,
+        }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client address for a request from `peer` with `headers`.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
-        let mut hops = forwarded_hops(headers);
+        let mut hops = match self.header {
+            ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+            ForwardedHeader::Forwarded => forwarded(headers),
+        };
         // Right to left: the nearest hop was written by the proxy we trust.
         let mut nearest = peer;
         while let Some(hop) = hops.pop() {
@@ -67,18 +93,19 @@ impl TrustedProxies {
     }
 }
 
-/// Hops from `X-Forwarded-For`, else from `Forwarded: for=…`, left to right.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff: Vec<Option<IpAddr>> = headers
+/// Hops from `X-Forwarded-For`, left to right.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|hop| parse_hop(hop.trim()))
-        .collect();
-    if !xff.is_empty() {
-        return xff;
-    }
+        .collect()
+}
+
+/// Hops from `Forwarded: for=…`, left to right.
+fn forwarded(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all("forwarded")
         .iter()
@@ -95,14 +122,15 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 }
 
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(addr) = hop.parse::<SocketAddr>() {
-        return Some(addr.ip());
-    }
-    // `[2001:db8::1]` without a port.
-    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    let ip = if let Ok(ip) = hop.parse::<IpAddr>() {
+        ip
+    } else if let Ok(addr) = hop.parse::<SocketAddr>() {
+        addr.ip()
+    } else {
+        // `[2001:db8::1]` without a port.
+        hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?
+    };
+    Some(ip.to_canonical())
 }
 
 /// Applies [`ClientIpService`].
@@ -170,11 +198,12 @@ mod tests {
         h
     }
 
+    fn nets() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+    }
+
     fn proxies() -> TrustedProxies {
-        TrustedProxies::new(vec![
-            "10.0.0.0/8".parse().unwrap(),
-            "fd00::/8".parse().unwrap(),
-        ])
+        TrustedProxies::new(nets(), ForwardedHeader::XForwardedFor)
     }
 
     #[test]
@@ -209,9 +238,50 @@ mod tests {
             "forwarded",
             r#"for=192.0.2.60;proto=https, for="[2001:db8:cafe::17]:4711""#,
         )]);
+        let proxies = TrustedProxies::new(nets(), ForwardedHeader::Forwarded);
+        assert_eq!(
+            proxies.client_ip(peer, &h),
+            "2001:db8:cafe::17".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_client_written_header_never_beats_the_proxy_header() {
+        // The attack: the proxy sets `Forwarded`, the client adds its own
+        // `X-Forwarded-For` naming an allow-listed address. Only the configured header counts.
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let h = headers(&[
+            ("x-forwarded-for", "192.0.2.10"),
+            ("forwarded", "for=203.0.113.66"),
+        ]);
+        let behind_forwarded = TrustedProxies::new(nets(), ForwardedHeader::Forwarded);
+        assert_eq!(
+            behind_forwarded.client_ip(peer, &h),
+            "203.0.113.66".parse::<IpAddr>().unwrap()
+        );
+        // And the other way round.
+        let h = headers(&[
+            ("forwarded", "for=192.0.2.10"),
+            ("x-forwarded-for", "203.0.113.66"),
+        ]);
         assert_eq!(
             proxies().client_ip(peer, &h),
-            "2001:db8:cafe::17".parse::<IpAddr>().unwrap()
+            "203.0.113.66".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_networks() {
+        let peer: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(
+            proxies().client_ip(peer, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let untrusted: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(
+            proxies().client_ip(untrusted, &HeaderMap::new()),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
         );
     }
 

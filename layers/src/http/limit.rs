@@ -15,6 +15,9 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 pub enum Refusal {
     /// This key is over its limit: 429, retry after the duration.
     TooMany(Duration),
+    /// This key is blocked for failing authentication and has used its probation attempts:
+    /// 429, retry after the duration.
+    Blocked(Duration),
     /// The gateway as a whole is over its limit: 503, retry after the duration.
     Overloaded(Duration),
 }
@@ -96,35 +99,59 @@ impl GlobalLimiter {
     }
 }
 
-/// Clients over their failed-authentication quota, blocked until a time. Bounded: past
-/// `max_keys` entries, expired ones are dropped and new failures refuse as overload.
+/// How an address stands with the failure blocklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Not blocked.
+    Good,
+    /// Blocked for this much longer, but allowed this attempt: if it authenticates it
+    /// passes, if it fails it is answered 429.
+    Probation(Duration),
+}
+
+/// Clients over their failed-authentication quota, on probation until a time: their
+/// attempts are throttled to `probation` and only those that authenticate pass. Carriers
+/// share addresses, so a block must throttle guessing without refusing the valid calls of
+/// another tenant behind the same address. Bounded: past `max_keys` entries, expired ones
+/// are dropped and new failures refuse as overload.
 #[derive(Debug)]
 pub struct FailureBlocklist {
     failures: KeyedLimiter,
+    probation: KeyedLimiter,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     block_for: Duration,
     max_keys: usize,
 }
 
 impl FailureBlocklist {
-    /// Allow `quota` failures per key; a key that exceeds it is blocked for `block_for`.
-    pub fn new(quota: Quota, block_for: Duration, max_keys: usize) -> Self {
+    /// Allow `quota` failures per key; a key that exceeds it is blocked for `block_for`,
+    /// during which it may try `probation` times.
+    pub fn new(quota: Quota, probation: Quota, block_for: Duration, max_keys: usize) -> Self {
         Self {
             failures: KeyedLimiter::new(quota, max_keys),
+            probation: KeyedLimiter::new(probation, max_keys),
             blocked: Mutex::new(HashMap::new()),
             block_for,
             max_keys: max_keys.max(1),
         }
     }
 
-    /// Whether `key` may try at all; `Err` carries the time left on its block.
-    pub fn check(&self, key: IpAddr) -> Result<(), Refusal> {
-        let blocked = self.lock();
-        match blocked.get(&key) {
-            Some(until) if *until > Instant::now() => {
-                Err(Refusal::TooMany(*until - Instant::now()))
+    /// Whether `key` may try now, and on what terms; `Err` carries the time left on its
+    /// block once its probation attempts are spent.
+    pub fn standing(&self, key: IpAddr) -> Result<Standing, Refusal> {
+        let left = {
+            let blocked = self.lock();
+            match blocked.get(&key) {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => return Ok(Standing::Good),
             }
-            _ => Ok(()),
+        };
+        if left.is_zero() {
+            return Ok(Standing::Good);
+        }
+        match self.probation.check(key) {
+            Ok(()) => Ok(Standing::Probation(left)),
+            Err(_) => Err(Refusal::Blocked(left)),
         }
     }
 
@@ -148,6 +175,7 @@ impl FailureBlocklist {
     /// Drops expired blocks and idle failure state.
     pub fn sweep(&self) {
         self.failures.sweep();
+        self.probation.sweep();
         let now = Instant::now();
         let mut blocked = self.lock();
         blocked.retain(|_, until| *until > now);
@@ -213,14 +241,27 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_block_the_key() {
-        let list = FailureBlocklist::new(quota_per_minute(2, 2), Duration::from_secs(60), 100);
+    fn repeated_failures_put_the_key_on_probation() {
+        let list = FailureBlocklist::new(
+            quota_per_minute(2, 2),
+            quota_per_minute(2, 2),
+            Duration::from_secs(60),
+            100,
+        );
         let ip: IpAddr = "203.0.113.5".parse().unwrap();
         list.record_failure(ip);
         list.record_failure(ip);
-        assert!(list.check(ip).is_ok(), "within quota");
+        assert_eq!(list.standing(ip), Ok(Standing::Good), "within quota");
         list.record_failure(ip);
-        assert!(matches!(list.check(ip), Err(Refusal::TooMany(_))));
-        assert!(list.check("203.0.113.6".parse().unwrap()).is_ok());
+        // Blocked: two throttled attempts (each may still authenticate), then refused.
+        assert!(
+            matches!(list.standing(ip), Ok(Standing::Probation(d)) if d > Duration::from_secs(59))
+        );
+        assert!(matches!(list.standing(ip), Ok(Standing::Probation(_))));
+        assert!(matches!(list.standing(ip), Err(Refusal::Blocked(_))));
+        assert_eq!(
+            list.standing("203.0.113.6".parse().unwrap()),
+            Ok(Standing::Good)
+        );
     }
 }
