@@ -43,7 +43,9 @@ impl CloseReason {
     pub const UNAUTHORIZED: Self = Self::new(1008, "unauthorized");
     /// 1008: no valid `start` within the deadline on a token-in-start route.
     pub const AUTH_TIMEOUT: Self = Self::new(1008, "authentication timeout");
-    /// 1008: the carrier sent messages faster than allowed.
+    /// 1008: no valid `start` within `calls.start_deadline_ms` (any route).
+    pub const NO_START: Self = Self::new(1008, "no start");
+    /// 1008: the carrier sent frames faster than allowed.
     pub const FLOOD: Self = Self::new(1008, "message rate exceeded");
     /// 1013: a call cap is full.
     pub const OVERLOADED: Self = Self::new(1013, "try again later");

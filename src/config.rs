@@ -320,6 +320,9 @@ pub struct CallsConfig {
     pub idle_session_timeout_s: u64,
     /// No frame from the carrier for this long closes the call and its upstream (1001).
     pub idle_timeout_s: u64,
+    /// A socket that has not begun its call with a valid `start` this long after the
+    /// upgrade is closed 1008 (its call slot freed); other frames do not extend it.
+    pub start_deadline_ms: u64,
     /// On SIGTERM, how long live calls may continue before they are closed with 1001.
     pub drain_deadline_s: u64,
     /// A carrier that leaves our writes unread this long (its buffer full) is dropped.
@@ -334,6 +337,7 @@ impl Default for CallsConfig {
             upstream_close_wait_ms: 2_000,
             idle_session_timeout_s: 300,
             idle_timeout_s: 30,
+            start_deadline_ms: 10_000,
             drain_deadline_s: 30,
             carrier_write_timeout_ms: 5_000,
         }

@@ -6,18 +6,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use callgate_handlers::bridge::Downstream;
 use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::{Frame, Outbound};
 use callgate_handlers::session::Session;
 use callgate_handlers::{CallContext, Flow};
-use callgate_layers::http::limit::{quota, GlobalLimiter};
-use futures_util::{FutureExt, SinkExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
+
+use crate::carrier_socket::CarrierSocket;
 
 use crate::close::{classify, CloseReason, Verdict};
 use crate::config::RouteDialect;
@@ -27,9 +29,13 @@ use crate::routes::{AppState, CallAdmission, Route};
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
 const OUTBOX: usize = 256;
 
+/// After our close frame, how long we keep reading (and discarding) for the peer's, so it
+/// receives the code rather than a TCP reset (RFC 6455 §5.5.1).
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Serves one upgraded carrier socket until the call ends.
 pub async fn serve(
-    socket: WebSocket,
+    socket: CarrierSocket,
     state: AppState,
     route: Arc<Route>,
     admission: CallAdmission,
@@ -62,7 +68,7 @@ pub async fn serve(
         "client.address" = %admission.client_ip.0,
         "otel.status_code" = tracing::field::Empty,
     );
-    async move {
+    let mut socket = async move {
         let _live = state.live_call();
         let mut socket = socket;
         let mut queued = VecDeque::new();
@@ -76,7 +82,7 @@ pub async fn serve(
                 Err(reason) => {
                     metrics::counter!("callgate_calls_total", "carrier" => "detect", "outcome" => reason.outcome()).increment(1);
                     send_close(&mut socket, &reason).await;
-                    return;
+                    return socket;
                 }
             },
         };
@@ -97,15 +103,18 @@ pub async fn serve(
         };
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
         metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome()).increment(1);
+        socket
     }
     .instrument(span)
-    .await
+    .await;
+    // Outside the call span: the call is over, only the close handshake is left.
+    linger(&mut socket).await;
 }
 
 /// Reads up to [`detect::MAX_FRAMES`] frames (for at most 5 s) to recognise the carrier;
 /// the frames read are queued for the call.
 async fn detect_dialect(
-    socket: &mut WebSocket,
+    socket: &mut CarrierSocket,
     queued: &mut VecDeque<Frame>,
 ) -> Result<Dialect, CloseReason> {
     let unknown = |why: String| {
@@ -124,10 +133,10 @@ async fn detect_dialect(
     tokio::pin!(deadline);
     while queued.len() < detect::MAX_FRAMES {
         let frame = tokio::select! {
-            message = socket.recv() => match message {
+            message = socket.next() => match message {
                 Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
                 Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 _ => return Err(unknown("socket closed before any event".into())),
             },
             _ = &mut deadline => return Err(unknown("no event within 5 s".into())),
@@ -143,12 +152,28 @@ async fn detect_dialect(
     Err(unknown("no start event".into()))
 }
 
-async fn send_close(socket: &mut WebSocket, reason: &CloseReason) {
+/// Sends our close frame.
+async fn send_close(socket: &mut CarrierSocket, reason: &CloseReason) {
     let frame = CloseFrame {
-        code: reason.code,
+        code: reason.code.into(),
         reason: reason.reason.as_ref().into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// After our close frame, reads and discards until the peer's close, the end of the stream
+/// or [`CLOSE_LINGER`]: closing the TCP connection with unread data in it would reset it,
+/// and the peer would see 1006 instead of our code. Returns at once when the handshake
+/// is already complete.
+async fn linger(socket: &mut CarrierSocket) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Keeps outbound audio at most `lead` ahead of real time, for carriers that buffer only a
@@ -227,7 +252,7 @@ struct Call<'a> {
 
 impl Call<'_> {
     async fn run(
-        socket: &mut WebSocket,
+        socket: &mut CarrierSocket,
         state: &AppState,
         route: &Route,
         dialect: Dialect,
@@ -267,12 +292,18 @@ impl Call<'_> {
             pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
             latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
         };
-        // Per-socket message rate: a flood from one carrier socket cannot starve the others.
-        let rate = GlobalLimiter::new(quota(
-            state.calls.messages_per_second,
-            state.calls.message_burst,
-        ));
-        let start_deadline = tokio::time::sleep(state.security.start_deadline());
+        // Per-socket frame budget, metered below tungstenite (every frame counts, control
+        // and continuation frames too): a flood from one socket cannot starve the others.
+        let flooded = socket.get_ref().flooded();
+        // Every route has a start deadline; token-in-start routes a (usually shorter) one
+        // of their own, whose expiry counts as a failed authentication.
+        let start_deadline = tokio::time::sleep(match deferred_auth {
+            true => state
+                .security
+                .start_deadline()
+                .min(state.calls.start_deadline),
+            false => state.calls.start_deadline,
+        });
         tokio::pin!(start_deadline);
         let mut fallback_until = None;
         // A half-open carrier socket must not keep a paid upstream session alive.
@@ -302,21 +333,25 @@ impl Call<'_> {
             Some(close) => close,
             None => loop {
                 tokio::select! {
-                    inbound = socket.recv() => {
+                    inbound = socket.next() => {
                         let frame = match inbound {
                             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
                             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
-                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                            // The carrier hung up without `stop`: same as `stop`, but no close
-                            // frame is owed.
-                            Some(Ok(Message::Close(_))) | None => break None,
-                            Some(Err(error)) => break Some(socket_error(error)),
+                            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                            // The carrier hung up without `stop`: same as `stop`. tungstenite has
+                            // queued the echo of its close frame; flushing sends it, so the peer
+                            // sees its own code back instead of 1006.
+                            Some(Ok(Message::Close(_))) => {
+                                let _ = socket.flush().await;
+                                break None;
+                            }
+                            None => break None,
+                            Some(Err(error)) => break Some(socket_error(error, dialect.name())),
                         };
-                        idle.as_mut().reset(tokio::time::Instant::now() + state.calls.idle_timeout);
-                        if rate.check().is_err() {
-                            metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "flood").increment(1);
-                            tracing::warn!("carrier message rate exceeded");
-                            break Some(CloseReason::FLOOD);
+                        // Before the call has begun only a valid `start` is activity: a socket
+                        // that sends anything else holds a call slot for nothing.
+                        if call.started.is_some() {
+                            idle.as_mut().reset(tokio::time::Instant::now() + state.calls.idle_timeout);
                         }
                         if let Some(reason) = call.on_frame(&mut stack, frame).await {
                             break Some(reason);
@@ -360,10 +395,19 @@ impl Call<'_> {
                             break None;
                         }
                     }
-                    _ = &mut start_deadline, if deferred_auth && call.started.is_none() => {
-                        state.security.admission.failures.record_failure(client_ip.key());
+                    _ = &mut start_deadline, if call.started.is_none() => {
+                        metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "no_start").increment(1);
                         tracing::warn!("no valid start before the deadline");
+                        if !deferred_auth {
+                            break Some(CloseReason::NO_START);
+                        }
+                        state.security.admission.failures.record_failure(client_ip.key());
                         break Some(CloseReason::AUTH_TIMEOUT);
+                    }
+                    _ = flooded.notified() => {
+                        metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "flood").increment(1);
+                        tracing::warn!("carrier frame rate exceeded");
+                        break Some(CloseReason::FLOOD);
                     }
                     _ = &mut idle => {
                         tracing::warn!("no frame from the carrier within the idle timeout");
@@ -456,9 +500,9 @@ impl Call<'_> {
     /// Encodes and sends one message from the bridge.
     async fn on_outbound(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut CarrierSocket,
         message: &Outbound,
-    ) -> Result<(), axum::Error> {
+    ) -> Result<(), WsError> {
         // Nothing may reach the carrier before `start` (it has no stream id yet).
         let Some(Started { session, writer }) = self.started.as_mut() else {
             return Ok(());
@@ -487,7 +531,7 @@ impl Call<'_> {
         send_frames(socket, frames, self.state.calls.carrier_write_timeout).await
     }
 
-    async fn finish(self, socket: &mut WebSocket, close: Option<CloseReason>) -> CloseReason {
+    async fn finish(self, socket: &mut CarrierSocket, close: Option<CloseReason>) -> CloseReason {
         let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
         let span = tracing::Span::current();
         if let Some(session) = &session {
@@ -525,10 +569,10 @@ impl Call<'_> {
 /// Sends frames; a carrier that stops reading fills the bounded write buffer and the send
 /// times out, which ends the call (there is no one left to hear it).
 async fn send_frames(
-    socket: &mut WebSocket,
+    socket: &mut CarrierSocket,
     frames: Vec<OutFrame>,
     timeout: Duration,
-) -> Result<(), axum::Error> {
+) -> Result<(), WsError> {
     if frames.is_empty() {
         return Ok(());
     }
@@ -548,7 +592,7 @@ async fn send_frames(
         Err(_) => {
             metrics::counter!("callgate_carrier_write_timeouts_total").increment(1);
             tracing::warn!("carrier stopped reading; dropping the call");
-            Err(axum::Error::new("carrier write timed out"))
+            Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
         }
     }
 }
@@ -561,22 +605,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// A read error: oversized messages close 1009, anything else is treated as a dead peer.
-fn socket_error(error: axum::Error) -> CloseReason {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match error.into_inner().downcast::<WsError>() {
-        Ok(e) if matches!(*e, WsError::Capacity(_)) => {
-            metrics::counter!("callgate_bad_frames_total", "carrier" => "any", "reason" => "too_big").increment(1);
-            tracing::warn!(error = %e, "oversized message");
-            CloseReason::TOO_BIG
+/// A read error: oversized messages close 1009, anything else is a protocol error (invalid
+/// UTF-8, a bad frame) or a dead peer; each is counted.
+fn socket_error(error: WsError, carrier: &'static str) -> CloseReason {
+    let reason = match &error {
+        WsError::Capacity(_) => "too_big",
+        WsError::Utf8(_) => "invalid_utf8",
+        WsError::Protocol(_) => "protocol",
+        _ => {
+            tracing::debug!(%error, "carrier socket error");
+            return CloseReason::PROTOCOL;
         }
-        Ok(e) => {
-            tracing::debug!(error = %e, "carrier socket error");
-            CloseReason::PROTOCOL
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "carrier socket error");
-            CloseReason::PROTOCOL
-        }
+    };
+    metrics::counter!("callgate_bad_frames_total", "carrier" => carrier, "reason" => reason)
+        .increment(1);
+    tracing::warn!(%error, reason, "carrier socket refused a frame");
+    match error {
+        WsError::Capacity(_) => CloseReason::TOO_BIG,
+        _ => CloseReason::PROTOCOL,
     }
 }

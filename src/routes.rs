@@ -18,6 +18,7 @@ use callgate_layers::http::admission::{reject, AdmissionLayer, GlobalBudgetLayer
 use callgate_layers::http::auth::{Admitted, AuthLayer};
 use callgate_layers::http::caps::CallPermit;
 use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
+use callgate_layers::http::limit::{quota, GlobalLimiter};
 use callgate_layers::http::query_param;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -25,8 +26,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::carrier_socket::CarrierUpgrade;
 use crate::config::{CallsConfig, Config, RouteDialect};
 use crate::security::Security;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// A carrier route: path, dialect and per-route settings.
 #[derive(Debug, Clone)]
@@ -77,6 +80,8 @@ pub struct CallLimits {
     pub message_burst: u32,
     /// No carrier frame for this long closes the call.
     pub idle_timeout: Duration,
+    /// A socket without a valid `start` this long after the upgrade is closed 1008.
+    pub start_deadline: Duration,
     /// A carrier that leaves our writes unread this long is dropped.
     pub carrier_write_timeout: Duration,
 }
@@ -91,6 +96,7 @@ impl CallLimits {
             messages_per_second: config.security.messages_per_second,
             message_burst: config.security.message_burst,
             idle_timeout: Duration::from_secs(c.idle_timeout_s.max(1)),
+            start_deadline: Duration::from_millis(c.start_deadline_ms.max(1)),
             carrier_write_timeout: Duration::from_millis(c.carrier_write_timeout_ms.max(1)),
         }
     }
@@ -178,7 +184,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
             send_connected: route.send_connected,
         });
         let path = route.path.clone();
-        let handler = move |upgrade: WebSocketUpgrade,
+        let handler = move |upgrade: CarrierUpgrade,
                             State(state): State<AppState>,
                             Extension(admitted): Extension<Admitted>,
                             Extension(client_ip): Extension<ClientIp>,
@@ -234,19 +240,23 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 permit,
             };
             let max = state.calls.max_message_bytes;
-            upgrade
-                // A token may ride in Sec-WebSocket-Protocol; only this name is echoed.
-                .protocols(["callgate"])
+            let config = WebSocketConfig::default()
                 // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
                 // every read (ARCHITECTURE.md, "Socket buffers").
                 .read_buffer_size(4 * 1024)
                 .write_buffer_size(0)
                 .max_write_buffer_size(1024 * 1024)
-                .max_message_size(max)
-                .max_frame_size(max)
-                .on_upgrade(move |socket| {
-                    crate::connection::serve(socket, state, route, admission, opened)
-                })
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max));
+            // Every frame the socket reads, control and continuation frames included.
+            let budget = GlobalLimiter::new(quota(
+                state.calls.messages_per_second,
+                state.calls.message_burst,
+            ));
+            // A token may ride in Sec-WebSocket-Protocol; only `callgate` is echoed.
+            upgrade.on_upgrade(config, budget, move |socket| {
+                crate::connection::serve(socket, state, route, admission, opened)
+            })
         };
         // `layer` wraps: the last one added runs first. Auth, then the gateway-wide budget,
         // which only authenticated upgrades may spend.

@@ -15,6 +15,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -62,18 +63,59 @@ fn endpoint_from_env() -> bool {
     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-/// Installs the subscriber (once per process; later calls only return a no-op guard).
-/// Must run inside a tokio runtime when trace export is on.
-pub fn init(options: TelemetryOptions) -> Telemetry {
-    let filter = match &options.filter {
+/// Dependencies whose `log`/`tracing` records at debug and trace carry what we must never
+/// log: tungstenite prints every message (start tokens, DTMF frames, the text we send the
+/// model) and its handshake request (the upstream API key); hyper and the HTTP clients print
+/// headers. Whatever `RUST_LOG` says, they stop at `info`.
+const CAPPED: &[&str] = &[
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "reqwest=info",
+    "rustls=info",
+    "opentelemetry_otlp=info",
+    "opentelemetry_http=info",
+];
+
+/// The log filter: `filter` (or `RUST_LOG`, default `info`) with [`CAPPED`] applied.
+fn log_filter(filter: Option<&str>) -> EnvFilter {
+    let mut filter = match filter {
         Some(filter) => EnvFilter::new(filter),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    for directive in CAPPED {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
+    }
+    filter
+}
+
+/// Installs the subscriber (once per process; later calls only return a no-op guard),
+/// logging to stdout. Must run inside a tokio runtime when trace export is on.
+pub fn init(options: TelemetryOptions) -> Telemetry {
+    use std::io::IsTerminal;
+    let colour = std::io::stdout().is_terminal();
+    init_with_writer(options, std::io::stdout, colour)
+}
+
+/// [`init`] with log lines going to `writer` (tests capture exactly what production logs).
+/// Installs the `log` bridge too, so dependencies' `log` records pass the same filter.
+pub fn init_with_writer<W>(options: TelemetryOptions, writer: W, colour: bool) -> Telemetry
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = log_filter(options.filter.as_deref());
     let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let fmt = if options.json {
-        fmt.json().boxed()
+        // JSON escapes every string: one object per line whatever the fields hold.
+        fmt.json().with_writer(BoxMakeWriter::new(writer)).boxed()
     } else {
-        fmt.boxed()
+        // Carrier fields (call ids, event and mark names) reach log lines: a CR or LF in
+        // them must not start a forged line of its own.
+        fmt.with_ansi(colour)
+            .with_writer(BoxMakeWriter::new(OneLine(writer)))
+            .boxed()
     };
     let provider = if options.otlp_traces_endpoint.is_some() || endpoint_from_env() {
         match tracer_provider(options.otlp_traces_endpoint.as_deref()) {
@@ -97,6 +139,48 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
         .is_ok();
     Telemetry {
         provider: if installed { provider } else { None },
+    }
+}
+
+/// Makes writers that keep each log event on one line: a CR or LF inside the event is
+/// written as `\r` / `\n`; only the event's own final newline stays.
+struct OneLine<W>(W);
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for OneLine<W> {
+    type Writer = OneLineWriter<W::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(self.0.make_writer())
+    }
+}
+
+/// See [`OneLine`]. The formatter hands each event over in one `write_all`.
+struct OneLineWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut escaped = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => escaped.extend_from_slice(b"\\n"),
+                b'\r' => escaped.extend_from_slice(b"\\r"),
+                b => escaped.push(b),
+            }
+        }
+        escaped.extend_from_slice(end);
+        self.0.write_all(&escaped)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -192,4 +276,31 @@ pub fn render_metrics() -> String {
     let handle = metrics();
     handle.run_upkeep();
     handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn carriage_returns_and_line_feeds_inside_an_event_are_escaped() {
+        let mut out = Vec::new();
+        super::OneLineWriter(&mut out)
+            .write_all(b"INFO event=x\r\nINFO forged done\n")
+            .unwrap();
+        assert_eq!(out, b"INFO event=x\\r\\nINFO forged done\n");
+        let mut plain = Vec::new();
+        super::OneLineWriter(&mut plain)
+            .write_all(b"INFO ok\n")
+            .unwrap();
+        assert_eq!(plain, b"INFO ok\n");
+    }
+
+    #[test]
+    fn dependencies_stay_capped_whatever_rust_log_says() {
+        let filter = super::log_filter(Some("trace")).to_string();
+        for capped in super::CAPPED {
+            assert!(filter.contains(capped), "{capped} missing from {filter}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
-//! Secrets never reach logs or spans: capture everything at TRACE during authenticated and
-//! refused calls, then grep for every token and signature used.
+//! Secrets never reach logs or spans: capture everything at TRACE, through exactly the
+//! subscriber production installs (its filter, its formatter, its bridge for dependencies'
+//! `log` records), during authenticated and refused calls, then grep for every token,
+//! signature, key and digit used.
 
 mod common;
 
@@ -30,16 +32,19 @@ impl Write for Captured {
 async fn no_token_or_signature_in_logs_or_spans() {
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let _telemetry = callgate::telemetry::init_with_writer(
+        callgate::telemetry::TelemetryOptions {
+            filter: Some("trace".into()),
+            ..Default::default()
+        },
+        move || writer.clone(),
+        false,
+    );
 
     let secret = "log-test-secret-log-test-secret!";
     let twilio_token = "twilio-token-for-log-test";
     let upstream = FakeUpstream::start().await;
+    let records_path = Mutex::new(String::new());
     let gw = Gateway::start(Some(&upstream), |c| {
         c.security.default_auth = AuthKind::Jwt;
         c.security.jwt.keys = vec![hs256_key("k1", secret)];
@@ -52,8 +57,10 @@ async fn no_token_or_signature_in_logs_or_spans() {
         query.query_token = true;
         c.routes.extend([signed, query]);
         c.upstream.openai_api_key = Secret::new("sk-upstream-key-for-log-test");
+        *records_path.lock().unwrap() = c.records.path.clone();
     })
     .await;
+    let gw_records_path = records_path.lock().unwrap().clone();
     let exp = unix_now() + 300;
     let mint = |jti: &str| {
         let claims = json!({"iss": "callgate", "aud": "callgate", "exp": exp, "tenant": "acme", "sub": "log-test", "jti": jti});
@@ -64,9 +71,19 @@ async fn no_token_or_signature_in_logs_or_spans() {
     let start_token = mint("c");
     let signature = TwilioSignature::sign(twilio_token, "wss://gw.example.com/signed");
 
+    let upstream_ref = &upstream;
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let calls = &calls;
     let run_call = |mut carrier: Carrier, params: serde_json::Value| async move {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         carrier.send(twilio_start(SID, params)).await;
         carrier.send(media(SID, 1, "/w==")).await;
+        // The caller says a card number, and the model reads it back: PCI mode redacts
+        // digit runs in both transcripts, in logs, feed and records alike.
+        upstream_ref.wait_appends(n, 1).await;
+        upstream_ref.send(n, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "content_index": 0, "transcript": "my card is 5500 0000 0000 0004"})).await;
+        upstream_ref.send(n, json!({"type": "response.output_audio_transcript.delta", "response_id": "r1", "item_id": "a1", "delta": "You said 5500"})).await;
+        upstream_ref.send(n, json!({"type": "response.output_audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": "You said 5500 0000 0000 0004, expiry 12/29."})).await;
         // A card-number-like DTMF sequence: PCI mode keeps it out of every log line.
         // (Letters and stars, so no timestamp or id can match the sequence by chance.)
         for digit in ["*", "9", "A", "7", "#"] {
@@ -127,11 +144,39 @@ async fn no_token_or_signature_in_logs_or_spans() {
         ("twilio auth token", twilio_token),
         ("upstream key", "sk-upstream-key-for-log-test"),
         ("dtmf digits", "*9A7"),
+        ("card number read back", "5500"),
+        ("expiry read back", "12/29"),
     ] {
         assert_eq!(
             logs.matches(secret).count(),
             0,
             "{name} leaked into the logs"
+        );
+    }
+    // Positive control: a `log` record (as dependencies write them) reaches the capture ...
+    log::trace!(target: "some_dependency", "log bridge control line");
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("log bridge control line"),
+        "log records are not captured"
+    );
+    // ... but tungstenite's, which print every message at trace, do not: production caps
+    // them, and the subscriber under test is the real one.
+    assert!(
+        !logs.contains("Received message"),
+        "a dependency's trace record got through"
+    );
+    // The record of each call holds the redacted lines only.
+    let db = gw_records_path;
+    let reader = callgate::records::RecordReader::open(std::path::Path::new(&db)).unwrap();
+    let records = reader.list(10).unwrap();
+    assert_eq!(records.len(), 3, "three calls recorded");
+    for record in &records {
+        let texts: Vec<&str> = record.transcript.iter().map(|l| l.text.as_str()).collect();
+        assert!(
+            texts.contains(&"my card is [redacted]")
+                && texts.contains(&"You said [redacted], expiry [redacted]."),
+            "{texts:?}"
         );
     }
     // Token signatures alone (the last JWT segment) must not appear either.

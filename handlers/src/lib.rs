@@ -19,6 +19,7 @@ pub mod event;
 pub mod feed;
 pub mod mark;
 pub mod media;
+pub mod pci;
 pub mod router;
 pub mod session;
 pub mod start;

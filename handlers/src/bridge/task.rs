@@ -644,27 +644,28 @@ impl Relay {
                 if let Some(text) = event.delta.as_deref() {
                     self.session.publish(FeedEvent::Transcript {
                         role,
-                        text: text.to_owned(),
+                        text: shown(text, config).into_owned(),
                         is_final: false,
                         at_ms: self.session.at_ms(),
                     });
                 }
             }
-            ServerKind::CallerTranscript => {
+            kind @ (ServerKind::CallerTranscript | ServerKind::AssistantTranscript) => {
+                let role = if kind == ServerKind::CallerTranscript {
+                    "user"
+                } else {
+                    "assistant"
+                };
+                // PCI: what either side said may carry digits (the model reads them back);
+                // they are redacted before the line is logged, published, stored or kept.
+                let text = event.transcript.map(|t| shown(&t, config).into_owned());
                 tracing::debug!(
                     item_id = event.item_id.as_deref(),
-                    transcript = event.transcript.as_deref(),
-                    "caller said"
+                    role,
+                    transcript = text.as_deref(),
+                    "transcript line"
                 );
-                self.remember("user", event.transcript);
-            }
-            ServerKind::AssistantTranscript => {
-                tracing::debug!(
-                    item_id = event.item_id.as_deref(),
-                    transcript = event.transcript.as_deref(),
-                    "assistant said"
-                );
-                self.remember("assistant", event.transcript);
+                self.remember(role, text);
             }
             ServerKind::Error => {
                 let Some(error) = event.error else {
@@ -1086,6 +1087,15 @@ impl Relay {
             .outbox
             .send(Downstream::Out(message, self.received))
             .await;
+    }
+}
+
+/// A transcript as it may be shown: digit runs redacted in PCI mode.
+fn shown<'a>(text: &'a str, config: &BridgeConfig) -> std::borrow::Cow<'a, str> {
+    if config.dtmf.pci {
+        crate::pci::redact_digits(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
