@@ -37,6 +37,8 @@ impl CloseReason {
     pub const PROTOCOL: Self = Self::new(1002, "protocol error");
     /// 1001: no frame from the carrier within the idle timeout (a half-open socket).
     pub const IDLE: Self = Self::new(1001, "carrier idle");
+    /// 1007: a text frame that is not UTF-8.
+    pub const BAD_UTF8: Self = Self::new(1007, "invalid UTF-8");
     /// 1007: a run of consecutive invalid frames.
     pub const TOO_MANY_BAD_FRAMES: Self = Self::new(1007, "too many invalid frames");
     /// 1008: the call's credentials were refused.

@@ -437,6 +437,7 @@ impl Call<'_> {
                 self.bad_streak = 0;
                 None
             }
+            Ok(Flow::Ignored) => None,
             Ok(Flow::Stop) => Some(CloseReason::NORMAL),
             Err(error) => match classify(&error) {
                 Verdict::BadInput(reason) => {
@@ -622,6 +623,8 @@ fn socket_error(error: WsError, carrier: &'static str) -> CloseReason {
     tracing::warn!(%error, reason, "carrier socket refused a frame");
     match error {
         WsError::Capacity(_) => CloseReason::TOO_BIG,
+        // RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
+        WsError::Utf8(_) => CloseReason::BAD_UTF8,
         _ => CloseReason::PROTOCOL,
     }
 }

@@ -14,9 +14,11 @@ use callgate_handlers::bridge::Secret;
 use callgate_handlers::dialect::Dialect;
 use callgate_layers::http::auth::TwilioSignature;
 use common::*;
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "jwt-test-secret-jwt-test-secret!";
 
@@ -211,4 +213,185 @@ async fn another_tenants_bad_signatures_do_not_block_a_shared_carrier_address() 
     carrier.send(twilio_start(SID, json!({}))).await;
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
+}
+
+/// A gateway whose sockets may read 100 frames a second (burst 200), as in production.
+async fn metered(upstream: &FakeUpstream) -> Gateway {
+    Gateway::start(Some(upstream), |c| {
+        c.security.messages_per_second = 100;
+        c.security.message_burst = 200;
+    })
+    .await
+}
+
+/// Sends `frames` as fast as the socket takes them (errors ignored: the gateway may have
+/// closed already), then returns the close code the gateway sent.
+async fn flood_then_close_code(
+    carrier: &mut Carrier,
+    frames: impl Iterator<Item = Message>,
+) -> u16 {
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    for frame in frames {
+        if carrier.ws.feed(frame).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let _ = carrier.ws.flush().await;
+    let code = carrier.closed().await.0;
+    eprintln!(
+        "{sent} frames written; close {code} read after {:?}",
+        started.elapsed()
+    );
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_closes_1008() {
+    let upstream = FakeUpstream::start().await;
+    let gw = metered(&upstream).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    let pings = (0..20_000).map(|_| Message::Ping(Default::default()));
+    assert_eq!(flood_then_close_code(&mut carrier, pings).await, 1008);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_bad_frames_total",
+            &[("reason", "flood")]
+        ) >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_frame_flood_closes_1008() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let upstream = FakeUpstream::start().await;
+    let gw = metered(&upstream).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    // A text message that never ends: one opening fragment, then empty continuations.
+    // tungstenite gathers them without ever handing a message up.
+    let opening = Message::Frame(Frame::message("{", OpCode::Data(Data::Text), false));
+    let continuations = (0..50_000)
+        .map(|_| Message::Frame(Frame::message("", OpCode::Data(Data::Continue), false)));
+    let frames = std::iter::once(opening).chain(continuations);
+    assert_eq!(flood_then_close_code(&mut carrier, frames).await, 1008);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_start_lose_their_call_slots() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.max_calls = 2;
+        c.calls.start_deadline_ms = 400;
+    })
+    .await;
+    // Two sockets take both slots and chatter `connected` (and garbage) without a start.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(Carrier::connect(&gw.url("/twilio")).await);
+    }
+    let refused = Carrier::try_connect(&gw.url("/twilio"), &[]).await;
+    assert_eq!(
+        refused.err().map(|(status, _)| status),
+        Some(503),
+        "both slots held"
+    );
+    let chatter = async {
+        for _ in 0..10 {
+            for holder in &mut holders {
+                let _ = holder
+                    .ws
+                    .send(Message::Text(
+                        r#"{"event":"connected","protocol":"Call"}"#.into(),
+                    ))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    chatter.await;
+    for holder in &mut holders {
+        assert_eq!(holder.closed().await, (1008, "no start".to_owned()));
+    }
+    // The slots are free again: a real call gets in and completes.
+    let mut call = Carrier::connect(&gw.url("/twilio")).await;
+    call.send(twilio_start(SID, json!({}))).await;
+    call.send(stop(SID)).await;
+    assert_eq!(call.closed().await.0, 1000);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "no model session for the holders"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_closes_first_gets_its_close_echoed() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/plivo")).await;
+    carrier
+        .send(json!({"event": "start", "sequenceNumber": 1, "start": {"callId": "c-1", "streamId": "s-1", "accountId": "a", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}))
+        .await;
+    // Plivo ends every call by closing the socket, without a stop event.
+    carrier
+        .ws
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        carrier.closed().await.0,
+        1000,
+        "the close frame came back, not 1006"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_closes_1007_and_is_counted() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    carrier.send_raw(Message::Frame(bad)).await;
+    assert_eq!(carrier.closed().await.0, 1007);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_bad_frames_total",
+            &[("reason", "invalid_utf8")]
+        ) >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_events_do_not_reset_the_run_of_bad_frames() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| c.calls.max_consecutive_bad_frames = 10).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    // Nine bad frames, one unknown event, nine more: the run is 18, past the limit.
+    for round in 0..2 {
+        for _ in 0..9 {
+            carrier.send_raw(Message::Text("not json".into())).await;
+        }
+        if round == 0 {
+            carrier
+                .send(json!({"event": "made-up", "streamSid": SID}))
+                .await;
+        }
+    }
+    assert_eq!(carrier.closed().await.0, 1007);
 }

@@ -17,6 +17,9 @@ use crate::session::{CallIdentity, Session, SessionStore};
 pub enum Flow {
     /// Keep reading frames.
     Continue,
+    /// Keep reading frames; the event was not understood (an unknown event name), so it
+    /// neither counts as bad input nor ends a run of bad frames.
+    Ignored,
     /// The carrier ended the stream: close normally.
     Stop,
 }

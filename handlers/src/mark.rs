@@ -29,7 +29,7 @@ impl MarkHandler {
             metrics::histogram!("callgate_mark_round_trip_seconds")
                 .record(round_trip.as_secs_f64());
         }
-        tracing::info!(name = %mark.name, "mark played");
+        tracing::info!(name = ?mark.name, "mark played");
         Ok(Flow::Continue)
     }
 }

@@ -62,8 +62,9 @@ impl Service<Event> for EventRouter {
             Event::Unknown(name) => {
                 metrics::counter!("callgate_unknown_events_total", "carrier" => self.carrier)
                     .increment(1);
-                tracing::info!(event = %name, "unknown carrier event ignored");
-                std::future::ready(Ok(Flow::Continue))
+                // Debug-formatted: the name is the carrier's text, quoted and escaped.
+                tracing::info!(event = ?name, "unknown carrier event ignored");
+                std::future::ready(Ok(Flow::Ignored))
             }
         }
     }
