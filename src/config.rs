@@ -450,10 +450,14 @@ pub struct SecurityConfig {
     pub header_read_timeout_ms: u64,
     /// Largest WebSocket message or frame from a carrier (beyond: close 1009).
     pub max_message_bytes: usize,
-    /// Per-socket message rate (beyond the burst: close 1008).
+    /// Per-socket frame rate, every WebSocket frame counted (beyond the burst: close 1008).
     pub messages_per_second: u32,
-    /// Per-socket message burst.
+    /// Per-socket frame burst.
     pub message_burst: u32,
+    /// Most audio one media message may carry (beyond: rejected as an invalid frame).
+    pub max_media_ms: u64,
+    /// How far a call's audio may run ahead of the clock (beyond: dropped and counted).
+    pub audio_burst_ms: u64,
     /// Upgrade attempts per client IP per second (beyond: 429).
     pub upgrades_per_ip_per_second: u32,
     /// Burst of upgrade attempts per client IP.
@@ -508,6 +512,8 @@ impl Default for SecurityConfig {
             max_message_bytes: 64 * 1024,
             messages_per_second: 100,
             message_burst: 200,
+            max_media_ms: 1_000,
+            audio_burst_ms: 2_000,
             upgrades_per_ip_per_second: 50,
             upgrade_burst_per_ip: 100,
             upgrades_per_second: 500,
@@ -910,8 +916,10 @@ impl Config {
             },
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
             ready_timeout: Duration::from_millis(up.ready_timeout_ms),
-            // Carriers send 20 ms frames; the queue is counted in frames.
-            queue_frames: (up.queue_ms / 20).max(1) as usize,
+            // Bounded in time of audio: carriers choose their message sizes.
+            queue: Duration::from_millis(up.queue_ms.max(20)),
+            max_media: Duration::from_millis(self.security.max_media_ms.max(20)),
+            audio_burst: Duration::from_millis(self.security.audio_burst_ms),
             reconnect: callgate_handlers::bridge::ReconnectPolicy {
                 max_attempts: up.reconnect_attempts,
                 budget: Duration::from_millis(up.reconnect_budget_ms),

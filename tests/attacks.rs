@@ -395,3 +395,92 @@ async fn unknown_events_do_not_reset_the_run_of_bad_frames() {
     }
     assert_eq!(carrier.closed().await.0, 1007);
 }
+
+/// Seconds of μ-law audio in the upstream's appends so far.
+fn upstream_audio_s(upstream: &FakeUpstream) -> f64 {
+    use base64::Engine as _;
+    let conns = upstream.conns.lock().unwrap();
+    let bytes: usize = conns
+        .iter()
+        .flat_map(|c| c.lock().unwrap().appends())
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD
+                .decode(a)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    bytes as f64 / 8000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_faster_than_the_clock_never_reaches_the_upstream() {
+    use base64::Engine as _;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.messages_per_second = 100;
+        c.security.message_burst = 200;
+        c.security.audio_burst_ms = 500;
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    // One second of audio per message (the most a message may carry), 90 messages a second:
+    // under the message-rate limit, 90× faster than anyone can speak.
+    let second = base64::engine::general_purpose::STANDARD.encode([0x7fu8; 8000]);
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        n += 1;
+        carrier.send(media(SID, n, &second)).await;
+        tokio::time::sleep(Duration::from_millis(11)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+    let heard = upstream_audio_s(&upstream);
+    eprintln!("{n} s of audio offered in {wall:.2} s; the upstream received {heard:.2} s");
+    assert!(n > 100, "the attack ran ({n} messages)");
+    // The clock plus the burst, and one message of slack for the edges.
+    assert!(heard <= wall + 0.5 + 1.0, "{heard} s of audio in {wall} s");
+    assert!(heard >= 1.0, "real-time audio still flows ({heard} s)");
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_audio_dropped_total",
+            &[("reason", "too_fast")]
+        ) > 50.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_message_longer_than_the_limit_is_refused() {
+    use base64::Engine as _;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.calls.max_consecutive_bad_frames = 3;
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    // 45 KB of μ-law: 5.6 s in one message (the default limit is 1 s).
+    let huge = base64::engine::general_purpose::STANDARD.encode(vec![0x7fu8; 45_000]);
+    for n in 1..=3 {
+        carrier.send(media(SID, n, &huge)).await;
+    }
+    assert_eq!(carrier.closed().await.0, 1007);
+    assert_eq!(
+        upstream_audio_s(&upstream),
+        0.0,
+        "none of it reached the upstream"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_bad_frames_total",
+            &[("reason", "media_too_long")]
+        ) >= 3.0
+    );
+}

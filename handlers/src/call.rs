@@ -226,9 +226,15 @@ impl CallContext {
             .increment(c.frames_in.load(Relaxed));
         metrics::counter!("callgate_frames_total", "carrier" => carrier, "direction" => "outbound")
             .increment(c.frames_out.load(Relaxed));
-        let (dropped, reordered) = (c.audio_dropped.load(Relaxed), c.reorder_lost.load(Relaxed));
-        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(dropped - reordered);
+        let (dropped, reordered, too_fast) = (
+            c.audio_dropped.load(Relaxed),
+            c.reorder_lost.load(Relaxed),
+            c.too_fast.load(Relaxed),
+        );
+        let queue_full = dropped.saturating_sub(reordered + too_fast);
+        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "queue_full").increment(queue_full);
         metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "reorder").increment(reordered);
+        metrics::counter!("callgate_audio_dropped_total", "direction" => "inbound", "reason" => "too_fast").increment(too_fast);
         Some(session)
     }
 

@@ -15,6 +15,14 @@ pub enum EventError {
     /// The media payload is not valid base64.
     #[error("media payload is not valid base64")]
     BadBase64,
+    /// One media message carries more audio than allowed.
+    #[error("media message carries {ms} ms of audio (at most {max_ms} ms)")]
+    MediaTooLong {
+        /// Audio in the message.
+        ms: u64,
+        /// The limit (`security.max_media_ms`).
+        max_ms: u64,
+    },
     /// `start` without valid credentials on a route that requires them.
     #[error("unauthorized")]
     Unauthorized,
@@ -40,6 +48,7 @@ impl EventError {
             Self::AlreadyStarted => "duplicate_start",
             Self::StreamSidMismatch => "stream_sid_mismatch",
             Self::BadBase64 => "bad_base64",
+            Self::MediaTooLong { .. } => "media_too_long",
             Self::Unauthorized => "unauthorized",
             Self::Overloaded => "overloaded",
             Self::Audio(_) => "audio_setup",

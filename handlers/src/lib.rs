@@ -9,6 +9,7 @@
 //!   ledger and barge-in, DTMF, tools.
 //! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
 
+pub mod audio_pace;
 pub mod bridge;
 pub mod call;
 pub mod codec;

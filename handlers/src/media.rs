@@ -5,13 +5,20 @@
 //! task); one base64 check into a reused buffer, and in passthrough mode the payload text
 //! itself goes upstream. Telnyx frames, which may arrive out of order, pass through a small
 //! reorder window first.
+//!
+//! Audio is bounded in time, not in messages: a message carrying more than
+//! `max_media` is refused as bad input, and audio arriving faster than the clock (beyond a
+//! small burst) is dropped and counted ([`AudioPace`]), so no carrier can feed the paid
+//! upstream faster than a caller can speak.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use crate::audio_pace::AudioPace;
 use crate::bridge::BridgeHandle;
 use crate::call::{sync_service, CallContext, Flow};
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
@@ -30,6 +37,7 @@ pub struct MediaHandler {
     /// `None` when carrier and upstream formats are equal (passthrough).
     transcoder: Option<Transcoder>,
     reorder: Option<Reorder>,
+    pace: AudioPace,
     /// Frames the reorder window released (reused).
     ready: Vec<Payload>,
     raw: Vec<u8>,
@@ -40,11 +48,13 @@ impl MediaHandler {
     /// A handler for one connection.
     pub fn new(ctx: Arc<CallContext>) -> Self {
         let reorder = ctx.dialect.reorders_media().then(Reorder::default);
+        let pace = AudioPace::new(ctx.bridge_config.audio_burst);
         Self {
             ctx,
             call: None,
             transcoder: None,
             reorder,
+            pace,
             ready: Vec::new(),
             raw: Vec::with_capacity(1024),
             converted: Vec::new(),
@@ -92,6 +102,28 @@ impl MediaHandler {
             }
             Payload::Raw(bytes) => &bytes[..],
         };
+        let bytes_per_ms = session.media_format.bytes_per_ms().max(1) as u64;
+        let audio = Duration::from_micros(raw.len() as u64 * 1000 / bytes_per_ms);
+        let limits = &self.ctx.bridge_config;
+        if audio > limits.max_media {
+            return Err(EventError::MediaTooLong {
+                ms: audio.as_millis() as u64,
+                max_ms: limits.max_media.as_millis() as u64,
+            });
+        }
+        if !self.pace.admit(Instant::now(), audio) {
+            // Not bad input to count toward 1007 (the frame was well formed), but never
+            // forwarded: the upstream bills for every second it hears.
+            let first = session.counters.too_fast.fetch_add(1, Relaxed) == 0;
+            session.counters.audio_dropped.fetch_add(1, Relaxed);
+            if first {
+                tracing::warn!(
+                    burst_ms = limits.audio_burst.as_millis() as u64,
+                    "caller audio faster than real time: dropping what runs ahead"
+                );
+            }
+            return Ok(Flow::Continue);
+        }
         session.touch();
         session.counters.frames_in.fetch_add(1, Relaxed);
         session
@@ -112,8 +144,9 @@ impl MediaHandler {
                 BASE64.encode(&self.converted)
             }
         };
-        if bridge.send_audio(chunk) {
-            session.counters.audio_dropped.fetch_add(1, Relaxed);
+        let dropped = bridge.send_audio(chunk, audio);
+        if dropped > 0 {
+            session.counters.audio_dropped.fetch_add(dropped, Relaxed);
         }
         Ok(Flow::Continue)
     }

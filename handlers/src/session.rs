@@ -38,6 +38,8 @@ pub struct Counters {
     pub audio_dropped: AtomicU64,
     /// Of `audio_dropped`: frames the reorder window gave up on (a gap, or too late).
     pub reorder_lost: AtomicU64,
+    /// Of `audio_dropped`: frames that ran ahead of the clock by more than the burst.
+    pub too_fast: AtomicU64,
     /// `clear` messages sent (barge-ins).
     pub clears: AtomicU64,
     /// Function tools the model called.

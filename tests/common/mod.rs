@@ -297,6 +297,8 @@ impl Gateway {
         // (the flood test sets its own).
         config.security.messages_per_second = 1_000_000;
         config.security.message_burst = 1_000_000;
+        // ... and the audio clock (tests of it set their own).
+        config.security.audio_burst_ms = 1_000_000_000;
         // ... and hold more audio: at 200× real time the default 1 s queue is 5 ms of wall
         // time, which a loaded test machine can outrun (tests of the drop policy set it).
         config.upstream.queue_ms = 10_000;

@@ -158,8 +158,12 @@ pub struct BridgeConfig {
     pub connect_timeout: Duration,
     /// Limit from connect to `session.updated`.
     pub ready_timeout: Duration,
-    /// Caller audio chunks held while not ready, reconnecting or slow (oldest dropped).
-    pub queue_frames: usize,
+    /// Caller audio held while not ready, reconnecting or slow (oldest dropped).
+    pub queue: Duration,
+    /// Most audio one carrier media message may carry (beyond: rejected as bad input).
+    pub max_media: Duration,
+    /// How far caller audio may run ahead of the clock (beyond: dropped and counted).
+    pub audio_burst: Duration,
     /// Reconnects after an unexpected close or failure.
     pub reconnect: ReconnectPolicy,
     /// How often the upstream is pinged.
@@ -361,10 +365,10 @@ pub struct BridgeHandle {
 }
 
 impl BridgeHandle {
-    /// Queues caller audio (base64, upstream format). Returns true when an older chunk was
-    /// dropped to make room.
-    pub fn send_audio(&self, chunk: String) -> bool {
-        self.audio.push(chunk)
+    /// Queues caller audio (base64, upstream format) carrying `audio`. Returns how many
+    /// older chunks were dropped to make room.
+    pub fn send_audio(&self, chunk: String, audio: Duration) -> u64 {
+        self.audio.push(chunk, audio)
     }
 
     /// Reports a mark echo (dropped if the task is far behind: marks only refine playback).
@@ -414,7 +418,7 @@ pub fn spawn(
     outbox: mpsc::Sender<Downstream>,
     span: tracing::Span,
 ) -> BridgeHandle {
-    let audio = Arc::new(AudioQueue::new(config.queue_frames));
+    let audio = Arc::new(AudioQueue::new(config.queue));
     let (control, control_rx) = mpsc::channel(64);
     // The task runs inside the call's span, so its spans (upstream.connect, turn) and logs
     // belong to the call's trace.

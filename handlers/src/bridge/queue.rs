@@ -1,54 +1,64 @@
-//! The bounded queue of caller audio waiting for the upstream socket.
+//! The bounded queue of caller audio waiting for the upstream socket, bounded in time of
+//! audio (not in messages, whose size the carrier chooses).
 //!
-//! Policy when full: drop the **oldest** frame and count it. Fresh audio matters more to
+//! Policy when full: drop the **oldest** frames and count them. Fresh audio matters more to
 //! a live conversation than stale audio, and the carrier must never be slowed down.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 /// A bounded, drop-oldest queue of base64 audio chunks (already in the upstream format).
 #[derive(Debug)]
 pub struct AudioQueue {
-    frames: Mutex<VecDeque<(Instant, String)>>,
-    capacity: usize,
+    queued: Mutex<Queued>,
+    capacity: Duration,
     ready: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Queued {
+    frames: VecDeque<(Instant, String, Duration)>,
+    audio: Duration,
+}
+
 impl AudioQueue {
-    /// A queue holding at most `capacity` chunks.
-    pub fn new(capacity: usize) -> Self {
+    /// A queue holding at most `capacity` of audio (and always the newest chunk).
+    pub fn new(capacity: Duration) -> Self {
         Self {
-            frames: Mutex::new(VecDeque::with_capacity(capacity.min(256))),
-            capacity: capacity.max(1),
+            queued: Mutex::default(),
+            capacity,
             ready: Notify::new(),
         }
     }
 
-    /// Queues a chunk, stamped with the time it was accepted (for the gateway-latency
-    /// histogram); returns true when an older chunk had to be dropped for it (the caller
-    /// counts it on the call).
-    pub fn push(&self, chunk: String) -> bool {
-        let chunk = (Instant::now(), chunk);
-        let dropped = {
-            let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-            let full = frames.len() >= self.capacity;
-            if full {
-                frames.pop_front();
+    /// Queues a chunk carrying `audio`, stamped with the time it was accepted (for the
+    /// gateway-latency histogram); returns how many older chunks had to be dropped for it
+    /// (the caller counts them on the call).
+    pub fn push(&self, chunk: String, audio: Duration) -> u64 {
+        let mut dropped = 0;
+        {
+            let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+            while !queued.frames.is_empty() && queued.audio + audio > self.capacity {
+                if let Some((_, _, old)) = queued.frames.pop_front() {
+                    queued.audio -= old;
+                    dropped += 1;
+                }
             }
-            frames.push_back(chunk);
-            full
-        };
+            queued.audio += audio;
+            queued.frames.push_back((Instant::now(), chunk, audio));
+        }
         self.ready.notify_one();
         dropped
     }
 
     /// Moves every queued chunk, with its acceptance time, into `out` (in order).
     pub fn drain_into(&self, out: &mut Vec<(Instant, String)>) {
-        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(frames.drain(..));
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        queued.audio = Duration::ZERO;
+        out.extend(queued.frames.drain(..).map(|(at, chunk, _)| (at, chunk)));
     }
 
     /// Waits until a chunk may be available.
@@ -58,7 +68,11 @@ impl AudioQueue {
 
     /// Chunks waiting.
     pub fn len(&self) -> usize {
-        self.frames.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .frames
+            .len()
     }
 
     /// True when nothing waits.
@@ -71,11 +85,13 @@ impl AudioQueue {
 mod tests {
     use super::*;
 
+    const FRAME: Duration = Duration::from_millis(20);
+
     #[test]
     fn drops_oldest_when_full() {
-        let q = AudioQueue::new(3);
-        let dropped: Vec<bool> = (0..5).map(|i| q.push(i.to_string())).collect();
-        assert_eq!(dropped, [false, false, false, true, true]);
+        let q = AudioQueue::new(FRAME * 3);
+        let dropped: Vec<u64> = (0..5).map(|i| q.push(i.to_string(), FRAME)).collect();
+        assert_eq!(dropped, [0, 0, 0, 1, 1]);
         let mut out = Vec::new();
         q.drain_into(&mut out);
         let chunks: Vec<&str> = out.iter().map(|(_, c)| c.as_str()).collect();
@@ -83,10 +99,23 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    #[test]
+    fn the_bound_is_time_of_audio_not_messages() {
+        // One second of room: a 5 s message replaces everything, twenty 20 ms frames fit.
+        let q = AudioQueue::new(Duration::from_secs(1));
+        for i in 0..20 {
+            assert_eq!(q.push(i.to_string(), FRAME), 0);
+        }
+        assert_eq!(q.push("huge".into(), Duration::from_secs(5)), 20);
+        assert_eq!(q.len(), 1, "the newest chunk is always kept");
+        assert_eq!(q.push("next".into(), FRAME), 1);
+        assert_eq!(q.len(), 1);
+    }
+
     #[tokio::test]
     async fn push_wakes_a_waiter_even_if_it_came_first() {
-        let q = AudioQueue::new(2);
-        q.push("a".into());
+        let q = AudioQueue::new(FRAME * 2);
+        q.push("a".into(), FRAME);
         // The permit stored by notify_one makes this return at once.
         tokio::time::timeout(std::time::Duration::from_secs(1), q.notified())
             .await
