@@ -22,7 +22,9 @@ pub fn redact_digits(text: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < chars.len() {
         // A run must hold a digit: a lone `#` or `*` ("press #") is kept.
-        if !chars[i].is_ascii_digit() && !(is_key(chars[i]) && next_key_is_digit(&chars[i..])) {
+        let starts_run =
+            chars[i].is_ascii_digit() || (is_key(chars[i]) && next_key_is_digit(&chars[i..]));
+        if !starts_run {
             out.push(chars[i]);
             i += 1;
             continue;
