@@ -111,22 +111,12 @@ impl CarrierUpgrade {
 
 /// Reads WebSocket frame headers out of a byte stream and skips payloads by their length,
 /// so it costs a few instructions per frame whatever the frames carry (RFC 6455 §5.2).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FrameScanner {
     header: [u8; 14],
     have: usize,
     /// Payload bytes still to skip; `None` while reading a header.
     payload_left: Option<u64>,
-}
-
-impl Default for FrameScanner {
-    fn default() -> Self {
-        Self {
-            header: [0; 14],
-            have: 0,
-            payload_left: None,
-        }
-    }
 }
 
 impl FrameScanner {
