@@ -235,6 +235,8 @@ pub struct UpstreamConfig {
     pub stall_timeout_ms: u64,
     /// Move to a fresh upstream session this long before `expires_at`.
     pub rollover_margin_s: u64,
+    /// Rollovers one call may make; past it the call ends like a lost upstream.
+    pub max_rollovers: u32,
     /// WAV file played to the caller when the upstream is gone for good ("" = none).
     pub fallback_audio: String,
 }
@@ -258,6 +260,7 @@ impl Default for UpstreamConfig {
             ping_interval_ms: 5_000,
             stall_timeout_ms: 10_000,
             rollover_margin_s: 60,
+            max_rollovers: 24,
             fallback_audio: String::new(),
         }
     }
@@ -929,6 +932,7 @@ impl Config {
             ping_interval: Duration::from_millis(up.ping_interval_ms.max(10)),
             stall_timeout: Duration::from_millis(up.stall_timeout_ms.max(10)),
             rollover_margin: Duration::from_secs(up.rollover_margin_s),
+            max_rollovers: up.max_rollovers,
             // Loaded by `run` (it reads a file).
             fallback_audio: None,
             tools: callgate_handlers::bridge::tools::Tools::new(

@@ -484,3 +484,57 @@ async fn a_media_message_longer_than_the_limit_is_refused() {
         ) >= 3.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_sessions_expire_at_once_cannot_loop_rollovers() {
+    // Every session says it expires in 5 s; the rollover margin is 60 s. Rolling over would
+    // only open another such session (the review saw 3,015 sessions in 15 s).
+    let upstream = FakeUpstream::start_with(Faults {
+        expires_in_s: Some(5),
+        ..Default::default()
+    })
+    .await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.upstream.reconnect_attempts = 3;
+        c.upstream.reconnect_base_delay_ms = 50;
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    let started = std::time::Instant::now();
+    // Treated as an upstream fault: backoff, the reconnect budget, then the call ends.
+    assert_eq!(carrier.closed().await.0, 1011);
+    let sessions = upstream.connections();
+    eprintln!(
+        "{sessions} upstream sessions, call ended after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        sessions <= 4,
+        "one session and three reconnects at most, not {sessions}"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "callgate_upstream_rollovers_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollovers_per_call_are_capped() {
+    let upstream = FakeUpstream::start_with(Faults {
+        expires_in_s: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.upstream.rollover_margin_s = 1;
+        c.upstream.max_rollovers = 1;
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    // One rollover at about 1 s, then the cap ends the call at the next one.
+    assert_eq!(carrier.closed().await.0, 1011);
+    assert_eq!(upstream.connections(), 2);
+}

@@ -172,6 +172,8 @@ pub struct BridgeConfig {
     pub stall_timeout: Duration,
     /// Move to a fresh session this long before `expires_at`.
     pub rollover_margin: Duration,
+    /// Rollovers one call may make (a bound, whatever the upstream's sessions do).
+    pub max_rollovers: u32,
     /// Played to the caller when the upstream is gone for good (format, raw audio).
     pub fallback_audio: Option<(AudioFormat, Vec<u8>)>,
     /// How key presses become model input.
@@ -303,6 +305,19 @@ pub enum BridgeError {
     /// Nothing heard and no write possible within the stall timeout.
     #[error("upstream stalled")]
     Stalled,
+    /// The session's `expires_at` was within the rollover margin when it began: rolling
+    /// over would only open another such session, so it is an upstream fault (backoff and
+    /// the reconnect budget apply).
+    #[error("upstream session expires {left_s} s after it began (rollover margin {margin_s} s)")]
+    ExpiresAtOnce {
+        /// Seconds the session had left when it began.
+        left_s: u64,
+        /// `upstream.rollover_margin_s`.
+        margin_s: u64,
+    },
+    /// The call has rolled over `upstream.max_rollovers` times.
+    #[error("too many upstream session rollovers ({0})")]
+    TooManyRollovers(u32),
     /// The reconnect budget is spent.
     #[error("upstream lost after {attempts} reconnect attempts: {last}")]
     GaveUp {
@@ -324,9 +339,12 @@ impl BridgeError {
             | Self::ConnectTimeout
             | Self::NotReady
             | Self::Closed(_)
-            | Self::Stalled => true,
+            | Self::Stalled
+            | Self::ExpiresAtOnce { .. } => true,
             Self::Fatal { code, .. } => matches!(code.as_str(), "session_expired" | "server_error"),
-            Self::Audio(_) | Self::GaveUp { .. } | Self::Panicked => false,
+            Self::Audio(_) | Self::GaveUp { .. } | Self::Panicked | Self::TooManyRollovers(_) => {
+                false
+            }
         }
     }
 
@@ -339,6 +357,8 @@ impl BridgeError {
             Self::Fatal { .. } => "fatal_error",
             Self::Audio(_) => "audio",
             Self::Stalled => "stalled",
+            Self::ExpiresAtOnce { .. } => "expires_at_once",
+            Self::TooManyRollovers(_) => "rollover_cap",
             Self::GaveUp { .. } => "gave_up",
             Self::Panicked => "panic",
         }

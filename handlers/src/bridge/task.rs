@@ -146,6 +146,8 @@ struct Relay {
     rollover_at: Option<tokio::time::Instant>,
     /// Hard limit: roll over even mid-response.
     expires_at: Option<tokio::time::Instant>,
+    /// Set when the session began with `expires_at` inside the rollover margin.
+    expires_at_once: Option<BridgeError>,
     last_heard: Instant,
     /// Upstream → carrier format, when they differ.
     transcoder: Option<Transcoder>,
@@ -340,6 +342,7 @@ impl Relay {
             transcript: VecDeque::new(),
             rollover_at: None,
             expires_at: None,
+            expires_at_once: None,
             last_heard: Instant::now(),
             transcoder,
             raw: Vec::new(),
@@ -366,6 +369,7 @@ impl Relay {
     ) -> Result<(), BridgeError> {
         let policy = &config.reconnect;
         let mut attempts = 0u32;
+        let mut rollovers = 0u32;
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
@@ -387,7 +391,8 @@ impl Relay {
                         "upstream connected"
                     );
                     let outcome = self.relay(&mut ws, config, control).await;
-                    if self.ready {
+                    let expired_at_once = matches!(outcome, Err(BridgeError::ExpiresAtOnce { .. }));
+                    if self.ready && !expired_at_once {
                         // The session worked: a later failure gets a fresh budget.
                         attempts = 0;
                         failing_since = None;
@@ -401,6 +406,10 @@ impl Relay {
             match outcome {
                 Ok(SessionEnd::Stopped) => return Ok(()),
                 Ok(SessionEnd::Rollover) => {
+                    rollovers += 1;
+                    if rollovers > config.max_rollovers {
+                        return Err(BridgeError::TooManyRollovers(rollovers - 1));
+                    }
                     metrics::counter!("callgate_upstream_rollovers_total").increment(1);
                     tracing::info!("upstream session rolled over before its limit");
                 }
@@ -443,6 +452,7 @@ impl Relay {
         self.last_heard = Instant::now();
         self.rollover_at = None;
         self.expires_at = None;
+        self.expires_at_once = None;
         if !self.digits.is_empty() && self.dtmf_deadline.is_none() {
             // Keys pressed while we were reconnecting: finish the sequence on this session.
             self.dtmf_deadline =
@@ -508,6 +518,10 @@ impl Relay {
                     send(ws, Message::Ping(Default::default()), config).await?;
                 }
                 _ = sleep_until(self.rollover_at) => {
+                    if let Some(fault) = self.expires_at_once.take() {
+                        close(ws).await;
+                        return Err(fault);
+                    }
                     let hard = self.expires_at.is_some_and(|at| tokio::time::Instant::now() >= at);
                     if self.current_response.is_none() || hard {
                         close(ws).await;
@@ -721,6 +735,12 @@ impl Relay {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let left = Duration::from_secs(expires.saturating_sub(now));
+        if left <= config.rollover_margin {
+            self.expires_at_once = Some(BridgeError::ExpiresAtOnce {
+                left_s: left.as_secs(),
+                margin_s: config.rollover_margin.as_secs(),
+            });
+        }
         let at = tokio::time::Instant::now() + left;
         self.expires_at = Some(at.checked_sub(Duration::from_millis(500)).unwrap_or(at));
         self.rollover_at = Some(
