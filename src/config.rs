@@ -31,6 +31,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
         "TWILIO_AUTH_TOKEN_SECONDARY",
         "security.twilio.secondary_auth_token",
     ),
+    ("CALLGATE_ADMIN_TOKEN", "security.admin_token"),
 ];
 
 /// The whole configuration.
@@ -848,6 +849,19 @@ impl Config {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
+    /// Paths of `twilio_signature` routes without `require_call_token` (a signature alone
+    /// is constant per URL: seen once, it can be replayed).
+    pub fn signature_only_routes(&self) -> Vec<String> {
+        self.effective_routes()
+            .into_iter()
+            .filter(|r| {
+                r.auth.unwrap_or(self.security.default_auth) == AuthKind::TwilioSignature
+                    && !r.require_call_token
+            })
+            .map(|r| r.path)
+            .collect()
+    }
+
     /// The built-in routes, with configured routes added or replacing them by path.
     pub fn effective_routes(&self) -> Vec<RouteConfig> {
         let mut routes = vec![
@@ -1121,6 +1135,12 @@ mod tests {
         assert_eq!(config.upstream.dialect, RealtimeDialect::Beta);
         assert_eq!(config.upstream.model, "gpt-realtime-mini");
         assert_eq!(config.calls.event_timeout_ms, 750);
+        let admin = Config::load(None, env(&[("CALLGATE_ADMIN_TOKEN", "adm")])).unwrap();
+        assert_eq!(
+            admin.security.admin_token.expose(),
+            "adm",
+            "the documented short name"
+        );
         let bridge = config.bridge_config(None);
         assert_eq!(bridge.auth, UpstreamAuth::ApiKey(Secret::new("azkey")));
         assert_eq!(bridge.session.voice, "cedar");
@@ -1129,6 +1149,21 @@ mod tests {
             !format!("{config:?}").contains("azkey"),
             "secret leaked into Debug"
         );
+    }
+
+    #[test]
+    fn signature_only_twilio_routes_are_named_for_the_startup_warning() {
+        let config = load(
+            "[security.twilio]\nauth_token = \"t\"\npublic_base_url = \"wss://gw.example.com\"\n\
+             [[routes]]\npath = \"/signed\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.signature_only_routes(), ["/signed"]);
+        assert!(Config::load(None, Vec::new())
+            .unwrap()
+            .signature_only_routes()
+            .is_empty());
     }
 
     #[test]

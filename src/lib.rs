@@ -83,6 +83,10 @@ pub async fn run(
     if !unauthenticated.is_empty() && !config.listen_addr().ip().is_loopback() {
         tracing::warn!(routes = ?unauthenticated, "UNAUTHENTICATED carrier routes on a public address (security.allow_unauthenticated = true): anyone can open paid model sessions");
     }
+    let replayable = config.signature_only_routes();
+    if !replayable.is_empty() {
+        tracing::warn!(routes = ?replayable, "twilio_signature routes without require_call_token: a signature is constant per URL, so anyone who has seen one can replay it; add a single-use call token (README, Security)");
+    }
     let records = if config.records.enabled {
         let path = std::path::Path::new(&config.records.path);
         let records = records::Records::open_with_webhook(

@@ -298,6 +298,9 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Transcripts are private: the database is the owner's alone (0600), and SQLite gives
+    // its -wal and -shm files the database's own mode.
+    create_private(path)?;
     let connection =
         Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     // WAL: a committed line survives a crash of the process; NORMAL sync keeps writes cheap.
@@ -305,6 +308,20 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.execute_batch(SCHEMA)?;
     Ok(connection)
+}
+
+/// Creates `path` with mode 0600 if it does not exist, and tightens it if it does.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(())
 }
 
 fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {

@@ -78,6 +78,8 @@ async fn hostile_jwts_are_refused_and_never_reach_upstream() {
     no_exp.as_object_mut().unwrap().remove("exp");
     let mut no_iss = claims();
     no_iss.as_object_mut().unwrap().remove("iss");
+    let mut not_yet = claims();
+    not_yet["nbf"] = json!(unix_now() + 300);
     let alg_none = {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -112,6 +114,10 @@ async fn hostile_jwts_are_refused_and_never_reach_upstream() {
         ),
         ("missing exp", hs256_token(&no_exp, Some("k1"), SECRET)),
         ("missing iss", hs256_token(&no_iss, Some("k1"), SECRET)),
+        (
+            "not yet valid (nbf)",
+            hs256_token(&not_yet, Some("k1"), SECRET),
+        ),
         ("unknown kid", hs256_token(&claims(), Some("k9"), SECRET)),
     ];
     for (name, bad) in &cases {

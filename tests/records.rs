@@ -127,6 +127,12 @@ async fn live_feed_and_records_follow_the_call() {
 
     // The record: transcript in order, digits redacted, the outcome.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Transcripts are private: the database and its WAL are the owner's alone.
+    for file in [db.clone(), format!("{db}-wal")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
     let record = RecordReader::open(std::path::Path::new(&db))
         .unwrap()
         .show(&call_sid)

@@ -170,6 +170,8 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token is not valid before its `nbf` (when it has one), with the same leeway.
+        validation.validate_nbf = true;
         validation.leeway = self.leeway_s;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?
