@@ -6,6 +6,7 @@
 //! - [`config`]: one [`config::Config`] from TOML + `CALLGATE_*` env, every error at once.
 //! - [`routes`]: the axum router and its HTTP layer stack; one WebSocket route per carrier.
 //! - [`carrier_socket`]: our WebSocket upgrade and the meter that counts every frame.
+//! - [`admin`]: the admin API (live calls, live feeds) behind one token gate.
 //! - [`connection`]: the per-socket loop (carrier frames in, outbox out, shutdown).
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: any error → WebSocket close code.
@@ -17,6 +18,7 @@
 //!
 //! [`run`] takes the listener, so tests bind `127.0.0.1:0`.
 
+pub mod admin;
 pub mod carrier_socket;
 pub mod client;
 pub mod close;

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
@@ -277,15 +276,17 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
             config.security.trusted_proxies.clone(),
             config.security.forwarded_header,
         )));
+    // The admin API: its own gate (token, failed-auth standing) after the client IP.
+    let admin = crate::admin::routes(&state).route_layer(ClientIpLayer::new(TrustedProxies::new(
+        config.security.trusted_proxies.clone(),
+        config.security.forwarded_header,
+    )));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/calls", get(list_calls))
-        .route("/v1/calls/{call_sid}", get(show_call))
-        .route("/v1/calls/{call_sid}/events", get(call_events))
-        .route("/client", get(client_feed))
         .route("/metrics", get(metrics))
+        .merge(admin)
         .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
     let http = ServiceBuilder::new()
@@ -323,224 +324,6 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let body = serde_json::json!({"ready": ready, "draining": draining, "upstream_reachable": upstream, "calls": state.live_calls()});
     (status, Json(body))
-}
-
-/// `GET /v1/calls`: live calls and their counters (admin token required).
-async fn list_calls(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    if let Err(refused) = admin(&state, &headers) {
-        return refused.into_response();
-    }
-    let mut calls: Vec<_> = state.store.all().iter().map(|s| call_json(s)).collect();
-    calls.sort_by_key(|c| c["call_id"].as_u64());
-    Json(serde_json::json!({"calls": calls})).into_response()
-}
-
-/// `GET /v1/calls/{call_sid}`: one live call (admin token required).
-async fn show_call(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    axum::extract::Path(call_sid): axum::extract::Path<String>,
-) -> axum::response::Response {
-    if let Err(refused) = admin(&state, &headers) {
-        return refused.into_response();
-    }
-    match state.store.find_call(&call_sid) {
-        Some(session) => Json(call_json(&session)).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such live call\n").into_response(),
-    }
-}
-
-/// `GET /v1/calls/{call_sid}/events` (WebSocket, admin token): the call's live feed as JSON
-/// events (transcript deltas and finals, DTMF, barge-ins, the end).
-async fn call_events(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    RawQuery(query): RawQuery,
-    axum::extract::Path(call_sid): axum::extract::Path<String>,
-    upgrade: WebSocketUpgrade,
-) -> axum::response::Response {
-    if let Err(refused) = admin_or_query(&state, &headers, query.as_deref()) {
-        return refused.into_response();
-    }
-    let Some(session) = state.store.find_call(&call_sid) else {
-        return (StatusCode::NOT_FOUND, "no such live call\n").into_response();
-    };
-    let feed = session.feed.subscribe();
-    upgrade.on_upgrade(move |socket| forward_feed(socket, feed, None))
-}
-
-/// `/client`: the original Exotel integration's subscriber protocol. The client sends a call
-/// id as text and receives `{"call_sid","transcript","is_final"}` messages. Needs the admin
-/// token (header or `?token=`) unless `security.client_feed_open` is set.
-async fn client_feed(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
-) -> axum::response::Response {
-    if !state.client_feed_open {
-        if let Err(refused) = admin_or_query(&state, &headers, query.as_deref()) {
-            return refused.into_response();
-        }
-    }
-    upgrade.on_upgrade(move |mut socket| async move {
-        use axum::extract::ws::Message;
-        let call_sid = loop {
-            match socket.recv().await {
-                Some(Ok(Message::Text(text))) => break text.trim().to_owned(),
-                Some(Ok(_)) => continue,
-                _ => return,
-            }
-        };
-        // The subscriber may come before the call: wait for it (up to a minute).
-        let mut session = None;
-        for _ in 0..600 {
-            if let Some(found) = state.store.find_call(&call_sid) {
-                session = Some(found);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let Some(session) = session else {
-            let _ = socket.send(Message::Close(None)).await;
-            return;
-        };
-        forward_feed(socket, session.feed.subscribe(), Some(call_sid)).await;
-    })
-}
-
-/// Forwards a call's feed to a subscriber until the call ends or the subscriber leaves.
-async fn forward_feed(
-    mut socket: axum::extract::ws::WebSocket,
-    mut feed: tokio::sync::broadcast::Receiver<callgate_handlers::feed::FeedEvent>,
-    client_call: Option<String>,
-) {
-    use axum::extract::ws::{CloseFrame, Message};
-    use callgate_handlers::feed::FeedEvent;
-    use futures_util::SinkExt;
-    loop {
-        tokio::select! {
-            event = feed.recv() => {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                };
-                let ended = matches!(event, FeedEvent::CallEnded { .. });
-                let text = match (&client_call, &event) {
-                    (None, event) => serde_json::to_string(event).unwrap_or_default(),
-                    (Some(call_sid), FeedEvent::Transcript { text, is_final, .. }) => {
-                        serde_json::json!({"call_sid": call_sid, "transcript": text, "is_final": is_final}).to_string()
-                    }
-                    (Some(_), _) => String::new(),
-                };
-                if !text.is_empty() && socket.send(Message::Text(text.into())).await.is_err() {
-                    return;
-                }
-                if ended {
-                    break;
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: "call ended".into(),
-        })))
-        .await;
-    let _ = socket.flush().await;
-}
-
-/// The admin token from the `Authorization` header or, failing that, a `token` query
-/// parameter (WebSocket clients in browsers cannot set headers).
-fn admin_or_query(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-    query: Option<&str>,
-) -> Result<(), (StatusCode, &'static str)> {
-    admin(state, headers).or_else(
-        |refused| match query.and_then(|q| query_param(q, "token")) {
-            Some(token) => check_admin(state, Some(token)),
-            None => Err(refused),
-        },
-    )
-}
-
-/// Checks `Authorization: Bearer <security.admin_token>`.
-fn admin(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-) -> Result<(), (StatusCode, &'static str)> {
-    check_admin(state, bearer(headers))
-}
-
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
-/// Compares a presented admin token with `security.admin_token` in constant time.
-fn check_admin(
-    state: &AppState,
-    presented: Option<&str>,
-) -> Result<(), (StatusCode, &'static str)> {
-    use subtle::ConstantTimeEq;
-    let expected = state.admin_token.expose();
-    if expected.is_empty() {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "admin API disabled (security.admin_token)\n",
-        ));
-    }
-    let presented = presented.unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "unauthorized\n"))
-    }
-}
-
-fn call_json(s: &callgate_handlers::session::Session) -> serde_json::Value {
-    let c = &s.counters;
-    let started = s
-        .started_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    serde_json::json!({
-        "call_id": s.id,
-        "carrier": s.dialect.name(),
-        "call_sid": s.call_sid,
-        "stream_sid": s.stream_sid,
-        "account_sid": s.account_sid,
-        "tenant": s.identity.tenant,
-        "started_at": started,
-        "duration_s": s.age().as_secs(),
-        "idle_ms": s.idle_for().as_millis() as u64,
-        "media_format": format!("{:?}", s.media_format),
-        "upstream_audio": format!("{:?}", s.upstream_audio),
-        "frames_in": c.frames_in.load(Relaxed),
-        "bytes_in": c.bytes_in.load(Relaxed),
-        "frames_out": c.frames_out.load(Relaxed),
-        "bytes_out": c.bytes_out.load(Relaxed),
-        "marks_sent": c.marks_sent.load(Relaxed),
-        "marks_acked": c.marks_acked.load(Relaxed),
-        "dtmf": c.dtmf.load(Relaxed),
-        "bad_frames": c.bad_frames.load(Relaxed),
-        "audio_dropped": c.audio_dropped.load(Relaxed),
-        "clears": c.clears.load(Relaxed),
-    })
 }
 
 async fn metrics() -> impl IntoResponse {

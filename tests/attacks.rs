@@ -538,3 +538,36 @@ async fn rollovers_per_call_are_capped() {
     assert_eq!(carrier.closed().await.0, 1011);
     assert_eq!(upstream.connections(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_admin_token_is_throttled() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.admin_token = Secret::new("the-admin-token");
+    })
+    .await;
+    // The review sent 2,000 wrong tokens in 0.06 s. With the default failure quota (burst
+    // 20) and probation (burst 5), the guesser is cut off after a few dozen tries.
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let auth = format!("Bearer guess-{i}");
+        let response = http_get_with(gw.addr, "/v1/calls", &[("authorization", &auth)]).await;
+        let status: u16 = response[9..12].parse().unwrap();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    eprintln!("200 guesses answered {statuses:?}");
+    assert!(statuses[&401] <= 21, "{statuses:?}");
+    assert!(statuses[&429] >= 170, "{statuses:?}");
+    // The right token still works from another address (the block is per address) ...
+    let ok = {
+        let mut stream = from_attacker(gw.addr).await;
+        stream
+            .write_all(b"GET /v1/calls HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer the-admin-token\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
