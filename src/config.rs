@@ -450,6 +450,8 @@ pub struct SecurityConfig {
     pub allowed_ips: Vec<ipnet::IpNet>,
     /// Concurrent HTTP connections not yet upgraded (beyond: 503 and close).
     pub max_connections: usize,
+    /// Of those, from one host (IPv6: one /64); trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout_ms: u64,
     /// Largest WebSocket message or frame from a carrier (beyond: close 1009).
@@ -512,6 +514,7 @@ impl Default for SecurityConfig {
             allowed_origins: Vec::new(),
             allowed_ips: Vec::new(),
             max_connections: 10_000,
+            max_connections_per_ip: 100,
             header_read_timeout_ms: 5_000,
             max_message_bytes: 64 * 1024,
             messages_per_second: 100,

@@ -152,8 +152,8 @@ async fn drain(state: &AppState, deadline: Duration) {
     tracing::info!("drained");
 }
 
-/// The accept loop: HTTP/1.1 with upgrades, a header-read timeout (slowloris), and a cap on
-/// connections not yet upgraded (beyond it: a canned 503 and close).
+/// The accept loop: HTTP/1.1 with upgrades, a header-read timeout (slowloris), and caps on
+/// connections not yet upgraded, in all and per host (beyond: a canned 503 and close).
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -161,15 +161,21 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tokio::io::AsyncWriteExt;
     use tower::Service;
 
     let connections = Arc::new(tokio::sync::Semaphore::new(security.max_connections));
+    // Per host, except the trusted proxies (every connection comes through them).
+    let per_host =
+        callgate_layers::http::limit::ConnectionsPerKey::new(security.max_connections_per_ip);
+    let proxies = callgate_layers::http::client_ip::TrustedProxies::new(
+        security.trusted_proxies.clone(),
+        security.forwarded_header,
+    );
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(security.header_read_timeout_ms));
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -181,14 +187,19 @@ async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        let host = callgate_layers::http::client_ip::ClientIp(peer.ip().to_canonical());
+        let host_slot = match proxies.trusts(host.0) {
+            true => None,
+            false => match per_host.try_acquire(host.key()) {
+                Some(slot) => Some(slot),
+                None => {
+                    refuse_connection(stream, "connection_cap_per_ip");
+                    continue;
+                }
+            },
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics::counter!("callgate_upgrades_rejected_total", "reason" => "connection_cap")
-                .increment(1);
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-            });
+            refuse_connection(stream, "connection_cap");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -208,11 +219,22 @@ async fn serve(
             // Ends at the upgrade (the call then lives in its own task) or when the client
             // goes; either way the connection slot is free again.
             let _ = connection.await;
-            drop(permit);
+            drop((permit, host_slot));
         });
     }
     // Connections still reading headers end with the process (or their header timeout);
     // upgraded calls have seen `shutdown` and close with 1001.
+}
+
+/// A canned 503 for a connection over a cap, counted, written off the accept loop.
+fn refuse_connection(mut stream: tokio::net::TcpStream, reason: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    metrics::counter!("callgate_upgrades_rejected_total", "reason" => reason).increment(1);
+    tokio::spawn(async move {
+        let _ = stream
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
+    });
 }
 
 /// Readiness follows the upstream: every 5 s a TCP connect to its host and port (2 s limit).

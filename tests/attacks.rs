@@ -571,3 +571,36 @@ async fn guessing_the_admin_token_is_throttled() {
     };
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_fill_the_connection_cap_with_silent_sockets() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.security.max_connections = 20;
+        c.security.max_connections_per_ip = 5;
+    })
+    .await;
+    // The attacker opens silent sockets, waiting out the header timeout ...
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(from_attacker(gw.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut sixth = from_attacker(gw.addr).await;
+    let mut response = String::new();
+    let _ = tokio::time::timeout(WAIT, sixth.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response:?}");
+    // ... and a carrier on another address still connects.
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "callgate_upgrades_rejected_total",
+            &[("reason", "connection_cap_per_ip")]
+        ) >= 1.0
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -197,6 +197,63 @@ impl FailureBlocklist {
     }
 }
 
+/// Connections not yet upgraded, counted per client key: one host cannot fill the whole
+/// connection cap with silent sockets while they wait out the header timeout. Memory is
+/// bounded by the connections themselves (a key lives while it has one).
+#[derive(Debug)]
+pub struct ConnectionsPerKey {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+/// One counted connection; the count drops with it.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl ConnectionsPerKey {
+    /// At most `max` connections per key.
+    pub fn new(max: usize) -> Self {
+        Self {
+            counts: Arc::default(),
+            max: max.max(1),
+        }
+    }
+
+    /// A slot for `key`, or `None` when it already holds `max` connections.
+    pub fn try_acquire(&self, key: IpAddr) -> Option<ConnectionSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            counts: self.counts.clone(),
+            key,
+        })
+    }
+
+    /// Keys holding at least one connection.
+    pub fn keys(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +320,25 @@ mod tests {
             list.standing("203.0.113.6".parse().unwrap()),
             Ok(Standing::Good)
         );
+    }
+
+    #[test]
+    fn connections_are_counted_per_key_and_freed_on_drop() {
+        let per_key = ConnectionsPerKey::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = per_key.try_acquire(a).unwrap();
+        let _second = per_key.try_acquire(a).unwrap();
+        assert!(
+            per_key.try_acquire(a).is_none(),
+            "a third from the same host"
+        );
+        assert!(
+            per_key.try_acquire(b).is_some(),
+            "another host is unaffected"
+        );
+        drop(first);
+        assert!(per_key.try_acquire(a).is_some());
+        drop(_second);
+        assert_eq!(per_key.keys(), 1, "idle keys are forgotten");
     }
 }
