@@ -89,6 +89,10 @@ async fn no_token_or_signature_in_logs_or_spans() {
         for digit in ["*", "9", "A", "7", "#"] {
             carrier.send(json!({"event": "dtmf", "streamSid": SID, "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": digit}})).await;
         }
+        // A carrier field with a line break in it must not forge a log line.
+        carrier
+            .send(json!({"event": "x\r\n2026-01-01T00:00:00Z  INFO forged line", "streamSid": SID}))
+            .await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         carrier.send(stop(SID)).await;
         assert_eq!(carrier.closed().await.0, 1000);
@@ -165,6 +169,12 @@ async fn no_token_or_signature_in_logs_or_spans() {
     assert!(
         !logs.contains("Received message"),
         "a dependency's trace record got through"
+    );
+    // The forged line stayed inside its own event's line.
+    assert!(logs.contains("forged line"), "the unknown event was logged");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a carrier's CR/LF started a log line of its own"
     );
     // The record of each call holds the redacted lines only.
     let db = gw_records_path;
