@@ -327,18 +327,18 @@ mod tests {
         let per_key = ConnectionsPerKey::new(2);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let first = per_key.try_acquire(a).unwrap();
-        let _second = per_key.try_acquire(a).unwrap();
+        let second = per_key.try_acquire(a).unwrap();
         assert!(
             per_key.try_acquire(a).is_none(),
             "a third from the same host"
         );
-        assert!(
-            per_key.try_acquire(b).is_some(),
-            "another host is unaffected"
-        );
+        let other = per_key.try_acquire(b);
+        assert!(other.is_some(), "another host is unaffected");
         drop(first);
         assert!(per_key.try_acquire(a).is_some());
-        drop(_second);
+        drop(second);
         assert_eq!(per_key.keys(), 1, "idle keys are forgotten");
+        drop(other);
+        assert_eq!(per_key.keys(), 0);
     }
 }
