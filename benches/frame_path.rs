@@ -20,10 +20,14 @@ use tower::Service;
 
 const SID: &str = "MZ11111111111111111111111111111111";
 
-fn media_frame(payload: &str) -> Frame {
-    Frame::text(format!(
+fn frame_text(payload: &str) -> String {
+    format!(
         r#"{{"event":"media","sequenceNumber":"42","media":{{"track":"inbound","chunk":"41","timestamp":"820","payload":"{payload}"}},"streamSid":"{SID}"}}"#
-    ))
+    )
+}
+
+fn media_frame(payload: &str) -> Frame {
+    Frame::text(frame_text(payload))
 }
 
 fn start_frame() -> Frame {
@@ -89,6 +93,27 @@ fn frame_path(c: &mut Criterion) {
                 "frame/pipeline_pcmu_passthrough_telemetry_on",
                 UpstreamAudio::Pcmu,
             );
+        });
+    }
+
+    // The carrier socket's frame meter: the header of one masked 20 ms Twilio media frame
+    // read off the wire, its payload skipped, one unit of the socket's budget taken.
+    {
+        use callgate::carrier_socket::FrameScanner;
+        use callgate_layers::http::limit::{quota, GlobalLimiter};
+        let text = frame_text(&payload);
+        let mut wire = vec![0x81u8, 0x80 | 126];
+        wire.extend((text.len() as u16).to_be_bytes());
+        wire.extend([1, 2, 3, 4]);
+        wire.extend(text.as_bytes());
+        let mut scanner = FrameScanner::default();
+        let budget = GlobalLimiter::new(quota(1_000_000_000, 1_000_000_000));
+        c.bench_function("frame/meter_twilio_media", |b| {
+            b.iter(|| {
+                for _ in 0..scanner.scan(black_box(&wire)) {
+                    let _ = budget.check();
+                }
+            })
         });
     }
 
