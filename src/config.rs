@@ -514,7 +514,7 @@ impl Default for SecurityConfig {
             allowed_origins: Vec::new(),
             allowed_ips: Vec::new(),
             max_connections: 10_000,
-            max_connections_per_ip: 100,
+            max_connections_per_ip: 1_000,
             header_read_timeout_ms: 5_000,
             max_message_bytes: 64 * 1024,
             messages_per_second: 100,
