@@ -341,7 +341,7 @@ impl Default for CallsConfig {
             upstream_close_wait_ms: 2_000,
             idle_session_timeout_s: 300,
             idle_timeout_s: 30,
-            start_deadline_ms: 10_000,
+            start_deadline_ms: 5_000,
             drain_deadline_s: 30,
             carrier_write_timeout_ms: 5_000,
         }
