@@ -466,6 +466,64 @@ async fn end_call_hangs_up_after_the_goodbye_played() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_while_the_caller_keeps_streaming() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // Real carriers never fall silent: a frame every 20 ms until the line drops.
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "bye", "delta": B64.encode([0x55u8; 800])})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "bye"}),
+        )
+        .await;
+    upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "c9", "name": "end_call", "arguments": "{}"})).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    let code = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "end_call never hung up"
+        );
+        n += 1;
+        carrier
+            .send(media(SID, n, "/////////////////////w=="))
+            .await;
+        match tokio::time::timeout(Duration::from_millis(20), carrier.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                // Echo each mark as the carrier plays it, as Twilio does.
+                let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if m["event"] == "mark" {
+                    carrier.send(json!({"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": m["mark"]})).await;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+    };
+    assert_eq!(code, Some(1000));
+    assert!(n > 5, "the caller streamed throughout ({n} frames)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_allowlists_and_the_greeting() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {

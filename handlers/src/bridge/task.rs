@@ -462,6 +462,11 @@ impl Relay {
         tokio::pin!(ready_deadline);
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.reset();
+        // After `end_call`, how often to ask whether the goodbye has played. An interval, not
+        // a sleep made inside the loop: caller audio wakes the loop every 20 ms, and a fresh
+        // 100 ms sleep each time would never fire while the caller's audio flows.
+        let mut goodbye_poll = tokio::time::interval(Duration::from_millis(50));
+        goodbye_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -483,7 +488,7 @@ impl Relay {
                 Some((call_id, name, result)) = self.tool_results.recv() => {
                     self.tool_output(ws, config, &call_id, &name, result).await?;
                 }
-                _ = tokio::time::sleep(Duration::from_millis(100)), if self.hangup_requested.is_some() => {
+                _ = goodbye_poll.tick(), if self.hangup_requested.is_some() => {
                     if self.goodbye_played() {
                         tracing::info!("end_call: the goodbye has played; hanging up");
                         let _ = self.outbox.send(Downstream::Hangup).await;
