@@ -499,3 +499,65 @@ async fn voximplant_audio_is_paced_near_real_time() {
         "the rest followed at playback pace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_tracks_only_the_callers_audio_reaches_the_model() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    let mut start = twilio_start(SID, json!({}));
+    start["start"]["tracks"] = json!(["inbound", "outbound"]);
+    carrier.send(start).await;
+    // Interleaved, as Twilio streams `both_tracks`: the caller (0x11) and what the caller
+    // hears (0x22).
+    let caller = B64.encode([0x11u8; 160]);
+    let heard = B64.encode([0x22u8; 160]);
+    for n in 0..10u64 {
+        for (track, payload) in [("inbound", &caller), ("outbound", &heard)] {
+            carrier
+                .send(json!({"event": "media", "streamSid": SID, "sequenceNumber": (2 * n + 2).to_string(), "media": {"track": track, "chunk": (n + 1).to_string(), "timestamp": (n * 20).to_string(), "payload": payload}}))
+                .await;
+        }
+    }
+    upstream.wait_appends(0, 10).await;
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+    assert_eq!(upstream.wait_closed(0).await, 1000);
+    let appends = upstream.conns.lock().unwrap()[0].lock().unwrap().appends();
+    let bytes: Vec<u8> = appends
+        .iter()
+        .flat_map(|a| B64.decode(a).unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 1600, "ten caller frames, nothing else");
+    assert!(
+        bytes.iter().all(|&b| b == 0x11),
+        "outbound-track audio reached the model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_labels_from_its_simulators_still_carry_audio() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    for format in [
+        json!({"encoding": "audio/x-raw", "sample_rate": "8000Hz"}),
+        json!({"encoding": "base64", "bit_rate": "128kbps", "sample_rate": "8000"}),
+        json!({"encoding": "audio/L16;rate=8000"}),
+        json!({"encoding": "something/new", "sample_rate": "8000Hz"}),
+    ] {
+        let n = upstream.connections();
+        let mut carrier = Carrier::connect(&gw.url("/exotel")).await;
+        carrier
+            .send(json!({"event": "start", "stream_sid": "s1", "start": {"call_sid": "c1", "media_format": format}}))
+            .await;
+        let pcm = B64.encode(tone(AudioFormat::Pcm16 { rate: 8000 }, 440.0, 100));
+        carrier
+            .send(json!({"event": "media", "stream_sid": "s1", "media": {"chunk": 1, "payload": pcm}}))
+            .await;
+        assert!(!upstream.wait_appends(n, 1).await.is_empty(), "{format}");
+        carrier
+            .send(json!({"event": "stop", "stream_sid": "s1"}))
+            .await;
+        assert_eq!(carrier.closed().await.0, 1000, "{format}");
+    }
+}

@@ -151,6 +151,15 @@ impl Dialect {
                     .media
                     .as_ref()
                     .ok_or(DecodeError::Missing("media"))?;
+                // With both tracks streamed, only the inbound one is the caller: what the
+                // caller hears must never reach the model or the reorder window.
+                if media
+                    .track
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("outbound"))
+                {
+                    return Ok(Event::Ack("outbound track"));
+                }
                 let payload = media
                     .payload
                     .as_deref()
@@ -229,18 +238,23 @@ impl Dialect {
                 return Err(DecodeError::StreamSidMismatch);
             }
         }
-        let custom_parameters = body
+        let mut custom_parameters = body
             .custom_parameters
             .iter()
             .flatten()
-            .map(|(k, v)| {
-                let value = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), value)
-            })
+            .map(|(k, v)| (k.clone(), parameter_text(v)))
             .collect::<BTreeMap<_, _>>();
+        // Per-call data the way each carrier carries it (Twilio's `customParameters` above):
+        // Plivo's `extraHeaders` (`k=v;k=v`) and Telnyx's `client_state` (base64 of a JSON
+        // object or of `k=v` pairs). Explicit custom parameters win over both.
+        let extra = body
+            .extra_headers
+            .as_deref()
+            .or(envelope.extra_headers.as_deref());
+        let state = body.client_state.as_deref().map(decode_client_state);
+        for (k, v) in extra.map(key_values).into_iter().chain(state).flatten() {
+            custom_parameters.entry(k).or_insert(v);
+        }
         // What each carrier must send; the in-house integrations are the most lenient.
         let (needs_account, needs_format) = match self {
             Self::Twilio | Self::Smartflo => (true, true),
@@ -273,7 +287,22 @@ impl Dialect {
             return Err(DecodeError::Missing("start.accountSid"));
         }
         let media_format = match &body.media_format {
-            Some(format) => parse_media_format(self, format)?,
+            Some(format) => match parse_media_format(self, format) {
+                Ok(format) => format,
+                // Exotel's documents and simulators disagree on the labels; never refuse an
+                // Exotel call over one: its default (PCM16, 8 kHz or the URL's rate) it is.
+                Err(DecodeError::UnsupportedFormat(label)) if self == Self::Exotel => {
+                    let rate = match hints.sample_rate {
+                        Some(rate @ (8000 | 16000 | 24000)) => rate,
+                        _ => 8000,
+                    };
+                    metrics::counter!("callgate_format_fallbacks_total", "carrier" => self.name())
+                        .increment(1);
+                    tracing::warn!(media_format = ?label, rate, "unknown Exotel media format: assuming 16-bit PCM");
+                    AudioFormat::Pcm16 { rate }
+                }
+                Err(error) => return Err(error),
+            },
             None if needs_format => return Err(DecodeError::Missing("start.mediaFormat")),
             None => match (self, hints.sample_rate) {
                 // Exotel announces the rate in the URL (?sample-rate=) when not in `start`.
@@ -302,6 +331,45 @@ impl Dialect {
             Self::RawAudio => AudioFormat::Pcm16 { rate: 24000 },
             _ => AudioFormat::Mulaw,
         }
+    }
+}
+
+/// A custom parameter's value as text.
+fn parameter_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `k=v;k=v` (or `,`-separated) pairs; pieces without `=` are skipped.
+fn key_values(text: &str) -> Vec<(String, String)> {
+    text.split([';', ','])
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Telnyx `client_state`: base64 of a JSON object (its fields), of `k=v` pairs, or of
+/// anything else (kept whole as `client_state`).
+fn decode_client_state(encoded: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return vec![("client_state".into(), encoded.to_owned())];
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&text) {
+        return fields
+            .iter()
+            .map(|(k, v)| (k.clone(), parameter_text(v)))
+            .collect();
+    }
+    match key_values(&text) {
+        pairs if !pairs.is_empty() => pairs,
+        _ => vec![("client_state".into(), text.into_owned())],
     }
 }
 
@@ -335,8 +403,25 @@ fn parse_media_format(
         Some((enc, rate)) => (enc, rate.trim().parse::<u64>().ok()),
         None => (encoding, None),
     };
+    // Exotel's simulators: `"encoding": "base64", "bit_rate": "128kbps"` is 16-bit PCM
+    // whose rate is the bit rate over 16.
+    let bit_rate_rate = format.bit_rate_kbps.map(|kbps| kbps * 1000 / 16);
+    // Exotel writes the MIME type's own spelling, `audio/L16`.
+    let encoding = match encoding {
+        "audio/l16" if dialect == Dialect::Exotel => "audio/x-l16",
+        other => other,
+    };
     let rate = format.sample_rate.or(inline_rate);
     let format = match (encoding, rate) {
+        ("base64", _) if dialect == Dialect::Exotel => match rate.or(bit_rate_rate) {
+            Some(rate @ (8000 | 16000 | 24000)) => AudioFormat::Pcm16 { rate: rate as u32 },
+            None => AudioFormat::Pcm16 { rate: 8000 },
+            Some(other) => {
+                return Err(DecodeError::UnsupportedFormat(format!(
+                    "base64 at {other} Hz"
+                )))
+            }
+        },
         (
             "audio/x-mulaw" | "audio/pcmu" | "mulaw" | "ulaw" | "pcmu" | "g711_ulaw",
             None | Some(8000),

@@ -622,6 +622,91 @@ fn plivo_and_telnyx_formats() {
 }
 
 #[test]
+fn exotel_accepts_every_label_it_really_sends() {
+    let start = |format: &str| {
+        let json = format!(
+            r#"{{"event":"start","stream_sid":"MZ1","start":{{"call_sid":"CA1","media_format":{format}}}}}"#
+        );
+        match decode(Dialect::Exotel, &json) {
+            Ok(Event::Start(start)) => start.media_format,
+            other => panic!("{format}: {other:?}"),
+        }
+    };
+    let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
+    assert_eq!(
+        start(r#"{"encoding":"audio/x-raw","sample_rate":"8000Hz"}"#),
+        pcm8
+    );
+    assert_eq!(
+        start(r#"{"encoding":"audio/x-raw","sample_rate":"16 kHz"}"#),
+        AudioFormat::Pcm16 { rate: 16000 }
+    );
+    assert_eq!(
+        start(r#"{"encoding":"audio/x-mulaw","sample_rate":8000}"#),
+        AudioFormat::Mulaw
+    );
+    assert_eq!(start(r#"{"encoding":"audio/L16;rate=8000"}"#), pcm8);
+    assert_eq!(
+        start(r#"{"encoding":"base64","bit_rate":"128kbps","sample_rate":"8000"}"#),
+        pcm8
+    );
+    assert_eq!(
+        start(r#"{"encoding":"base64","bit_rate":"256kbps"}"#),
+        AudioFormat::Pcm16 { rate: 16000 }
+    );
+    // Never refused over a label: the default, with a warning and a counter.
+    assert_eq!(
+        start(r#"{"encoding":"audio/something-new","sample_rate":"8000Hz"}"#),
+        pcm8
+    );
+    assert_eq!(
+        start(r#"{"encoding":"audio/x-raw","sample_rate":11025}"#),
+        pcm8
+    );
+}
+
+#[test]
+fn the_outbound_track_never_becomes_caller_audio() {
+    for (dialect, json) in [
+        (Dialect::Twilio, format!(r#"{{"event":"media","streamSid":"{SID}","media":{{"track":"outbound","chunk":"2","timestamp":"20","payload":"AAAA"}}}}"#)),
+        (Dialect::Telnyx, r#"{"event":"media","sequence_number":"4","stream_id":"s","media":{"track":"outbound","chunk":"2","timestamp":"20","payload":"AAAA"}}"#.to_owned()),
+        (Dialect::Exotel, r#"{"event":"media","stream_sid":"s","media":{"track":"outbound_track","payload":"AAAA"}}"#.to_owned()),
+    ] {
+        assert!(matches!(decode(dialect, &json), Ok(Event::Ack(_))), "{dialect:?}");
+        let inbound = json.replace("outbound", "inbound");
+        assert!(matches!(decode(dialect, &inbound), Ok(Event::Media(_))), "{dialect:?}");
+    }
+}
+
+#[test]
+fn plivo_extra_headers_and_telnyx_client_state_become_custom_parameters() {
+    let plivo = r#"{"event": "start", "sequenceNumber": 1, "start": {"callId": "c1", "streamId": "s1", "accountId": "MA1", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}, "extra_headers": "profile=sales;tenant=acme;token=abc"}"#;
+    let Ok(Event::Start(start)) = decode(Dialect::Plivo, plivo) else {
+        panic!()
+    };
+    assert_eq!(start.custom_parameters["profile"], "sales");
+    assert_eq!(start.custom_parameters["token"], "abc");
+    let state = BASE64.encode(r#"{"profile":"support","tenant":"acme"}"#);
+    let telnyx = format!(
+        r#"{{"event":"start","sequence_number":"1","stream_id":"s","start":{{"call_control_id":"v2:c","client_state":"{state}","custom_parameters":{{"tenant":"explicit"}},"media_format":{{"encoding":"PCMU","sample_rate":8000,"channels":1}}}}}}"#
+    );
+    let Ok(Event::Start(start)) = decode(Dialect::Telnyx, &telnyx) else {
+        panic!()
+    };
+    assert_eq!(start.custom_parameters["profile"], "support");
+    assert_eq!(
+        start.custom_parameters["tenant"], "explicit",
+        "explicit parameters win"
+    );
+    let pairs = BASE64.encode("profile=billing");
+    let telnyx = telnyx.replace(&state, &pairs);
+    let Ok(Event::Start(start)) = decode(Dialect::Telnyx, &telnyx) else {
+        panic!()
+    };
+    assert_eq!(start.custom_parameters["profile"], "billing");
+}
+
+#[test]
 fn exotel_outbound_framing() {
     // 8 kHz: at least 3200 bytes, multiples of 320, first chunk as soon as complete.
     let mut writer = Writer::new(Dialect::Exotel, "MZ1", AudioFormat::Pcm16 { rate: 8000 });

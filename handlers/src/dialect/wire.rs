@@ -51,6 +51,9 @@ pub(crate) struct Envelope<'a> {
     /// Our Voximplant convention: `{"event":"gw.dtmf","digit":"5"}`.
     #[serde(default)]
     pub digit: Option<String>,
+    /// Plivo's `<Stream extraHeaders>`, `k=v;k=v`, beside `start` (PROTOCOLS.md §6.1).
+    #[serde(default, alias = "extraHeaders")]
+    pub extra_headers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,19 +95,35 @@ pub(crate) struct StartBody<'a> {
     pub media_format: Option<MediaFormatBody>,
     #[serde(default, rename = "customParameters", alias = "custom_parameters")]
     pub custom_parameters: Option<BTreeMap<String, serde_json::Value>>,
+    /// Telnyx's `client_state`: base64 of whatever the dialing application put there.
+    #[serde(default)]
+    pub client_state: Option<String>,
+    /// Plivo may put its extra headers inside `start` too.
+    #[serde(default, alias = "extraHeaders")]
+    pub extra_headers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct MediaFormatBody {
     #[serde(default)]
     pub encoding: Option<String>,
+    /// A number, or a string that may carry a unit (Exotel: `"8000Hz"`).
     #[serde(
         default,
         rename = "sampleRate",
         alias = "sample_rate",
-        deserialize_with = "counter"
+        deserialize_with = "rate"
     )]
     pub sample_rate: Option<u64>,
+    /// Exotel's simulators: `"bit_rate": "128kbps"` beside `"encoding": "base64"`;
+    /// Smartflo: `"bitRate": 64`. Kilobits per second either way.
+    #[serde(
+        default,
+        rename = "bitRate",
+        alias = "bit_rate",
+        deserialize_with = "kbps"
+    )]
+    pub bit_rate_kbps: Option<u64>,
     #[serde(default, deserialize_with = "counter")]
     pub channels: Option<u64>,
 }
@@ -113,6 +132,9 @@ pub(crate) struct MediaFormatBody {
 pub(crate) struct MediaBody<'a> {
     #[serde(default, borrow)]
     pub payload: Option<Cow<'a, str>>,
+    /// `inbound` (the caller) or `outbound` (what the caller hears), when both are streamed.
+    #[serde(default, borrow)]
+    pub track: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "counter")]
     pub chunk: Option<u64>,
     #[serde(default, deserialize_with = "counter")]
@@ -188,6 +210,41 @@ pub(crate) fn counter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
     }
 
     d.deserialize_any(Counter)
+}
+
+/// A sample rate as a number or a string, with an optional unit: `8000`, `"8000"`,
+/// `"8000Hz"`, `"8 kHz"`. Anything else is no rate (the dialect's default applies).
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => parse_rate(&s),
+        _ => None,
+    })
+}
+
+/// A bit rate in kbit/s: `64` or `"128kbps"`.
+fn kbps<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            s.strip_suffix("kbps").unwrap_or(&s).trim().parse().ok()
+        }
+        _ => None,
+    })
+}
+
+/// See [`rate`].
+pub(crate) fn parse_rate(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, scale) = match text.strip_suffix("khz") {
+        Some(n) => (n, 1000.0),
+        None => (text.strip_suffix("hz").unwrap_or(&text), 1.0),
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    (value > 0.0).then(|| (value * scale).round() as u64)
 }
 
 /// `tracks` as an array (`["inbound"]`, Twilio) or a single string (`"inbound"`, the
