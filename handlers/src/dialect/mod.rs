@@ -292,10 +292,10 @@ impl Dialect {
                 // Exotel's documents and simulators disagree on the labels; never refuse an
                 // Exotel call over one: its default (PCM16, 8 kHz or the URL's rate) it is.
                 Err(DecodeError::UnsupportedFormat(label)) if self == Self::Exotel => {
-                    let rate = match hints.sample_rate {
-                        Some(rate @ (8000 | 16000 | 24000)) => rate,
-                        _ => 8000,
-                    };
+                    let rate = hints
+                        .sample_rate
+                        .filter(|r| matches!(r, 8000 | 16000 | 24000))
+                        .unwrap_or(8000);
                     metrics::counter!("callgate_format_fallbacks_total", "carrier" => self.name())
                         .increment(1);
                     tracing::warn!(media_format = ?label, rate, "unknown Exotel media format: assuming 16-bit PCM");
