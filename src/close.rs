@@ -66,6 +66,7 @@ impl CloseReason {
             1007 => "bad_input",
             1008 => "policy",
             1009 => "too_big",
+            1003 => "unsupported_format",
             1013 => "overloaded",
             _ => "failed",
         }
@@ -82,12 +83,31 @@ pub enum Verdict {
     Close(CloseReason),
 }
 
+/// At most 123 bytes (a close frame's reason), cut on a character boundary.
+fn short(mut text: String) -> String {
+    if text.len() > 123 {
+        let mut end = 123;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// Classifies an error from the event stack.
 pub fn classify(error: &BoxError) -> Verdict {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
         if let Some(e) = e.downcast_ref::<DecodeError>() {
-            return Verdict::BadInput(e.reason());
+            return match e {
+                // Every frame after it would fail too: say at once what to change.
+                DecodeError::UnsupportedFormat(what) => Verdict::Close(CloseReason {
+                    code: 1003,
+                    reason: short(format!("unsupported codec {what}")).into(),
+                }),
+                e => Verdict::BadInput(e.reason()),
+            };
         }
         if let Some(e) = e.downcast_ref::<EventError>() {
             return match e {

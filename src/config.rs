@@ -374,6 +374,32 @@ pub struct RouteConfig {
     /// constant per URL and can be replayed).
     #[serde(default)]
     pub require_call_token: bool,
+    /// Telnyx routes: the codec Telnyx plays back, as set by the call's
+    /// `stream_bidirectional_codec` (`PCMU`, the default, or `PCMA`); audio is transcoded
+    /// when it differs from the streamed codec.
+    #[serde(default)]
+    pub outbound_encoding: Option<OutboundEncoding>,
+}
+
+/// What a carrier plays back, where it is set apart from what it streams (Telnyx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OutboundEncoding {
+    /// G.711 μ-law, 8 kHz.
+    #[serde(rename = "PCMU", alias = "pcmu")]
+    Pcmu,
+    /// G.711 A-law, 8 kHz.
+    #[serde(rename = "PCMA", alias = "pcma")]
+    Pcma,
+}
+
+impl OutboundEncoding {
+    /// The audio format.
+    pub fn format(self) -> callgate_handlers::codec::AudioFormat {
+        match self {
+            Self::Pcmu => callgate_handlers::codec::AudioFormat::Mulaw,
+            Self::Pcma => callgate_handlers::codec::AudioFormat::Alaw,
+        }
+    }
 }
 
 /// A route's dialect: fixed, or recognised from the first messages.
@@ -412,6 +438,7 @@ impl RouteConfig {
             token_in_start: false,
             query_token: false,
             require_call_token: false,
+            outbound_encoding: None,
         }
     }
 }
@@ -817,6 +844,13 @@ impl Config {
                 && (kind != AuthKind::TwilioSignature || sec.jwt.keys.is_empty())
             {
                 errors.push(format!("route {path}: require_call_token needs auth = \"twilio_signature\" and [[security.jwt.keys]]"));
+            }
+            if route.outbound_encoding.is_some()
+                && route.dialect != RouteDialect::Fixed(Dialect::Telnyx)
+            {
+                errors.push(format!(
+                    "route {path}: outbound_encoding applies to dialect = \"telnyx\" only"
+                ));
             }
         }
         let url = &sec.twilio.public_base_url;

@@ -474,7 +474,7 @@ impl Call<'_> {
                 let writer = Writer::new(
                     self.dialect,
                     session.stream_sid.clone(),
-                    session.media_format,
+                    session.outbound_format,
                 );
                 self.started = Some(Started { session, writer });
             }
@@ -519,7 +519,7 @@ impl Call<'_> {
             }
             (Some(pacer), Outbound::Media { audio }) => pacer.push(
                 frames,
-                Duration::from_millis(session.media_format.duration_ms(audio.len())),
+                Duration::from_millis(session.outbound_format.duration_ms(audio.len())),
             ),
             (Some(pacer), _) => pacer.push(frames, Duration::ZERO),
         };

@@ -39,6 +39,8 @@ pub struct Route {
     pub dialect: RouteDialect,
     /// Send the in-house `connected` greeting on open.
     pub send_connected: bool,
+    /// What the carrier plays back, where it differs from what it streams (Telnyx).
+    pub outbound_format: Option<callgate_handlers::codec::AudioFormat>,
 }
 
 /// What admission decided for one call, handed to its connection.
@@ -181,6 +183,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
             path: route.path,
             dialect: route.dialect,
             send_connected: route.send_connected,
+            outbound_format: route.outbound_encoding.map(|e| e.format()),
         });
         let path = route.path.clone();
         let handler = move |upgrade: CarrierUpgrade,
@@ -199,6 +202,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                     .as_deref()
                     .and_then(|q| query_param(q, "sample-rate"))
                     .and_then(|v| v.parse().ok()),
+                outbound_format: route.outbound_format,
             };
             if state.shutdown.is_cancelled() {
                 return reject(

@@ -73,8 +73,12 @@ async fn raw_audio_is_binary_pcm24k_passthrough_both_ways() {
 }
 
 async fn upstream_update(upstream: &FakeUpstream) -> Value {
+    upstream_update_of(upstream, 0).await
+}
+
+async fn upstream_update_of(upstream: &FakeUpstream, conn: usize) -> Value {
     for _ in 0..500 {
-        if let Some(u) = upstream.events_of(0, "session.update").await.first() {
+        if let Some(u) = upstream.events_of(conn, "session.update").await.first() {
             return u.clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -560,4 +564,89 @@ async fn exotel_labels_from_its_simulators_still_carry_audio() {
             .await;
         assert_eq!(carrier.closed().await.0, 1000, "{format}");
     }
+}
+
+/// The audio of every `media` message a Telnyx carrier received, decoded with `law`.
+async fn telnyx_reply(carrier: &mut Carrier, bytes: usize) -> Vec<u8> {
+    let mut audio = Vec::new();
+    while audio.len() < bytes {
+        let m = carrier.recv().await;
+        if m["event"] == "media" {
+            audio.extend(B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap());
+        }
+    }
+    audio
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_streams_pcma_and_is_answered_in_its_outbound_codec() {
+    use callgate_handlers::codec::g711;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        // The default outbound codec (PCMU) on /telnyx; PCMA on a second route.
+        let mut pcma = callgate::config::RouteConfig::new("/telnyx-pcma", Dialect::Telnyx, false);
+        pcma.outbound_encoding = Some(callgate::config::OutboundEncoding::Pcma);
+        c.routes.push(pcma);
+    })
+    .await;
+    for (path, law) in [("/telnyx", "pcmu"), ("/telnyx-pcma", "pcma")] {
+        let n = upstream.connections();
+        let mut carrier = Carrier::connect(&gw.url(path)).await;
+        carrier.send(json!({"event": "start", "sequence_number": "1", "stream_id": "t1", "start": {"call_control_id": "v2:1",
+            "media_format": {"encoding": "PCMA", "sample_rate": 8000, "channels": 1}}})).await;
+        let update = upstream_update_of(&upstream, n).await;
+        let format = update["session"]["audio"]["output"]["format"]["type"].clone();
+        // The model speaks a 1 kHz tone in its own format; the carrier must hear it in `law`.
+        let tone_pcm = tone(AudioFormat::Pcm16 { rate: 8000 }, 1000.0, 100);
+        let samples: Vec<i16> = tone_pcm
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let model_bytes: Vec<u8> = match format.as_str() {
+            Some("audio/pcma") => samples.iter().map(|&s| g711::alaw_encode(s)).collect(),
+            Some("audio/pcmu") => samples.iter().map(|&s| g711::mulaw_encode(s)).collect(),
+            other => panic!("upstream format {other:?}"),
+        };
+        upstream.send(n, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "a1", "delta": B64.encode(&model_bytes)})).await;
+        upstream
+            .send(
+                n,
+                json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"}),
+            )
+            .await;
+        let heard = telnyx_reply(&mut carrier, 800).await;
+        let decoded: Vec<i16> = match law {
+            "pcmu" => heard.iter().map(|&b| g711::mulaw_decode(b)).collect(),
+            _ => heard.iter().map(|&b| g711::alaw_decode(b)).collect(),
+        };
+        assert!(
+            (hz(&decoded, 8000) - 1000.0).abs() < 20.0,
+            "{path}: {} Hz",
+            hz(&decoded, 8000)
+        );
+        assert!(
+            rms(&decoded) > 0.5 * rms(&samples),
+            "{path}: the tone survived at level"
+        );
+        carrier
+            .send(json!({"event": "stop", "sequence_number": "9", "stream_id": "t1"}))
+            .await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codec_we_cannot_decode_is_refused_at_start_naming_the_setting() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/telnyx")).await;
+    carrier.send(json!({"event": "start", "sequence_number": "1", "stream_id": "t1", "start": {"call_control_id": "v2:1",
+        "media_format": {"encoding": "G722", "sample_rate": 16000, "channels": 1}}})).await;
+    let (code, reason) = carrier.closed().await;
+    assert_eq!(code, 1003);
+    assert!(
+        reason.contains("g722") && reason.contains("stream_codec"),
+        "{reason}"
+    );
+    assert_eq!(upstream.connections(), 0, "no model session for it");
 }

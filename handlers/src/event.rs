@@ -81,8 +81,11 @@ pub struct Start {
     pub to: Option<String>,
     /// Tracks the carrier streams (`inbound`, ...).
     pub tracks: Vec<String>,
-    /// Format of inbound and outbound audio.
+    /// Format of the caller's audio.
     pub media_format: AudioFormat,
+    /// Format of the audio we send back (the same except where the carrier sets them
+    /// apart: Telnyx).
+    pub outbound_format: AudioFormat,
     /// Per-call parameters (`<Parameter>` in TwiML, Smartflo custom parameters).
     pub custom_parameters: BTreeMap<String, String>,
 }

@@ -72,8 +72,10 @@ pub struct Session {
     pub from: Option<String>,
     /// Called number.
     pub to: Option<String>,
-    /// Carrier-side audio format.
+    /// The caller's audio format.
     pub media_format: AudioFormat,
+    /// The format of audio sent back to the carrier (see [`Start::outbound_format`]).
+    pub outbound_format: AudioFormat,
     /// Upstream audio format chosen for this call.
     pub upstream_audio: UpstreamAudio,
     /// Custom parameters from `start` (credentials removed).
@@ -179,6 +181,7 @@ impl SessionStore {
             from: start.from,
             to: start.to,
             media_format: start.media_format,
+            outbound_format: start.outbound_format,
             upstream_audio,
             custom_parameters: start.custom_parameters,
             identity,
@@ -255,6 +258,7 @@ mod tests {
             to: None,
             tracks: vec![],
             media_format: AudioFormat::Mulaw,
+            outbound_format: AudioFormat::Mulaw,
             custom_parameters: BTreeMap::new(),
         }
     }

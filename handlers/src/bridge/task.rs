@@ -301,11 +301,13 @@ impl Relay {
         audio: Arc<AudioQueue>,
     ) -> Result<Self, BridgeError> {
         let upstream = session.upstream_audio.format();
-        let transcoder = if upstream == session.media_format {
+        // Model audio goes out in the carrier's outbound format (Telnyx may differ from what
+        // it streams in).
+        let transcoder = if upstream == session.outbound_format {
             None
         } else {
             Some(
-                Transcoder::new(upstream, session.media_format)
+                Transcoder::new(upstream, session.outbound_format)
                     .map_err(|e| BridgeError::Audio(e.to_string()))?,
             )
         };
@@ -313,7 +315,7 @@ impl Relay {
         // to 100 ms; Exotel's minimum chunk (3200 bytes at 8 kHz) makes its pieces longer.
         let (settings, greeting) = per_call(&config.session, &config.conversation, &session);
         let (tool_results_tx, tool_results) = mpsc::channel(16);
-        let format = session.media_format;
+        let format = session.outbound_format;
         let piece_bytes = match session.dialect {
             crate::dialect::Dialect::Exotel => format.bytes_per_ms() * 20 * 10,
             _ => format.bytes_per_ms() * 100,
@@ -790,11 +792,11 @@ impl Relay {
     /// The fallback audio for the carrier, when the upstream is gone for good.
     fn fallback(&mut self, config: &BridgeConfig) -> Option<Downstream> {
         let (format, audio) = config.fallback_audio.as_ref()?;
-        let mut transcoder = Transcoder::new(*format, self.session.media_format).ok()?;
+        let mut transcoder = Transcoder::new(*format, self.session.outbound_format).ok()?;
         let mut out = Vec::new();
         transcoder.transcode(audio, &mut out);
         transcoder.flush(&mut out);
-        let duration = Duration::from_millis(self.session.media_format.duration_ms(out.len()));
+        let duration = Duration::from_millis(self.session.outbound_format.duration_ms(out.len()));
         Some(Downstream::Fallback {
             audio: out.into(),
             duration,
@@ -964,7 +966,7 @@ impl Relay {
                 .counters
                 .bytes_out
                 .fetch_add(audio.len() as u64, Relaxed);
-            self.playback.sent_ms += self.session.media_format.duration_ms(audio.len());
+            self.playback.sent_ms += self.session.outbound_format.duration_ms(audio.len());
             self.playback.first_send.get_or_insert_with(Instant::now);
             self.emit(Outbound::Media { audio }).await;
         }

@@ -39,6 +39,9 @@ pub struct Hints {
     pub call_id: Option<String>,
     /// Exotel's `?sample-rate=`.
     pub sample_rate: Option<u32>,
+    /// The route's `outbound_encoding` (Telnyx: what `stream_bidirectional_codec` is set
+    /// to; default PCMU, whatever the inbound codec).
+    pub outbound_format: Option<AudioFormat>,
 }
 
 /// Which carrier protocol a route speaks.
@@ -216,6 +219,7 @@ impl Dialect {
                 to: None,
                 tracks: vec!["inbound".into()],
                 media_format: AudioFormat::Pcm16 { rate: 24000 },
+                outbound_format: AudioFormat::Pcm16 { rate: 24000 },
                 custom_parameters: BTreeMap::new(),
             }),
             _ => Event::Ack("opened"),
@@ -310,7 +314,14 @@ impl Dialect {
                 _ => self.default_format(),
             },
         };
+        // Telnyx sets the codec it plays back separately from the one it streams
+        // (`stream_bidirectional_codec`, default PCMU); everyone else plays what they send.
+        let outbound_format = match self {
+            Self::Telnyx => hints.outbound_format.unwrap_or(AudioFormat::Mulaw),
+            _ => media_format,
+        };
         Ok(Start {
+            outbound_format,
             stream_sid,
             call_sid,
             account_sid: body.account_sid.clone(),
@@ -320,6 +331,18 @@ impl Dialect {
             media_format,
             custom_parameters,
         })
+    }
+
+    /// The carrier's own name for the setting that chooses the streamed codec, for errors
+    /// that tell the operator what to change.
+    pub fn format_setting(self) -> &'static str {
+        match self {
+            Self::Telnyx => "stream_codec (PCMU, PCMA or L16)",
+            Self::Plivo => "contentType on <Stream>",
+            Self::Voximplant => "the scenario's encoding",
+            Self::Exotel => "the stream's sample rate",
+            _ => "the stream's media format",
+        }
     }
 
     /// The format when `start` names none.
@@ -442,9 +465,10 @@ fn parse_media_format(
         }
         (other, rate) => {
             return Err(DecodeError::UnsupportedFormat(format!(
-                "{} at {} Hz",
+                "{} at {} Hz; set {} to one callgate decodes",
                 other.chars().take(32).collect::<String>(),
-                rate.unwrap_or_default()
+                rate.unwrap_or_default(),
+                dialect.format_setting()
             )))
         }
     };

@@ -470,6 +470,7 @@ fn exotel_formats_casing_and_fallbacks() {
             &Frame::Opened(Hints {
                 call_id: None,
                 sample_rate: Some(24000),
+                ..Default::default()
             }),
             &mut hints,
         )
@@ -526,6 +527,7 @@ fn voximplant_encodings_and_ids() {
             &Frame::Opened(Hints {
                 call_id: Some("call-9".into()),
                 sample_rate: None,
+                ..Default::default()
             }),
             &mut hints,
         )
@@ -549,6 +551,7 @@ fn raw_audio_opens_with_its_path_id_and_takes_binary() {
         .decode(&Frame::Opened(Hints {
             call_id: Some("abc".into()),
             sample_rate: None,
+            ..Default::default()
         }))
         .unwrap();
     let Event::Start(start) = event else {
@@ -577,7 +580,8 @@ fn raw_audio_opens_with_its_path_id_and_takes_binary() {
         Dialect::Twilio
             .decode(&Frame::Opened(Hints {
                 call_id: None,
-                sample_rate: None
+                sample_rate: None,
+                ..Default::default()
             }))
             .unwrap(),
         Event::Ack("opened")
