@@ -31,6 +31,8 @@ impl CloseReason {
 
     /// 1000: the carrier sent `stop`.
     pub const NORMAL: Self = Self::new(1000, "call ended");
+    /// 1000: the call was handed to a person (`transfer_call`).
+    pub const TRANSFERRED: Self = Self::new(1000, "call transferred");
     /// 1001: the gateway is shutting down.
     pub const GOING_AWAY: Self = Self::new(1001, "gateway shutting down");
     /// 1002: the carrier broke the WebSocket protocol.
@@ -61,6 +63,7 @@ impl CloseReason {
     /// The outcome label for metrics.
     pub fn outcome(&self) -> &'static str {
         match self.code {
+            1000 if self.reason == Self::TRANSFERRED.reason => "transferred",
             1000 => "completed",
             1001 => "drained",
             1007 => "bad_input",

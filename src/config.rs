@@ -32,6 +32,12 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
         "security.twilio.secondary_auth_token",
     ),
     ("CALLGATE_ADMIN_TOKEN", "security.admin_token"),
+    ("TWILIO_ACCOUNT_SID", "carriers.twilio.account_sid"),
+    ("TWILIO_API_KEY_SID", "carriers.twilio.api_key_sid"),
+    ("TWILIO_API_KEY_SECRET", "carriers.twilio.api_key_secret"),
+    ("TELNYX_API_KEY", "carriers.telnyx.api_key"),
+    ("PLIVO_AUTH_ID", "carriers.plivo.auth_id"),
+    ("PLIVO_AUTH_TOKEN", "carriers.plivo.auth_token"),
 ];
 
 /// The whole configuration.
@@ -58,6 +64,8 @@ pub struct Config {
     pub tools: Vec<ToolConfig>,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
+    /// Carriers' REST APIs (call control).
+    pub carriers: crate::carriers::CarriersConfig,
 }
 
 /// `[conversation]`.
@@ -74,6 +82,10 @@ pub struct ConversationConfig {
     pub languages: Vec<String>,
     /// Offer the model the built-in `end_call` tool.
     pub end_call: bool,
+    /// `transfer_call` destinations by name, e.g. `sales = "+15550100"` (empty: no tool).
+    pub transfer_targets: std::collections::BTreeMap<String, String>,
+    /// Offer the model `send_dtmf` (for assistants that navigate phone menus).
+    pub send_dtmf: bool,
     /// Named profiles.
     pub profiles: std::collections::BTreeMap<String, ProfileConfig>,
 }
@@ -86,6 +98,8 @@ impl Default for ConversationConfig {
             voices: Vec::new(),
             languages: Vec::new(),
             end_call: true,
+            transfer_targets: Default::default(),
+            send_dtmf: false,
             profiles: Default::default(),
         }
     }
@@ -193,6 +207,7 @@ impl Default for Config {
             conversation: ConversationConfig::default(),
             tools: Vec::new(),
             routes: Vec::new(),
+            carriers: Default::default(),
         }
     }
 }
@@ -998,7 +1013,12 @@ impl Config {
                     })
                     .collect(),
                 self.conversation.end_call,
+            )
+            .with_call_control(
+                self.conversation.transfer_targets.clone(),
+                self.conversation.send_dtmf,
             ),
+            carrier_apis: self.carriers.apis(&self.security.twilio.auth_token),
             conversation: callgate_handlers::bridge::ConversationSettings {
                 profiles: self
                     .conversation

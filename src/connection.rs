@@ -371,6 +371,23 @@ impl Call<'_> {
                             }
                             break Some(CloseReason::NORMAL);
                         }
+                        Downstream::Transferred { target, number } => {
+                            // The carrier has the call now (or its scenario dials `number`).
+                            let frame = number.and_then(|n| call.started.as_ref().and_then(|s| s.writer.transfer(&n)));
+                            if let Some(frame) = frame {
+                                let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
+                            }
+                            tracing::info!(%target, "call transferred; closing the stream");
+                            break Some(CloseReason::TRANSFERRED);
+                        }
+                        Downstream::SendDtmf(digits) => {
+                            let frame = call.started.as_ref().and_then(|s| s.writer.send_dtmf(&digits));
+                            if let Some(frame) = frame {
+                                if send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await.is_err() {
+                                    break None;
+                                }
+                            }
+                        }
                         Downstream::Fallback { audio, duration } => {
                             // The carrier plays the fallback; the close follows once it has.
                             let audio = Outbound::Media { audio };

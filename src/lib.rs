@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod carrier_socket;
+pub mod carriers;
 pub mod client;
 pub mod close;
 pub mod config;

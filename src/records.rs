@@ -224,6 +224,7 @@ impl Records {
         let webhook = self.webhook.clone();
         tokio::spawn(async move {
             let mut seq = 0i64;
+            let mut transferred = None;
             loop {
                 match feed.recv().await {
                     Ok(FeedEvent::Transcript {
@@ -247,6 +248,7 @@ impl Records {
                         });
                         record.transcript.push(line);
                     }
+                    Ok(FeedEvent::Transferred { target, .. }) => transferred = Some(target),
                     Ok(FeedEvent::CallEnded {
                         close_code,
                         outcome,
@@ -255,7 +257,10 @@ impl Records {
                         use std::sync::atomic::Ordering::Relaxed;
                         record.ended_at_ms = unix_ms(std::time::SystemTime::now());
                         record.duration_ms = record.ended_at_ms - started_at_ms;
-                        record.outcome = outcome.to_owned();
+                        record.outcome = match &transferred {
+                            Some(target) => format!("transferred:{target}"),
+                            None => outcome.to_owned(),
+                        };
                         record.close_code = close_code.into();
                         record.frames_in = c.frames_in.load(Relaxed) as i64;
                         record.frames_out = c.frames_out.load(Relaxed) as i64;

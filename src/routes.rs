@@ -290,6 +290,8 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
         .route("/health", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Plivo fetches the `<Dial>` document of a transfer here (an unguessable token).
+        .route("/carriers/plivo/transfer/{token}", get(plivo_transfer))
         .merge(admin)
         .merge(carriers);
     // ServiceBuilder reads top-down: the first layer is the outermost.
@@ -328,6 +330,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let body = serde_json::json!({"ready": ready, "draining": draining, "upstream_reachable": upstream, "calls": state.live_calls()});
     (status, Json(body))
+}
+
+/// The `<Dial>` XML of a Plivo transfer in progress (404 once it has expired).
+async fn plivo_transfer(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match state.bridge.carrier_apis.plivo_document(&token) {
+        Some(xml) => ([(header::CONTENT_TYPE, "application/xml")], xml).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such transfer\n").into_response(),
+    }
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -35,6 +35,13 @@ pub enum FeedEvent {
         /// Milliseconds since the call started.
         at_ms: u64,
     },
+    /// The call was handed to a configured destination (`transfer_call`).
+    Transferred {
+        /// The destination's name (never its number).
+        target: String,
+        /// Milliseconds since the call started.
+        at_ms: u64,
+    },
     /// The call ended.
     CallEnded {
         /// The close code sent to the carrier.

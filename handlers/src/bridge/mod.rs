@@ -10,6 +10,7 @@
 //!                                 caller audio is held in the queue until READY, then appended
 //! ```
 
+pub mod call_control;
 mod queue;
 mod task;
 pub mod tools;
@@ -180,6 +181,8 @@ pub struct BridgeConfig {
     pub dtmf: DtmfSettings,
     /// Function tools (webhooks and `end_call`).
     pub tools: tools::Tools,
+    /// The carriers' APIs for hang-up, transfer and DTMF.
+    pub carrier_apis: call_control::CarrierApis,
     /// Per-call settings selected by custom parameters, and the greeting.
     pub conversation: ConversationSettings,
 }
@@ -265,6 +268,16 @@ pub enum Downstream {
     Out(Outbound, std::time::Instant),
     /// The conversation is over (`end_call`): hang up normally.
     Hangup,
+    /// The call was handed to `target` (`transfer_call`): close the stream normally. With
+    /// `number`, the carrier's scenario dials it (Voximplant's `gw.transfer`).
+    Transferred {
+        /// The configured destination's name.
+        target: String,
+        /// For carriers whose own scenario transfers.
+        number: Option<String>,
+    },
+    /// Play these DTMF digits to the far end through the media stream (Plivo, Voximplant).
+    SendDtmf(String),
     /// Play this (carrier format) before the call ends: the upstream is gone.
     Fallback {
         /// The audio.

@@ -26,6 +26,10 @@ pub fn https_client() -> HttpsClient {
 
 /// The built-in tool that ends the call.
 pub const END_CALL: &str = "end_call";
+/// The built-in tool that hands the caller to a configured destination.
+pub const TRANSFER_CALL: &str = "transfer_call";
+/// The built-in tool that plays DTMF digits to the far end (IVR navigation).
+pub const SEND_DTMF: &str = "send_dtmf";
 
 /// Largest tool response passed to the model.
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -52,6 +56,11 @@ pub struct Tools {
     pub specs: Vec<ToolSpec>,
     /// Offer the built-in `end_call`.
     pub end_call: bool,
+    /// `transfer_call` destinations by name (`[conversation.transfer_targets]`): the model
+    /// names one, never a number. Empty: the tool is not offered.
+    pub transfer_targets: std::collections::BTreeMap<String, String>,
+    /// Offer the built-in `send_dtmf`.
+    pub send_dtmf: bool,
     client: HttpsClient,
 }
 
@@ -60,6 +69,11 @@ impl std::fmt::Debug for Tools {
         f.debug_struct("Tools")
             .field("specs", &self.specs)
             .field("end_call", &self.end_call)
+            .field(
+                "transfer_targets",
+                &self.transfer_targets.keys().collect::<Vec<_>>(),
+            )
+            .field("send_dtmf", &self.send_dtmf)
             .finish()
     }
 }
@@ -76,8 +90,21 @@ impl Tools {
         Self {
             specs,
             end_call,
+            transfer_targets: Default::default(),
+            send_dtmf: false,
             client: https_client(),
         }
+    }
+
+    /// These tools plus `transfer_call` (to `targets`, when any) and `send_dtmf`.
+    pub fn with_call_control(
+        mut self,
+        targets: std::collections::BTreeMap<String, String>,
+        send_dtmf: bool,
+    ) -> Self {
+        self.transfer_targets = targets;
+        self.send_dtmf = send_dtmf;
+        self
     }
 
     /// The `tools` array for `session.update` (empty: none).
@@ -93,6 +120,23 @@ impl Tools {
                 "name": END_CALL,
                 "description": "End the phone call. Say goodbye first; the call ends once the goodbye has played.",
                 "parameters": {"type": "object", "properties": {}, "additionalProperties": false},
+            }));
+        }
+        if !self.transfer_targets.is_empty() {
+            let names: Vec<&String> = self.transfer_targets.keys().collect();
+            tools.push(json!({
+                "type": "function",
+                "name": TRANSFER_CALL,
+                "description": "Transfer the caller to a person. Tell the caller first; the transfer happens once that sentence has played.",
+                "parameters": {"type": "object", "properties": {"target": {"type": "string", "enum": names, "description": "Who to transfer to."}}, "required": ["target"], "additionalProperties": false},
+            }));
+        }
+        if self.send_dtmf {
+            tools.push(json!({
+                "type": "function",
+                "name": SEND_DTMF,
+                "description": "Press keys on the phone keypad (to navigate a phone menu).",
+                "parameters": {"type": "object", "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-Dw]{1,32}$", "description": "Keys to press; w pauses half a second."}}, "required": ["digits"], "additionalProperties": false},
             }));
         }
         tools

@@ -165,6 +165,25 @@ impl Writer {
         }
     }
 
+    /// DTMF digits for the far end, where the stream can carry them: Plivo's `sendDTMF`,
+    /// our Voximplant scenario's `gw.send_dtmf`.
+    pub fn send_dtmf(&self, digits: &str) -> Option<OutFrame> {
+        let digits = serde_json::to_string(digits).expect("a string always serializes");
+        match self.dialect {
+            Dialect::Plivo => Some(format!(r#"{{"event":"sendDTMF","dtmf":{digits}}}"#)),
+            Dialect::Voximplant => Some(format!(r#"{{"event":"gw.send_dtmf","digits":{digits}}}"#)),
+            _ => None,
+        }
+        .map(OutFrame::Text)
+    }
+
+    /// Our Voximplant scenario's transfer message: it dials `number` and bridges the caller.
+    pub fn transfer(&self, number: &str) -> Option<OutFrame> {
+        let number = serde_json::to_string(number).expect("a string always serializes");
+        (self.dialect == Dialect::Voximplant)
+            .then(|| OutFrame::Text(format!(r#"{{"event":"gw.transfer","number":{number}}}"#)))
+    }
+
     /// The Voximplant scenario's hang-up message (`end_call`), where the dialect has one.
     pub fn hangup(&self) -> Option<OutFrame> {
         (self.dialect == Dialect::Voximplant)
