@@ -68,7 +68,7 @@ pub async fn serve(
         "client.address" = %admission.client_ip.0,
         "otel.status_code" = tracing::field::Empty,
     );
-    let mut socket = async move {
+    let closed = async move {
         let _live = state.live_call();
         let mut socket = socket;
         let mut queued = VecDeque::new();
@@ -82,7 +82,7 @@ pub async fn serve(
                 Err(reason) => {
                     metrics::counter!("callgate_calls_total", "carrier" => "detect", "outcome" => reason.outcome()).increment(1);
                     send_close(&mut socket, &reason).await;
-                    return socket;
+                    return (socket, reason);
                 }
             },
         };
@@ -103,12 +103,13 @@ pub async fn serve(
         };
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
         metrics::counter!("callgate_calls_total", "carrier" => carrier, "outcome" => close.outcome()).increment(1);
-        socket
+        (socket, close)
     }
     .instrument(span)
     .await;
     // Outside the call span: the call is over, only the close handshake is left.
-    linger(&mut socket).await;
+    let (mut socket, close) = closed;
+    linger(&mut socket, &close).await;
 }
 
 /// Reads up to [`detect::MAX_FRAMES`] frames (for at most 5 s) to recognise the carrier;
@@ -165,7 +166,15 @@ async fn send_close(socket: &mut CarrierSocket, reason: &CloseReason) {
 /// or [`CLOSE_LINGER`]: closing the TCP connection with unread data in it would reset it,
 /// and the peer would see 1006 instead of our code. Returns at once when the handshake
 /// is already complete.
-async fn linger(socket: &mut CarrierSocket) {
+///
+/// A peer we closed for what it sends (1007, 1008, 1009) is likely still sending, and a
+/// client busy sending may not read until its writes block: so first we stop reading for a
+/// moment. TCP backpressure then stalls its writes, it reads our close frame and answers,
+/// and only then do we read again.
+async fn linger(socket: &mut CarrierSocket, close: &CloseReason) {
+    if matches!(close.code, 1007..=1009) {
+        tokio::time::sleep(CLOSE_LINGER / 2).await;
+    }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(message)) = socket.next().await {
             if matches!(message, Message::Close(_)) {

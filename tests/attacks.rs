@@ -598,3 +598,36 @@ async fn one_host_cannot_fill_the_connection_cap_with_silent_sockets() {
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pythons_websockets_flooding_one_socket_sees_1008() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_flood.py");
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        eprintln!("SKIPPED: python3 with `websockets` is missing (.ci/run installs it)");
+        return;
+    }
+    let upstream = FakeUpstream::start().await;
+    let gw = metered(&upstream).await;
+    let url = gw.url("/twilio");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        printed.trim(),
+        "1008",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
