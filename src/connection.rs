@@ -168,12 +168,12 @@ async fn send_close(socket: &mut CarrierSocket, reason: &CloseReason) {
 /// is already complete.
 ///
 /// A peer we closed for what it sends (1007, 1008, 1009) is likely still sending, and a
-/// client busy sending may not read until its writes block: so first we stop reading for a
-/// moment. TCP backpressure then stalls its writes, it reads our close frame and answers,
-/// and only then do we read again.
+/// client busy sending may not read until its writes block: so first we stop reading for
+/// [`CLOSE_LINGER`]. TCP backpressure (the accept loop keeps receive buffers small) then
+/// stalls its writes, it reads our close frame and answers, and only then do we read again.
 async fn linger(socket: &mut CarrierSocket, close: &CloseReason) {
     if matches!(close.code, 1007..=1009) {
-        tokio::time::sleep(CLOSE_LINGER / 2).await;
+        tokio::time::sleep(CLOSE_LINGER).await;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(message)) = socket.next().await {

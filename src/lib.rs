@@ -204,6 +204,10 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // A telephony socket carries tens of KB a second: a small receive buffer (instead of
+        // autotuning's megabytes) bounds memory per call, and lets TCP push back on a peer
+        // we stopped reading (see `connection::linger`).
+        let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(RECV_BUFFER);
         let router = app.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -226,6 +230,9 @@ async fn serve(
     // Connections still reading headers end with the process (or their header timeout);
     // upgraded calls have seen `shutdown` and close with 1001.
 }
+
+/// Kernel receive buffer per accepted connection (Linux doubles it for its own overhead).
+const RECV_BUFFER: usize = 64 * 1024;
 
 /// A canned 503 for a connection over a cap, counted, written off the accept loop.
 fn refuse_connection(mut stream: tokio::net::TcpStream, reason: &'static str) {

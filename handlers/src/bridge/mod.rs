@@ -318,7 +318,7 @@ pub enum BridgeError {
     /// Nothing heard and no write possible within the stall timeout.
     #[error("upstream stalled")]
     Stalled,
-    /// The session's `expires_at` was within the rollover margin when it began: rolling
+    /// The session's `expires_at` was inside the rollover margin when it began: rolling
     /// over would only open another such session, so it is an upstream fault (backoff and
     /// the reconnect budget apply).
     #[error("upstream session expires {left_s} s after it began (rollover margin {margin_s} s)")]

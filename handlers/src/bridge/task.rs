@@ -768,7 +768,9 @@ impl Relay {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let left = Duration::from_secs(expires.saturating_sub(now));
-        if left <= config.rollover_margin {
+        // `expires_at` has whole seconds: a session that ends exactly at the margin still
+        // gets its rollover; one that ends inside it is a fault.
+        if left < config.rollover_margin {
             self.expires_at_once = Some(BridgeError::ExpiresAtOnce {
                 left_s: left.as_secs(),
                 margin_s: config.rollover_margin.as_secs(),
