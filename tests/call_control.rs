@@ -184,16 +184,56 @@ async fn tool_output(upstream: &FakeUpstream) -> String {
     panic!("no function_call_output")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_call_hangs_up_through_each_carriers_api_after_the_goodbye() {
-    for carrier_name in ["twilio", "telnyx", "plivo"] {
-        let api = FakeApi::start(0).await;
+/// One call on `carrier`, started, against a fake API whose first `failures` requests fail.
+struct Scene {
+    api: FakeApi,
+    upstream: FakeUpstream,
+    gw: Gateway,
+    carrier: Carrier,
+    path: &'static str,
+}
+
+impl Scene {
+    async fn start(carrier: &str, failures: usize, tweak: impl FnOnce(&mut Config)) -> Self {
+        let api = FakeApi::start(failures).await;
         let upstream = FakeUpstream::start().await;
-        let gw = Gateway::start(Some(&upstream), |c| wire(c, &api)).await;
-        let (path, start, call_id) = start_of(carrier_name);
+        let gw = Gateway::start(Some(&upstream), |c| {
+            wire(c, &api);
+            tweak(c);
+        })
+        .await;
+        let (path, start, _) = start_of(carrier);
         let mut carrier = Carrier::connect(&gw.url(path)).await;
         carrier.send(start).await;
         upstream.conn(0).await;
+        Self {
+            api,
+            upstream,
+            gw,
+            carrier,
+            path,
+        }
+    }
+
+    /// The model says its sentence and calls `tool`; the carrier plays it (marks echoed).
+    async fn play_tool_call(&mut self, tool: &str, arguments: Value) {
+        say_and_call(&self.upstream, 0, tool, arguments).await;
+        let marks = marks_until_end(&mut self.carrier).await;
+        echo(&mut self.carrier, self.path, &marks).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_through_each_carriers_api_after_the_goodbye() {
+    for carrier_name in ["twilio", "telnyx", "plivo"] {
+        let (path, _, call_id) = start_of(carrier_name);
+        let Scene {
+            api,
+            upstream,
+            mut carrier,
+            gw: _gw,
+            ..
+        } = Scene::start(carrier_name, 0, |_| {}).await;
         say_and_call(&upstream, 0, "end_call", json!({})).await;
         let marks = marks_until_end(&mut carrier).await;
         // Not before the goodbye has played.
@@ -294,17 +334,12 @@ async fn transfer_call_to_a_listed_target_after_the_handoff_sentence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plivo_transfers_the_a_leg_to_a_dial_document_we_serve() {
-    let api = FakeApi::start(0).await;
-    let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| wire(c, &api)).await;
-    let (path, start, _) = start_of("plivo");
-    let mut carrier = Carrier::connect(&gw.url(path)).await;
-    carrier.send(start).await;
-    upstream.conn(0).await;
-    say_and_call(&upstream, 0, "transfer_call", json!({"target": "sales"})).await;
-    let marks = marks_until_end(&mut carrier).await;
-    echo(&mut carrier, path, &marks).await;
-    assert_eq!(carrier.closed().await.0, 1000);
+    let mut scene = Scene::start("plivo", 0, |_| {}).await;
+    scene
+        .play_tool_call("transfer_call", json!({"target": "sales"}))
+        .await;
+    assert_eq!(scene.carrier.closed().await.0, 1000);
+    let (api, gw) = (&scene.api, &scene.gw);
     let request = &api.requests()[0];
     assert_eq!(
         (request.method.as_str(), request.path.as_str()),
@@ -351,18 +386,13 @@ async fn an_unlisted_target_is_refused_to_the_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_fails_twice_then_succeeds_still_transfers() {
-    let api = FakeApi::start(2).await;
-    let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| wire(c, &api)).await;
-    let (path, start, _) = start_of("telnyx");
-    let mut carrier = Carrier::connect(&gw.url(path)).await;
-    carrier.send(start).await;
-    upstream.conn(0).await;
-    say_and_call(&upstream, 0, "transfer_call", json!({"target": "sales"})).await;
-    let marks = marks_until_end(&mut carrier).await;
-    echo(&mut carrier, path, &marks).await;
+    let mut scene = Scene::start("telnyx", 2, |_| {}).await;
+    scene
+        .play_tool_call("transfer_call", json!({"target": "sales"}))
+        .await;
+    let api = &scene.api;
     assert_eq!(
-        carrier.closed().await,
+        scene.carrier.closed().await,
         (1000, "call transferred".to_owned())
     );
     let requests = api.requests();
@@ -382,20 +412,17 @@ async fn an_api_that_fails_twice_then_succeeds_still_transfers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_keeps_failing_is_a_tool_error_and_the_call_stays_up() {
-    let api = FakeApi::start(usize::MAX).await;
-    let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| {
-        wire(c, &api);
-        c.carriers.api_deadline_ms = 600;
-    })
-    .await;
-    let (path, start, _) = start_of("twilio");
-    let mut carrier = Carrier::connect(&gw.url(path)).await;
-    carrier.send(start).await;
-    upstream.conn(0).await;
-    say_and_call(&upstream, 0, "transfer_call", json!({"target": "sales"})).await;
-    let marks = marks_until_end(&mut carrier).await;
-    echo(&mut carrier, path, &marks).await;
+    let mut scene = Scene::start("twilio", usize::MAX, |c| c.carriers.api_deadline_ms = 600).await;
+    scene
+        .play_tool_call("transfer_call", json!({"target": "sales"}))
+        .await;
+    let Scene {
+        api,
+        upstream,
+        mut carrier,
+        gw: _gw,
+        ..
+    } = scene;
     let output = tool_output(&upstream).await;
     assert!(
         output.contains("error") && output.contains("HTTP 500"),
@@ -416,13 +443,13 @@ async fn an_api_that_keeps_failing_is_a_tool_error_and_the_call_stays_up() {
 async fn send_dtmf_by_api_by_stream_or_refused() {
     // Telnyx: through its API; Plivo: `sendDTMF` on the stream; Twilio: cannot.
     for carrier_name in ["telnyx", "plivo", "twilio"] {
-        let api = FakeApi::start(0).await;
-        let upstream = FakeUpstream::start().await;
-        let gw = Gateway::start(Some(&upstream), |c| wire(c, &api)).await;
-        let (path, start, _) = start_of(carrier_name);
-        let mut carrier = Carrier::connect(&gw.url(path)).await;
-        carrier.send(start).await;
-        upstream.conn(0).await;
+        let Scene {
+            api,
+            upstream,
+            mut carrier,
+            gw: _gw,
+            ..
+        } = Scene::start(carrier_name, 0, |_| {}).await;
         upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "fc1", "name": "send_dtmf", "arguments": json!({"digits": "12#"}).to_string()})).await;
         let output = tool_output(&upstream).await;
         match carrier_name {

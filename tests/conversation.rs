@@ -420,20 +420,15 @@ async fn tools_succeed_time_out_and_fail_into_function_call_output() {
     assert_eq!(carrier.closed().await.0, 1000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_call_hangs_up_after_the_goodbye_played() {
-    let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |_| {}).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    upstream.conn(0).await;
+/// The model says goodbye (`bytes` of μ-law) and calls `end_call` in the same response.
+async fn say_goodbye_and_end_call(upstream: &FakeUpstream, bytes: usize) {
     upstream
         .send(
             0,
             json!({"type": "response.created", "response": {"id": "r1"}}),
         )
         .await;
-    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "bye", "delta": B64.encode([0x55u8; 1600])})).await;
+    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "bye", "delta": B64.encode(vec![0x55u8; bytes])})).await;
     upstream
         .send(
             0,
@@ -447,6 +442,16 @@ async fn end_call_hangs_up_after_the_goodbye_played() {
             json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_after_the_goodbye_played() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    say_goodbye_and_end_call(&upstream, 1600).await;
     let mut marks = Vec::new();
     while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
         let m = carrier.recv().await;
@@ -475,26 +480,7 @@ async fn end_call_hangs_up_while_the_caller_keeps_streaming() {
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
-    upstream
-        .send(
-            0,
-            json!({"type": "response.created", "response": {"id": "r1"}}),
-        )
-        .await;
-    upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "bye", "delta": B64.encode([0x55u8; 800])})).await;
-    upstream
-        .send(
-            0,
-            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "bye"}),
-        )
-        .await;
-    upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "c9", "name": "end_call", "arguments": "{}"})).await;
-    upstream
-        .send(
-            0,
-            json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
-        )
-        .await;
+    say_goodbye_and_end_call(&upstream, 800).await;
     let started = std::time::Instant::now();
     let mut n = 0;
     let code = loop {
