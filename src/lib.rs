@@ -26,6 +26,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod loopback;
+pub mod metric_families;
 pub mod pipeline;
 pub mod records;
 pub mod routes;

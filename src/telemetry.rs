@@ -254,6 +254,8 @@ pub fn metrics() -> &'static PrometheusHandle {
         // Another recorder may already be installed (embedding, tests); then this registry
         // simply stays empty.
         let _ = metrics::set_global_recorder(recorder);
+        // Every family from the start, zero-valued, so alerts and dashboards see it.
+        crate::metric_families::register();
         handle
     })
 }

@@ -170,3 +170,65 @@ async fn the_admin_api_lists_live_calls_behind_its_token() {
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_is_exported_from_startup_and_documented() {
+    use std::collections::BTreeSet;
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    // Before any call.
+    let exported: BTreeSet<String> = gw
+        .metrics()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("callgate_"))
+        .map(str::to_owned)
+        .collect();
+    let catalogue: BTreeSet<String> = callgate::metric_families::FAMILIES
+        .iter()
+        .map(|f| f.name.to_owned())
+        .collect();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `callgate_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|rest| format!("callgate_{rest}"))
+        .collect();
+    assert_eq!(
+        exported, catalogue,
+        "/metrics on a fresh gateway vs src/metric_families.rs"
+    );
+    assert_eq!(
+        documented, catalogue,
+        "README's metrics table vs src/metric_families.rs"
+    );
+    // And the code records nothing outside the catalogue.
+    let mut recorded = BTreeSet::new();
+    for dir in ["src", "handlers/src", "layers/src"] {
+        let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split("!(").skip(1) {
+                    let piece = piece.trim_start();
+                    if let Some(name) = piece.strip_prefix("\"callgate_") {
+                        let name = name.split('"').next().unwrap();
+                        recorded.insert(format!("callgate_{name}"));
+                    }
+                }
+            }
+        }
+    }
+    let unknown: Vec<_> = recorded.difference(&catalogue).collect();
+    assert!(
+        unknown.is_empty(),
+        "recorded but not in the catalogue: {unknown:?}"
+    );
+}
