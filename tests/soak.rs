@@ -1,6 +1,9 @@
 //! The short soak (the long one is benches/soak.sh): three dozen calls at real-time pace for a
 //! minute against the embedded loopback, sampling this process's RSS, open file descriptors
 //! and tokio tasks. Memory must plateau after warm-up; counts must return to baseline.
+//!
+//! A minute of wall time is too long for the default suite: run it with
+//! `cargo test --release --test soak -- --ignored`.
 
 mod common;
 
@@ -27,6 +30,7 @@ fn open_fds() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a one-minute soak: cargo test --release --test soak -- --ignored"]
 async fn three_dozen_calls_for_a_minute_hold_memory_flat() {
     const CALLS: usize = 36;
     const SECONDS: u64 = 60;
