@@ -67,7 +67,21 @@ pub async fn serve(
         "url.path" = %route.path,
         "client.address" = %admission.client_ip.0,
         "otel.status_code" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
+    // With trace export on, the call's log lines carry its trace and span ids (JSON logs
+    // list the enclosing spans' fields), so a log line leads to its trace.
+    {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = span.context();
+        let ids = context.span().span_context().clone();
+        if ids.is_valid() {
+            span.record("trace_id", ids.trace_id().to_string());
+            span.record("span_id", ids.span_id().to_string());
+        }
+    }
     let closed = async move {
         let _live = state.live_call();
         let mut socket = socket;

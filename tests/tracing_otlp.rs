@@ -9,6 +9,20 @@ use std::sync::{Arc, Mutex};
 use axum::routing::post;
 use callgate::config::AuthKind;
 use callgate::telemetry::{self, TelemetryOptions};
+
+/// Log lines as the production formatter writes them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -55,11 +69,17 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let telemetry = telemetry::init(TelemetryOptions {
-        json: false,
-        otlp_traces_endpoint: Some(format!("http://{collector}/v1/traces")),
-        filter: Some("info".into()),
-    });
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let telemetry = telemetry::init_with_writer(
+        TelemetryOptions {
+            json: true,
+            otlp_traces_endpoint: Some(format!("http://{collector}/v1/traces")),
+            filter: Some("info".into()),
+        },
+        move || writer.clone(),
+        false,
+    );
 
     let secret = "otlp-test-secret-otlp-test-secret";
     let upstream = FakeUpstream::start().await;
@@ -138,6 +158,25 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
     assert_eq!(a("close_code").as_deref(), Some("1000"));
     assert_eq!(a("outcome").as_deref(), Some("completed"));
     assert_eq!(a("tenant").as_deref(), Some("acme"));
+    // JSON log lines of the call carry its trace and span ids (`--log-format json`).
+    let trace_hex: String = call.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let span_hex: String = call.span_id.iter().map(|b| format!("{b:02x}")).collect();
+    let lines = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let closed: serde_json::Value = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "call closed" && l.to_string().contains(&trace_hex))
+        .unwrap_or_else(|| {
+            panic!("no JSON 'call closed' line with trace id {trace_hex}:\n{lines}")
+        });
+    let call_span = closed["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "call")
+        .unwrap();
+    assert_eq!(call_span["trace_id"], trace_hex.as_str());
+    assert_eq!(call_span["span_id"], span_hex.as_str());
     assert_eq!(a("url.path").as_deref(), Some("/twilio-q"));
     assert_eq!(a("frames_in").as_deref(), Some("1"));
     assert!(a("call_sid").is_some());
