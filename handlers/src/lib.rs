@@ -8,6 +8,7 @@
 //! - [`bridge`]: the Realtime client, one task per call: reconnects, rollover, the playback
 //!   ledger and barge-in, DTMF, tools.
 //! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
+#![warn(missing_docs)]
 
 pub mod audio_pace;
 pub mod bridge;
