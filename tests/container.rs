@@ -98,6 +98,19 @@ fn the_image_runs_as_its_user_and_keeps_records_in_its_data_directory() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    // The image's `COPY --from=build … /usr/local/bin/callgate`: the test binary may live
+    // where uid 65534 cannot reach (a checkout under /root), so it is copied like the image's.
+    let binary = rooted(&root, "/usr/local/bin/callgate");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_callgate"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in binary
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(&root))
+    {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -110,7 +123,7 @@ fn the_image_runs_as_its_user_and_keeps_records_in_its_data_directory() {
             format!("--regid={}", image.user.1),
             "--clear-groups".into(),
             "--".into(),
-            env!("CARGO_BIN_EXE_callgate").into(),
+            binary.to_string_lossy().into_owned(),
         ])
         .args(&image.cmd)
         .current_dir(&data)
