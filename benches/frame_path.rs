@@ -4,7 +4,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use callgate::config::Config;
@@ -50,7 +49,7 @@ fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
     let bridge = Arc::new(config.bridge_config(None));
     let (outbox, _rx) = tokio::sync::mpsc::channel(16);
     let ctx = CallContext::new(1, Dialect::Twilio, SessionStore::new(), bridge, outbox);
-    let mut stack = callgate::pipeline::build(ctx, Duration::from_secs(2));
+    let mut stack = callgate::pipeline::build(ctx);
     let mut call = |frame: Frame| {
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
             .now_or_never()

@@ -180,8 +180,10 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
         let finished = match file_done_at {
             None => false,
             Some(done) => {
-                let quiet =
-                    last_audio_at.is_some_and(|t| t.elapsed() >= scale(Duration::from_secs(1)));
+                // A second of silence, scaled with the pace but never under 300 ms: a busy
+                // machine can pause a fast reply for tens of ms without it being over.
+                let quiet_for = scale(Duration::from_secs(1)).max(Duration::from_millis(300));
+                let quiet = last_audio_at.is_some_and(|t| t.elapsed() >= quiet_for);
                 // Carriers without marks: a reply that went quiet has been heard.
                 let replied = if carrier.has_marks() {
                     replies_played > 0 && pending_marks.is_empty()

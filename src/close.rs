@@ -124,9 +124,6 @@ pub fn classify(error: &BoxError) -> Verdict {
             metrics::counter!("callgate_panics_total").increment(1);
             return Verdict::Close(CloseReason::INTERNAL);
         }
-        if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some() {
-            return Verdict::Close(CloseReason::new(1011, "event timed out"));
-        }
         if e.downcast_ref::<BridgeError>().is_some() {
             return Verdict::Close(CloseReason::UPSTREAM);
         }
@@ -149,11 +146,6 @@ mod tests {
             message: "x".into(),
         });
         assert_eq!(classify(&panic), Verdict::Close(CloseReason::INTERNAL));
-        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
-        assert!(matches!(
-            classify(&elapsed),
-            Verdict::Close(CloseReason { code: 1011, .. })
-        ));
         let other: BoxError = "something".into();
         assert_eq!(classify(&other), Verdict::Close(CloseReason::INTERNAL));
     }

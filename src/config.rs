@@ -331,8 +331,10 @@ impl Default for SessionConfig {
 pub struct CallsConfig {
     /// Consecutive invalid frames that close the socket with 1007.
     pub max_consecutive_bad_frames: u32,
-    /// Time limit for handling one event.
-    pub event_timeout_ms: u64,
+    /// Deprecated, no effect: every event handler finishes without waiting (the slow work,
+    /// the upstream, runs in the bridge task with deadlines of its own), so a time limit
+    /// around them could never fire. Accepted so existing files still load, with a warning.
+    pub event_timeout_ms: Option<u64>,
     /// How long `stop` waits for the upstream to close.
     pub upstream_close_wait_ms: u64,
     /// Sessions idle this long are reaped (a safety net; calls remove their own).
@@ -352,7 +354,7 @@ impl Default for CallsConfig {
     fn default() -> Self {
         Self {
             max_consecutive_bad_frames: 10,
-            event_timeout_ms: 2_000,
+            event_timeout_ms: None,
             upstream_close_wait_ms: 2_000,
             idle_session_timeout_s: 300,
             idle_timeout_s: 30,
@@ -759,7 +761,6 @@ impl Config {
             ),
             ("upstream.ready_timeout_ms", self.upstream.ready_timeout_ms),
             ("upstream.queue_ms", self.upstream.queue_ms),
-            ("calls.event_timeout_ms", self.calls.event_timeout_ms),
         ] {
             if value == 0 {
                 errors.push(format!("{name}: must be greater than 0"));
@@ -1183,7 +1184,7 @@ mod tests {
                 ("CALLGATE_MODEL", "gpt-realtime-mini"),
                 ("CALLGATE_VOICE", "cedar"),
                 ("CALLGATE_INSTRUCTIONS", "Say hi."),
-                ("CALLGATE_CALLS__EVENT_TIMEOUT_MS", "750"),
+                ("CALLGATE_CALLS__UPSTREAM_CLOSE_WAIT_MS", "750"),
                 ("CALLGATE_SECURITY__ALLOW_UNAUTHENTICATED", "true"),
             ]),
         )
@@ -1191,7 +1192,7 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:9000");
         assert_eq!(config.upstream.dialect, RealtimeDialect::Beta);
         assert_eq!(config.upstream.model, "gpt-realtime-mini");
-        assert_eq!(config.calls.event_timeout_ms, 750);
+        assert_eq!(config.calls.upstream_close_wait_ms, 750);
         let admin = Config::load(None, env(&[("CALLGATE_ADMIN_TOKEN", "adm")])).unwrap();
         assert_eq!(
             admin.security.admin_token.expose(),

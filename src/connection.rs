@@ -302,7 +302,7 @@ impl Call<'_> {
             identity,
             start_auth,
         );
-        let mut stack = crate::pipeline::build(ctx.clone(), state.calls.event_timeout);
+        let mut stack = crate::pipeline::build(ctx.clone());
         let mut call = Call {
             state,
             dialect,

@@ -77,6 +77,9 @@ pub async fn run(
         audio = ?bridge.audio,
         "upstream configured"
     );
+    if config.calls.event_timeout_ms.is_some() {
+        tracing::warn!("calls.event_timeout_ms has no effect (event handlers never wait) and will be removed: delete it from the configuration");
+    }
     let security = security::Security::new(&config.security)?;
     let unauthenticated: Vec<String> = config
         .effective_routes()

@@ -1,22 +1,22 @@
 //! The per-connection event stack: a real `tower::Service<Frame>`.
 //!
-//! `ServiceBuilder` reads top-down, outermost first.
+//! `ServiceBuilder` reads top-down, outermost first. There is no timeout layer: every
+//! handler's future is ready when `call` returns (the handlers are synchronous; the slow
+//! work, the upstream, happens in the bridge task, which has deadlines of its own), so a
+//! timeout here could never fire.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use callgate_handlers::event::{Event, Frame};
 use callgate_handlers::{CallContext, EventRouter, Flow};
 use callgate_layers::event::{CatchPanicLayer, TraceLayer, ValidateLayer};
 use callgate_layers::BoxError;
-use tower::timeout::TimeoutLayer;
 use tower::{Service, ServiceBuilder};
 use tracing::Span;
 
 /// Builds the stack for one connection.
 pub fn build(
     ctx: Arc<CallContext>,
-    event_timeout: Duration,
 ) -> impl Service<Frame, Response = Flow, Error = BoxError, Future: Send> + Send {
     let dialect = ctx.dialect;
     let mut hints = callgate_handlers::dialect::Hints::default();
@@ -35,7 +35,5 @@ pub fn build(
         // A panic in a handler becomes an error: this call closes with 1011, no other call
         // notices. Inside the trace layer, so the span records it.
         .layer(CatchPanicLayer::new())
-        // No event may hold the call hostage.
-        .layer(TimeoutLayer::new(event_timeout))
         .service(EventRouter::new(ctx))
 }

@@ -69,8 +69,6 @@ impl Drop for LiveCall {
 pub struct CallLimits {
     /// Consecutive bad frames before 1007.
     pub max_consecutive_bad_frames: u32,
-    /// Time limit per event.
-    pub event_timeout: Duration,
     /// Wait for the upstream to close after `stop`.
     pub upstream_close_wait: Duration,
     /// Largest carrier message or frame.
@@ -91,7 +89,6 @@ impl CallLimits {
     fn new(c: &CallsConfig, config: &Config) -> Self {
         Self {
             max_consecutive_bad_frames: c.max_consecutive_bad_frames,
-            event_timeout: Duration::from_millis(c.event_timeout_ms),
             upstream_close_wait: Duration::from_millis(c.upstream_close_wait_ms),
             max_message_bytes: config.security.max_message_bytes,
             messages_per_second: config.security.messages_per_second,
