@@ -49,7 +49,7 @@ fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
     let bridge = Arc::new(config.bridge_config(None));
     let (outbox, _rx) = tokio::sync::mpsc::channel(16);
     let ctx = CallContext::new(1, Dialect::Twilio, SessionStore::new(), bridge, outbox);
-    let mut stack = callgate::pipeline::build(ctx);
+    let mut stack = callgate::pipeline::build(ctx, Default::default());
     let mut call = |frame: Frame| {
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
             .now_or_never()

@@ -102,9 +102,16 @@ pub async fn serve(
         };
         let carrier = dialect.name();
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).increment(1.0);
-        queued.push_front(Frame::Opened(opened));
+        // Dialects without a `start` begin the call as the socket opens.
+        if dialect.starts_on_open() {
+            queued.push_front(Frame::Opened);
+        }
         // A panic anywhere in this call's loop closes this call with 1011; nothing else notices.
-        let run = Call::run(&mut socket, &state, &route, dialect, id, admission, queued);
+        let opening = Opening {
+            hints: opened,
+            queued,
+        };
+        let run = Call::run(&mut socket, &state, &route, dialect, id, admission, opening);
         let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(close) => close,
             Err(_) => {
@@ -250,6 +257,13 @@ impl Pacer {
     }
 }
 
+/// What the socket's opening gave the call: the upgrade request's hints for the decoder,
+/// and the frames read before the call began (detection, the opening signal).
+struct Opening {
+    hints: Hints,
+    queued: VecDeque<Frame>,
+}
+
 /// What the carrier side of a started call needs: its session and its writer.
 struct Started {
     session: Arc<Session>,
@@ -281,8 +295,9 @@ impl Call<'_> {
         dialect: Dialect,
         id: u64,
         admission: CallAdmission,
-        mut queued: VecDeque<Frame>,
+        opening: Opening,
     ) -> CloseReason {
+        let Opening { hints, mut queued } = opening;
         let CallAdmission {
             client_ip,
             identity,
@@ -302,7 +317,7 @@ impl Call<'_> {
             identity,
             start_auth,
         );
-        let mut stack = crate::pipeline::build(ctx.clone());
+        let mut stack = crate::pipeline::build(ctx.clone(), hints);
         let mut call = Call {
             state,
             dialect,

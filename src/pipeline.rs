@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use callgate_handlers::dialect::Hints;
 use callgate_handlers::event::{Event, Frame};
 use callgate_handlers::{CallContext, EventRouter, Flow};
 use callgate_layers::event::{CatchPanicLayer, TraceLayer, ValidateLayer};
@@ -14,17 +15,18 @@ use callgate_layers::BoxError;
 use tower::{Service, ServiceBuilder};
 use tracing::Span;
 
-/// Builds the stack for one connection.
+/// Builds the stack for one connection; `hints` are what the upgrade request and the route
+/// said (call id in the path, Exotel's `?sample-rate=`, Telnyx's outbound codec).
 pub fn build(
     ctx: Arc<CallContext>,
+    hints: Hints,
 ) -> impl Service<Frame, Response = Flow, Error = BoxError, Future: Send> + Send {
     let dialect = ctx.dialect;
-    let mut hints = callgate_handlers::dialect::Hints::default();
     ServiceBuilder::new()
         // Frame → typed Event for this route's dialect; rejects bad input before anything
         // else runs.
         .layer(ValidateLayer::new(move |frame: Frame| {
-            dialect.decode_with(&frame, &mut hints)
+            dialect.decode_with(&frame, &hints)
         }))
         // A span per event, inside the call span, except media: 50 a second would drown the
         // trace (they are counted on the call span instead).

@@ -16,10 +16,10 @@ pub enum Frame {
     Text(Bytes),
     /// A binary frame.
     Binary(Bytes),
-    /// Not from the wire: the socket just opened. Carries what the upgrade request said
-    /// (the call id in the path, Exotel's `?sample-rate=`), so dialects without a `start`
-    /// event (raw audio) can begin the call.
-    Opened(crate::dialect::Hints),
+    /// Not from the wire: the socket just opened. Sent only to dialects without a `start`
+    /// event ([`crate::dialect::Dialect::starts_on_open`]: raw audio), which begin the call
+    /// here from what the upgrade request said (the decoder's [`crate::dialect::Hints`]).
+    Opened,
 }
 
 impl Frame {

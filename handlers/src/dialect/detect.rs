@@ -29,7 +29,7 @@ pub fn detect(frame: &Frame) -> Detection {
         Frame::Binary(_) => {
             return Detection::Unknown("binary frame; raw audio needs /ws/audio/{call_id}".into())
         }
-        Frame::Opened(_) => return Detection::NeedMore,
+        Frame::Opened => return Detection::NeedMore,
     };
     let Ok(message) = serde_json::from_slice::<Value>(bytes) else {
         return Detection::Unknown("first message is not JSON".into());

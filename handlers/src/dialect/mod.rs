@@ -32,7 +32,8 @@ pub use writer::{OutFrame, Writer};
 /// clients wait for it (a per-route setting, never sent to real carriers).
 pub const CONNECTED_GREETING: &str = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
 
-/// What the upgrade request told us (via [`Frame::Opened`]) that messages may omit.
+/// What the upgrade request and the route told us that messages may omit, given to the
+/// decoder when a connection's stack is built.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Hints {
     /// The `{call_id}` path segment.
@@ -103,6 +104,11 @@ impl Dialect {
         !matches!(self, Self::Voximplant | Self::RawAudio)
     }
 
+    /// Whether the call begins when the socket opens (no `start` event): raw audio.
+    pub fn starts_on_open(self) -> bool {
+        self == Self::RawAudio
+    }
+
     /// Whether inbound media may arrive out of order and is reordered by sequence number.
     pub fn reorders_media(self) -> bool {
         self == Self::Telnyx
@@ -115,12 +121,11 @@ impl Dialect {
 
     /// Decodes and validates one inbound frame (no hints from the upgrade request).
     pub fn decode(self, frame: &Frame) -> Result<Event, DecodeError> {
-        self.decode_with(frame, &mut Hints::default())
+        self.decode_with(frame, &Hints::default())
     }
 
-    /// Decodes one frame, learning [`Hints`] from [`Frame::Opened`] and using them where the
-    /// carrier's messages leave something out.
-    pub fn decode_with(self, frame: &Frame, hints: &mut Hints) -> Result<Event, DecodeError> {
+    /// Decodes one frame, using `hints` where the carrier's messages leave something out.
+    pub fn decode_with(self, frame: &Frame, hints: &Hints) -> Result<Event, DecodeError> {
         let bytes = match frame {
             Frame::Text(bytes) => bytes,
             Frame::Binary(bytes) if self == Self::RawAudio => {
@@ -133,10 +138,7 @@ impl Dialect {
                 }));
             }
             Frame::Binary(_) => return Err(DecodeError::Binary),
-            Frame::Opened(opened) => {
-                *hints = opened.clone();
-                return Ok(self.opened(hints.call_id.as_deref()));
-            }
+            Frame::Opened => return Ok(self.opened(hints.call_id.as_deref())),
         };
         let envelope: wire::Envelope<'_> = serde_json::from_slice(bytes)?;
         let stream_sid = || -> Result<Option<String>, DecodeError> {

@@ -464,19 +464,12 @@ fn exotel_formats_casing_and_fallbacks() {
         panic!()
     };
     assert_eq!(start.media_format, AudioFormat::Pcm16 { rate: 8000 });
-    let mut hints = Hints::default();
-    Dialect::Exotel
-        .decode_with(
-            &Frame::Opened(Hints {
-                call_id: None,
-                sample_rate: Some(24000),
-                ..Default::default()
-            }),
-            &mut hints,
-        )
-        .unwrap();
+    let hints = Hints {
+        sample_rate: Some(24000),
+        ..Default::default()
+    };
     let Event::Start(start) = Dialect::Exotel
-        .decode_with(&Frame::text(minimal), &mut hints)
+        .decode_with(&Frame::text(minimal), &hints)
         .unwrap()
     else {
         panic!()
@@ -521,20 +514,13 @@ fn voximplant_encodings_and_ids() {
         "unsupported_format"
     );
     // The call id comes from the path when the route has one.
-    let mut hints = Hints::default();
-    Dialect::Voximplant
-        .decode_with(
-            &Frame::Opened(Hints {
-                call_id: Some("call-9".into()),
-                sample_rate: None,
-                ..Default::default()
-            }),
-            &mut hints,
-        )
-        .unwrap();
+    let hints = Hints {
+        call_id: Some("call-9".into()),
+        ..Default::default()
+    };
     let json = r#"{"event":"start","sequenceNumber":0,"start":{"tag":"caller","mediaFormat":{"encoding":"ULAW","sampleRate":8000}}}"#;
     let Event::Start(start) = Dialect::Voximplant
-        .decode_with(&Frame::text(json), &mut hints)
+        .decode_with(&Frame::text(json), &hints)
         .unwrap()
     else {
         panic!()
@@ -547,12 +533,13 @@ fn voximplant_encodings_and_ids() {
 
 #[test]
 fn raw_audio_opens_with_its_path_id_and_takes_binary() {
+    let hints = Hints {
+        call_id: Some("abc".into()),
+        ..Default::default()
+    };
+    assert!(Dialect::RawAudio.starts_on_open());
     let event = Dialect::RawAudio
-        .decode(&Frame::Opened(Hints {
-            call_id: Some("abc".into()),
-            sample_rate: None,
-            ..Default::default()
-        }))
+        .decode_with(&Frame::Opened, &hints)
         .unwrap();
     let Event::Start(start) = event else {
         panic!("{event:?}")
@@ -568,7 +555,7 @@ fn raw_audio_opens_with_its_path_id_and_takes_binary() {
         panic!()
     };
     assert_eq!(media.payload, Payload::Raw(vec![1, 2, 3, 4].into()));
-    // Other dialects refuse binary frames and ignore the opening.
+    // Other dialects refuse binary frames and are never sent the opening.
     assert_eq!(
         Dialect::Plivo
             .decode(&Frame::Binary(vec![1].into()))
@@ -576,16 +563,9 @@ fn raw_audio_opens_with_its_path_id_and_takes_binary() {
             .reason(),
         "binary_frame"
     );
-    assert_eq!(
-        Dialect::Twilio
-            .decode(&Frame::Opened(Hints {
-                call_id: None,
-                sample_rate: None,
-                ..Default::default()
-            }))
-            .unwrap(),
-        Event::Ack("opened")
-    );
+    assert!(Dialect::ALL
+        .iter()
+        .all(|d| d.starts_on_open() == (*d == Dialect::RawAudio)));
 }
 
 #[test]
