@@ -1,7 +1,7 @@
 //! The admin API: live calls (`/v1/calls`, `/v1/calls/{call_sid}`), a call's live feed
 //! (`/v1/calls/{call_sid}/events`) and the original Exotel integration's `/client` feed.
 //!
-//! One gate in front of all of them ([`admin_gate`]): the bearer token, compared in constant
+//! One gate in front of all of them (`admin_gate`): the bearer token, compared in constant
 //! time, and the same failed-authentication standing per client address as the carrier
 //! routes, so guessing the admin token is throttled like guessing a carrier credential.
 
@@ -22,7 +22,7 @@ use callgate_layers::http::query_param;
 
 use crate::routes::AppState;
 
-/// The admin routes, behind [`admin_gate`] (and `/client` without it when
+/// The admin routes, behind `admin_gate` (and `/client` without it when
 /// `security.client_feed_open` is set). Needs [`ClientIp`] from a layer outside.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut gated = Router::new()

@@ -1,6 +1,6 @@
 //! The carrier's WebSocket: our own upgrade, so that every byte the carrier sends passes a
 //! meter that counts WebSocket frames (data, ping, pong, close and continuation alike)
-//! against the per-socket budget.
+//! against the per-socket budget; and the close handshake, done so the peer hears our code.
 //!
 //! tungstenite answers pings and gathers continuation frames inside its read loop: a socket
 //! can make it do that millions of times a second without ever handing a message to the
@@ -13,11 +13,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use callgate_layers::http::admission::is_websocket_upgrade;
 use callgate_layers::http::limit::GlobalLimiter;
+use futures_util::{SinkExt, StreamExt};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -25,8 +27,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::close::CloseReason;
 
 /// The only subprotocol we echo (a token may ride beside it in `Sec-WebSocket-Protocol`).
 const PROTOCOL: &str = "callgate";
@@ -240,6 +245,44 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+// ----- The close handshake (RFC 6455 §5.5.1) -----
+
+/// After our close frame, how long we keep reading (and discarding) for the peer's, so it
+/// receives the code rather than a TCP reset (RFC 6455 §5.5.1).
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends our close frame.
+pub async fn send_close(socket: &mut CarrierSocket, reason: &CloseReason) {
+    let frame = CloseFrame {
+        code: reason.code.into(),
+        reason: reason.reason.as_ref().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// After our close frame, reads and discards until the peer's close, the end of the stream
+/// or `CLOSE_LINGER`: closing the TCP connection with unread data in it would reset it,
+/// and the peer would see 1006 instead of our code. Returns at once when the handshake
+/// is already complete.
+///
+/// A peer we closed for what it sends (1007, 1008, 1009) is likely still sending, and a
+/// client busy sending may not read until its writes block: so first we stop reading for
+/// `CLOSE_LINGER`. TCP backpressure (the accept loop keeps receive buffers small) then
+/// stalls its writes, it reads our close frame and answers, and only then do we read again.
+pub async fn linger(socket: &mut CarrierSocket, close: &CloseReason) {
+    if matches!(close.code, 1007..=1009) {
+        tokio::time::sleep(CLOSE_LINGER).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

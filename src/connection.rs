@@ -14,12 +14,12 @@ use callgate_handlers::session::Session;
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::carrier_socket::CarrierSocket;
+use crate::carrier_socket::{linger, send_close, CarrierSocket};
+use crate::pacer::Pacer;
 
 use crate::close::{classify, CloseReason, Verdict};
 use crate::config::RouteDialect;
@@ -28,10 +28,6 @@ use crate::routes::{AppState, CallAdmission, Route};
 /// Outbox bound: a few seconds of model audio at typical delta sizes. When full the bridge
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
 const OUTBOX: usize = 256;
-
-/// After our close frame, how long we keep reading (and discarding) for the peer's, so it
-/// receives the code rather than a TCP reset (RFC 6455 §5.5.1).
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded carrier socket until the call ends.
 pub async fn serve(
@@ -172,89 +168,6 @@ async fn detect_dialect(
         }
     }
     Err(unknown("no start event".into()))
-}
-
-/// Sends our close frame.
-async fn send_close(socket: &mut CarrierSocket, reason: &CloseReason) {
-    let frame = CloseFrame {
-        code: reason.code.into(),
-        reason: reason.reason.as_ref().into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
-/// After our close frame, reads and discards until the peer's close, the end of the stream
-/// or [`CLOSE_LINGER`]: closing the TCP connection with unread data in it would reset it,
-/// and the peer would see 1006 instead of our code. Returns at once when the handshake
-/// is already complete.
-///
-/// A peer we closed for what it sends (1007, 1008, 1009) is likely still sending, and a
-/// client busy sending may not read until its writes block: so first we stop reading for
-/// [`CLOSE_LINGER`]. TCP backpressure (the accept loop keeps receive buffers small) then
-/// stalls its writes, it reads our close frame and answers, and only then do we read again.
-async fn linger(socket: &mut CarrierSocket, close: &CloseReason) {
-    if matches!(close.code, 1007..=1009) {
-        tokio::time::sleep(CLOSE_LINGER).await;
-    }
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// Keeps outbound audio at most `lead` ahead of real time, for carriers that buffer only a
-/// little and drop the rest silently (Voximplant: about 10 s, PROTOCOLS.md §5.3).
-#[derive(Debug)]
-struct Pacer {
-    lead: Duration,
-    /// When everything handed to the carrier so far will have played.
-    playhead: tokio::time::Instant,
-    queue: VecDeque<(Vec<OutFrame>, Duration)>,
-}
-
-impl Pacer {
-    fn new(lead: Duration) -> Self {
-        Self {
-            lead,
-            playhead: tokio::time::Instant::now(),
-            queue: VecDeque::new(),
-        }
-    }
-
-    /// Queues frames carrying `audio` of playback and returns whatever may go now.
-    fn push(&mut self, frames: Vec<OutFrame>, audio: Duration) -> Vec<OutFrame> {
-        self.queue.push_back((frames, audio));
-        self.release()
-    }
-
-    /// Frames whose turn has come.
-    fn release(&mut self) -> Vec<OutFrame> {
-        let now = tokio::time::Instant::now();
-        let mut out = Vec::new();
-        while self.queue.front().is_some()
-            && self.playhead.saturating_duration_since(now) < self.lead
-        {
-            let (frames, audio) = self.queue.pop_front().expect("checked");
-            self.playhead = self.playhead.max(now) + audio;
-            out.extend(frames);
-        }
-        out
-    }
-
-    /// When the next queued frames may go.
-    fn next_due(&self) -> Option<tokio::time::Instant> {
-        (!self.queue.is_empty()).then(|| self.playhead - self.lead)
-    }
-
-    /// Barge-in: nothing queued will ever play.
-    fn clear(&mut self) {
-        self.queue.clear();
-        self.playhead = tokio::time::Instant::now();
-    }
 }
 
 /// What the socket's opening gave the call: the upgrade request's hints for the decoder,

@@ -5,8 +5,10 @@
 //!
 //! - [`config`]: one [`config::Config`] from TOML + `CALLGATE_*` env, every error at once.
 //! - [`routes`]: the axum router and its HTTP layer stack; one WebSocket route per carrier.
-//! - [`carrier_socket`]: our WebSocket upgrade and the meter that counts every frame.
+//! - [`carrier_socket`]: our WebSocket upgrade, the meter that counts every frame, and the
+//!   close handshake.
 //! - [`admin`]: the admin API (live calls, live feeds) behind one token gate.
+//! - [`pacer`]: outbound pacing for carriers that drop what overflows their buffer.
 //! - [`connection`]: the per-socket loop (carrier frames in, outbox out, shutdown).
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: any error → WebSocket close code.
@@ -14,7 +16,9 @@
 //! - [`records`]: call records and transcripts in SQLite.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
 //! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
-//! - [`telemetry`]: logs, OTLP trace export and the Prometheus registry.
+//! - [`telemetry`]: logs, OTLP trace export and the Prometheus registry;
+//!   [`metric_families`]: every metric family, exported from startup.
+//! - [`carriers`]: `[carriers]`, the carriers' REST APIs for call control.
 //!
 //! [`run`] takes the listener, so tests bind `127.0.0.1:0`.
 
@@ -27,6 +31,7 @@ pub mod config;
 pub mod connection;
 pub mod loopback;
 pub mod metric_families;
+pub mod pacer;
 pub mod pipeline;
 pub mod records;
 pub mod routes;
