@@ -1,4 +1,4 @@
-//! Carrier dialects: inbound frames → [`Event`], [`Outbound`] → frames, with each carrier's
+//! Carrier dialects: inbound frames → [`Event`], [`Outbound`](crate::event::Outbound) → frames, with each carrier's
 //! framing rules (PROTOCOLS.md §2–§6).
 //!
 //! | dialect         | route (default)          | audio            | outbound |
