@@ -221,29 +221,33 @@ impl Scene {
         let marks = marks_until_end(&mut self.carrier).await;
         echo(&mut self.carrier, self.path, &marks).await;
     }
+
+    /// As [`Scene::play_tool_call`], checking that the carrier's API heard nothing while the
+    /// sentence's marks were still out.
+    async fn play_tool_call_checking_the_wait(&mut self, tool: &str, arguments: Value) {
+        say_and_call(&self.upstream, 0, tool, arguments).await;
+        let marks = marks_until_end(&mut self.carrier).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let early = self.api.requests();
+        assert!(
+            early.is_empty(),
+            "{}: acted before the sentence played: {early:?}",
+            self.path
+        );
+        echo(&mut self.carrier, self.path, &marks).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_call_hangs_up_through_each_carriers_api_after_the_goodbye() {
     for carrier_name in ["twilio", "telnyx", "plivo"] {
-        let (path, _, call_id) = start_of(carrier_name);
-        let Scene {
-            api,
-            upstream,
-            mut carrier,
-            gw: _gw,
-            ..
-        } = Scene::start(carrier_name, 0, |_| {}).await;
-        say_and_call(&upstream, 0, "end_call", json!({})).await;
-        let marks = marks_until_end(&mut carrier).await;
-        // Not before the goodbye has played.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            api.requests().is_empty(),
-            "{carrier_name}: hung up before the goodbye played"
-        );
-        echo(&mut carrier, path, &marks).await;
-        assert_eq!(carrier.closed().await.0, 1000, "{carrier_name}");
+        let (_, _, call_id) = start_of(carrier_name);
+        let mut scene = Scene::start(carrier_name, 0, |_| {}).await;
+        scene
+            .play_tool_call_checking_the_wait("end_call", json!({}))
+            .await;
+        assert_eq!(scene.carrier.closed().await.0, 1000, "{carrier_name}");
+        let api = &scene.api;
         let requests = api.requests();
         assert_eq!(requests.len(), 1, "{carrier_name}: {requests:?}");
         let r = &requests[0];
@@ -279,26 +283,18 @@ async fn end_call_hangs_up_through_each_carriers_api_after_the_goodbye() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_call_to_a_listed_target_after_the_handoff_sentence() {
-    let api = FakeApi::start(0).await;
-    let upstream = FakeUpstream::start().await;
     let mut db = String::new();
-    let gw = Gateway::start(Some(&upstream), |c| {
-        wire(c, &api);
-        db = c.records.path.clone();
-    })
-    .await;
-    let (path, start, _) = start_of("twilio");
-    let mut carrier = Carrier::connect(&gw.url(path)).await;
-    carrier.send(start).await;
-    upstream.conn(0).await;
-    say_and_call(&upstream, 0, "transfer_call", json!({"target": "sales"})).await;
-    let marks = marks_until_end(&mut carrier).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        api.requests().is_empty(),
-        "transferred before the handoff sentence played"
-    );
-    echo(&mut carrier, path, &marks).await;
+    let mut scene = Scene::start("twilio", 0, |c| db = c.records.path.clone()).await;
+    scene
+        .play_tool_call_checking_the_wait("transfer_call", json!({"target": "sales"}))
+        .await;
+    let Scene {
+        api,
+        upstream,
+        mut carrier,
+        gw: _gw,
+        ..
+    } = scene;
     assert_eq!(
         carrier.closed().await,
         (1000, "call transferred".to_owned())
