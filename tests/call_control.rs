@@ -288,18 +288,11 @@ async fn transfer_call_to_a_listed_target_after_the_handoff_sentence() {
     scene
         .play_tool_call_checking_the_wait("transfer_call", json!({"target": "sales"}))
         .await;
-    let Scene {
-        api,
-        upstream,
-        mut carrier,
-        gw: _gw,
-        ..
-    } = scene;
     assert_eq!(
-        carrier.closed().await,
+        scene.carrier.closed().await,
         (1000, "call transferred".to_owned())
     );
-    let update = upstream.events_of(0, "session.update").await;
+    let update = scene.upstream.events_of(0, "session.update").await;
     // The model was offered the tool with the names only, never the numbers.
     let declared = update[0]["session"]["tools"].to_string();
     assert!(declared.contains("transfer_call") && declared.contains("sales"));
@@ -307,7 +300,7 @@ async fn transfer_call_to_a_listed_target_after_the_handoff_sentence() {
         !declared.contains("15550100"),
         "a number was shown to the model"
     );
-    let requests = api.requests();
+    let requests = scene.api.requests();
     assert_eq!(requests.len(), 1);
     let twiml: String = form_urlencoded::parse(requests[0].body.as_bytes())
         .find(|(k, _)| k == "Twiml")
@@ -315,7 +308,7 @@ async fn transfer_call_to_a_listed_target_after_the_handoff_sentence() {
         .unwrap();
     assert_eq!(twiml, "<Response><Dial>+15550100</Dial></Response>");
     assert_eq!(
-        upstream.wait_closed(0).await,
+        scene.upstream.wait_closed(0).await,
         1000,
         "the model session closed"
     );
@@ -412,27 +405,21 @@ async fn an_api_that_keeps_failing_is_a_tool_error_and_the_call_stays_up() {
     scene
         .play_tool_call("transfer_call", json!({"target": "sales"}))
         .await;
-    let Scene {
-        api,
-        upstream,
-        mut carrier,
-        gw: _gw,
-        ..
-    } = scene;
-    let output = tool_output(&upstream).await;
+    let output = tool_output(&scene.upstream).await;
     assert!(
         output.contains("error") && output.contains("HTTP 500"),
         "{output}"
     );
-    assert!(api.requests().len() >= 2, "retried");
+    assert!(scene.api.requests().len() >= 2, "retried");
     // The call goes on: the caller's audio still reaches the model, and it ends normally.
-    let before = upstream.conn(0).await.lock().unwrap().appends().len();
-    carrier
+    let before = scene.upstream.conn(0).await.lock().unwrap().appends().len();
+    scene
+        .carrier
         .send(media(SID, 50, "/////////////////////w=="))
         .await;
-    upstream.wait_appends(0, before + 1).await;
-    carrier.send(stop(SID)).await;
-    assert_eq!(carrier.closed().await.0, 1000);
+    scene.upstream.wait_appends(0, before + 1).await;
+    scene.carrier.send(stop(SID)).await;
+    assert_eq!(scene.carrier.closed().await.0, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

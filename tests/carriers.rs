@@ -564,9 +564,17 @@ async fn exotel_labels_from_its_simulators_still_carry_audio() {
             .await;
         assert_eq!(carrier.closed().await.0, 1000, "{format}");
     }
+    // Only the label nobody documents fell back, and it was counted (no other test here
+    // sends an unknown Exotel label).
+    let fallbacks = metric_sum(
+        &gw.metrics().await,
+        "callgate_format_fallbacks_total",
+        &[("carrier", "exotel")],
+    );
+    assert_eq!(fallbacks, 1.0);
 }
 
-/// The audio of every `media` message a Telnyx carrier received, decoded with `law`.
+/// The audio of every `media` message a Telnyx carrier received.
 async fn telnyx_reply(carrier: &mut Carrier, bytes: usize) -> Vec<u8> {
     let mut audio = Vec::new();
     while audio.len() < bytes {

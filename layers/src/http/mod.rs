@@ -1,9 +1,11 @@
 //! HTTP middleware for WebSocket upgrades: who is calling, may they, and how often.
 //!
 //! Route layers, outermost first: [`client_ip`] (trusted proxies) → [`admission`] (origin,
-//! per-IP and global limiters, failed-auth blocking) → [`auth`] (JWT, Twilio signature,
-//! Basic, IP allow-list). [`caps`] holds the concurrent-call permits that outlive the
-//! request.
+//! upgrade shape, per-IP limit, failed-auth standing) → [`auth`] (JWT, Twilio signature,
+//! Basic, IP allow-list) → [`admission::GlobalBudgetLayer`] (the gateway-wide budget, spent
+//! only by authenticated upgrades). [`caps`] holds the concurrent-call permits that outlive
+//! the request; [`limit`] the limiters, the failure blocklist and the per-host connection
+//! counts.
 
 pub mod admission;
 pub mod auth;
