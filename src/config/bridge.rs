@@ -1,0 +1,110 @@
+//! The configuration as the bridge takes it ([`BridgeConfig`]).
+
+use super::*;
+
+impl Config {
+    /// The bridge settings; `loopback_url` is the embedded simulator's URL when it runs.
+    pub fn bridge_config(&self, loopback_url: Option<&str>) -> BridgeConfig {
+        let up = &self.upstream;
+        let url = match (loopback_url, up.url.is_empty()) {
+            (Some(loopback), _) => loopback.to_owned(),
+            (None, false) => up.url.clone(),
+            (None, true) => format!("wss://api.openai.com/v1/realtime?model={}", up.model),
+        };
+        let api_key = match up.auth {
+            AuthStyle::Auto => is_azure(&url),
+            AuthStyle::Bearer => false,
+            AuthStyle::ApiKey => true,
+        };
+        // Each style prefers its own key and falls back to the other.
+        let (first, second) = if api_key {
+            (&up.azure_api_key, &up.openai_api_key)
+        } else {
+            (&up.openai_api_key, &up.azure_api_key)
+        };
+        let key = if first.is_empty() { second } else { first };
+        let auth = match (loopback_url, key.is_empty(), api_key) {
+            (Some(_), _, _) | (None, true, _) => UpstreamAuth::None,
+            (None, false, true) => UpstreamAuth::ApiKey(key.clone()),
+            (None, false, false) => UpstreamAuth::Bearer(key.clone()),
+        };
+        let s = &self.session;
+        BridgeConfig {
+            url,
+            auth,
+            dialect: up.dialect,
+            audio: up.audio,
+            session: SessionSettings {
+                instructions: s.instructions.clone(),
+                voice: s.voice.clone(),
+                transcription_model: (!s.transcription_model.is_empty())
+                    .then(|| s.transcription_model.clone()),
+                vad_threshold: s.vad_threshold,
+                prefix_padding_ms: s.prefix_padding_ms,
+                silence_duration_ms: s.silence_duration_ms,
+                language: None,
+            },
+            connect_timeout: Duration::from_millis(up.connect_timeout_ms),
+            ready_timeout: Duration::from_millis(up.ready_timeout_ms),
+            // Bounded in time of audio: carriers choose their message sizes.
+            queue: Duration::from_millis(up.queue_ms.max(20)),
+            max_media: Duration::from_millis(self.security.max_media_ms.max(20)),
+            audio_burst: Duration::from_millis(self.security.audio_burst_ms),
+            reconnect: callgate_handlers::bridge::ReconnectPolicy {
+                max_attempts: up.reconnect_attempts,
+                budget: Duration::from_millis(up.reconnect_budget_ms),
+                base_delay: Duration::from_millis(up.reconnect_base_delay_ms),
+                max_delay: Duration::from_secs(2),
+            },
+            ping_interval: Duration::from_millis(up.ping_interval_ms.max(10)),
+            stall_timeout: Duration::from_millis(up.stall_timeout_ms.max(10)),
+            rollover_margin: Duration::from_secs(up.rollover_margin_s),
+            max_rollovers: up.max_rollovers,
+            // Loaded by `run` (it reads a file).
+            fallback_audio: None,
+            tools: callgate_handlers::bridge::tools::Tools::new(
+                self.tools
+                    .iter()
+                    .map(|t| callgate_handlers::bridge::tools::ToolSpec {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: serde_json::to_value(&t.parameters).unwrap_or_default(),
+                        url: t.url.clone(),
+                        timeout: Duration::from_millis(t.timeout_ms.max(1)),
+                    })
+                    .collect(),
+                self.conversation.end_call,
+            )
+            .with_call_control(
+                self.conversation.transfer_targets.clone(),
+                self.conversation.send_dtmf,
+            ),
+            carrier_apis: self.carriers.apis(&self.security.twilio.auth_token),
+            conversation: callgate_handlers::bridge::ConversationSettings {
+                profiles: self
+                    .conversation
+                    .profiles
+                    .iter()
+                    .map(|(name, p)| {
+                        let profile = callgate_handlers::bridge::Profile {
+                            instructions: p.instructions.clone(),
+                            voice: p.voice.clone(),
+                            language: p.language.clone(),
+                            greeting: p.greeting.clone(),
+                        };
+                        (name.clone(), profile)
+                    })
+                    .collect(),
+                profile_parameter: self.conversation.profile_parameter.clone(),
+                voices: self.conversation.voices.clone(),
+                languages: self.conversation.languages.clone(),
+                greeting: self.conversation.greeting.clone(),
+            },
+            dtmf: callgate_handlers::bridge::DtmfSettings {
+                terminator: self.dtmf.terminator.chars().next(),
+                inter_digit_timeout: Duration::from_millis(self.dtmf.inter_digit_timeout_ms.max(1)),
+                pci: self.dtmf.pci,
+            },
+        }
+    }
+}

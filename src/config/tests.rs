@@ -1,0 +1,170 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let dir = std::env::temp_dir().join(format!("callgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", toml_text.len() * 31 + vars.len()));
+    std::fs::write(&path, toml_text).unwrap();
+    Config::load(Some(&path), env(vars))
+}
+
+#[test]
+fn defaults_use_the_loopback() {
+    let config = Config::load(None, env(&[])).unwrap();
+    assert!(config.uses_loopback());
+    assert_eq!(config.listen_addr().port(), 8080);
+    assert_eq!(config.effective_routes().len(), 10);
+}
+
+#[test]
+fn named_env_vars_work_exactly() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("CALLGATE_LISTEN", "0.0.0.0:9000"),
+            (
+                "CALLGATE_UPSTREAM_URL",
+                "wss://example.openai.azure.com/openai/v1/realtime?model=dep",
+            ),
+            ("AZURE_OPENAI_API_KEY", "azkey"),
+            ("CALLGATE_REALTIME_DIALECT", "beta"),
+            ("CALLGATE_MODEL", "gpt-realtime-mini"),
+            ("CALLGATE_VOICE", "cedar"),
+            ("CALLGATE_INSTRUCTIONS", "Say hi."),
+            ("CALLGATE_CALLS__UPSTREAM_CLOSE_WAIT_MS", "750"),
+            ("CALLGATE_SECURITY__ALLOW_UNAUTHENTICATED", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.listen, "0.0.0.0:9000");
+    assert_eq!(config.upstream.dialect, RealtimeDialect::Beta);
+    assert_eq!(config.upstream.model, "gpt-realtime-mini");
+    assert_eq!(config.calls.upstream_close_wait_ms, 750);
+    let admin = Config::load(None, env(&[("CALLGATE_ADMIN_TOKEN", "adm")])).unwrap();
+    assert_eq!(
+        admin.security.admin_token.expose(),
+        "adm",
+        "the documented short name"
+    );
+    let bridge = config.bridge_config(None);
+    assert_eq!(bridge.auth, UpstreamAuth::ApiKey(Secret::new("azkey")));
+    assert_eq!(bridge.session.voice, "cedar");
+    assert_eq!(bridge.session.instructions, "Say hi.");
+    assert!(
+        !format!("{config:?}").contains("azkey"),
+        "secret leaked into Debug"
+    );
+}
+
+#[test]
+fn signature_only_twilio_routes_are_named_for_the_startup_warning() {
+    let config = load(
+        "[security.twilio]\nauth_token = \"t\"\npublic_base_url = \"wss://gw.example.com\"\n\
+         [[routes]]\npath = \"/signed\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.signature_only_routes(), ["/signed"]);
+    assert!(Config::load(None, Vec::new())
+        .unwrap()
+        .signature_only_routes()
+        .is_empty());
+}
+
+#[test]
+fn no_auth_on_a_public_address_refuses_to_start() {
+    let err = Config::load(None, env(&[("CALLGATE_LISTEN", "0.0.0.0:8080")])).unwrap_err();
+    assert_eq!(err.0.len(), 10, "{err}");
+    assert!(err.0[0].contains("allow_unauthenticated"), "{err}");
+    // Each auth mode names what it is missing.
+    let err = load("[security]\ndefault_auth = \"jwt\"\n[[routes]]\npath = \"/t\"\ndialect = \"twilio\"\nauth = \"twilio_signature\"\nrequire_call_token = true\n", &[]).unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "needs [[security.jwt.keys]]",
+        "TWILIO_AUTH_TOKEN",
+        "require_call_token needs",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn openai_key_alone_targets_openai_with_bearer() {
+    let config = Config::load(None, env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
+    assert!(!config.uses_loopback());
+    let bridge = config.bridge_config(None);
+    assert_eq!(
+        bridge.url,
+        "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    );
+    assert_eq!(bridge.auth, UpstreamAuth::Bearer(Secret::new("sk-test")));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let err = load(
+        r#"
+listen = "nowhere"
+typo_key = 1
+[upstream]
+url = "http://x"
+connect_timeout_ms = "soon"
+dialect = "v2"
+[session]
+vad_threshold = 3.0
+[[routes]]
+path = "/healthz"
+dialect = "twilio"
+"#,
+        &[],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "listen",
+        "typo_key",
+        "upstream.url",
+        "connect_timeout_ms",
+        "upstream.dialect",
+        "vad_threshold",
+        "routes[0].path",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+#[test]
+fn the_example_file_documents_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/callgate.toml");
+    let example = Config::load(Some(&path), env(&[])).unwrap();
+    // Every key is spelled out in the example, with its default value.
+    assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (alias, _) in ENV_ALIASES {
+        assert!(
+            text.contains(alias),
+            "deploy/callgate.toml does not mention {alias}"
+        );
+    }
+}
+
+#[test]
+fn routes_map_paths_to_dialects() {
+    let config = load(
+        "[[routes]]\npath = \"/ws/media\"\ndialect = \"twilio\"\n[[routes]]\npath = \"/vendor-stream\"\ndialect = \"vendor-stream\"\nsend_connected = false\n",
+        &[],
+    )
+    .unwrap();
+    let routes = config.effective_routes();
+    assert!(routes.contains(&RouteConfig::new("/ws/media", Dialect::Twilio, false)));
+    let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
+    assert!(!vendor.send_connected);
+    assert_eq!(routes.len(), 11);
+}
