@@ -6,11 +6,11 @@
 
 use std::borrow::Cow;
 
-use callgate_handlers::bridge::BridgeError;
 use callgate_handlers::dialect::DecodeError;
 use callgate_handlers::EventError;
 use callgate_layers::event::Panicked;
 use callgate_layers::BoxError;
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// A close code and the short reason sent with it (at most 123 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +76,89 @@ impl CloseReason {
     }
 }
 
-/// What a failed event means for the call.
+/// Every way a call can end, and the one way an event can fail without ending it.
+#[derive(Debug)]
+pub enum Ending<'a> {
+    /// The carrier sent `stop`.
+    Stopped,
+    /// The carrier closed its socket or stopped reading: no close frame can reach it.
+    CarrierGone,
+    /// The assistant ended the conversation (`end_call`).
+    HungUp,
+    /// The assistant handed the call to a person (`transfer_call`).
+    Transferred,
+    /// The model side failed for good (reconnects and any fallback audio spent).
+    UpstreamFailed,
+    /// An event failed in the event stack.
+    Event(&'a BoxError),
+    /// The socket refused a frame (size, UTF-8, framing) or failed.
+    Socket(&'a WsError),
+    /// A detection route could not tell which carrier this is.
+    Undetected(&'a str),
+    /// No valid `start` before the deadline; `deferred_auth`: the `start` had to authenticate.
+    NoStart {
+        /// The route authenticates in `start`: the silence counts as a failed attempt.
+        deferred_auth: bool,
+    },
+    /// Invalid frames in a row reached `calls.max_consecutive_bad_frames`.
+    TooManyBadFrames,
+    /// The socket's frame budget ran out.
+    Flood,
+    /// No frame from the carrier within the idle timeout.
+    Idle,
+    /// The drain deadline passed.
+    Shutdown,
+    /// The call's task panicked.
+    Panicked,
+}
+
+/// What an [`Ending`] means; the connection records metrics, logs and spans from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The carrier sent something invalid: count it (label), keep the call unless the run of
-    /// bad frames reaches the limit.
-    BadInput(&'static str),
-    /// The call cannot go on.
-    Close(CloseReason),
+pub struct Rescue {
+    /// How the call closes (`None`: it goes on; bad input below the limit).
+    pub close: Option<CloseReason>,
+    /// False when the carrier is gone and a close frame would go nowhere.
+    pub send_close: bool,
+    /// The `callgate_bad_frames_total` reason, when the carrier sent something invalid.
+    pub bad_frame: Option<&'static str>,
+    /// The client address failed authentication (feeds the failed-auth blocklist).
+    pub failed_auth: bool,
+    /// Counted in `callgate_panics_total`.
+    pub panicked: bool,
+}
+
+impl Rescue {
+    const fn closes(close: CloseReason) -> Self {
+        Self {
+            close: Some(close),
+            send_close: true,
+            bad_frame: None,
+            failed_auth: false,
+            panicked: false,
+        }
+    }
+
+    const fn bad_input(reason: &'static str) -> Self {
+        Self {
+            close: None,
+            send_close: true,
+            bad_frame: Some(reason),
+            failed_auth: false,
+            panicked: false,
+        }
+    }
+
+    fn counting(mut self, reason: &'static str) -> Self {
+        self.bad_frame = Some(reason);
+        self
+    }
+}
+
+impl CloseReason {
+    /// A close that is the gateway's or the model's failure: the call span's status is ERROR.
+    pub fn is_error(&self) -> bool {
+        self.code == 1011
+    }
 }
 
 /// At most 123 bytes (a close frame's reason), cut on a character boundary.
@@ -98,38 +173,84 @@ fn short(mut text: String) -> String {
     text
 }
 
-/// Classifies an error from the event stack.
-pub fn classify(error: &BoxError) -> Verdict {
+/// The one rescue: every way a call ends → close code, short reason, outcome (via
+/// [`CloseReason::outcome`]) and what to count. Pure; the caller records.
+pub fn rescue(ending: Ending<'_>) -> Rescue {
+    match ending {
+        Ending::Stopped => Rescue::closes(CloseReason::NORMAL),
+        Ending::CarrierGone => Rescue {
+            send_close: false,
+            ..Rescue::closes(CloseReason::NORMAL)
+        },
+        Ending::HungUp => Rescue::closes(CloseReason::NORMAL),
+        Ending::Transferred => Rescue::closes(CloseReason::TRANSFERRED),
+        Ending::UpstreamFailed => Rescue::closes(CloseReason::UPSTREAM),
+        Ending::Event(error) => event_failed(error),
+        Ending::Socket(error) => match error {
+            WsError::Capacity(_) => Rescue::closes(CloseReason::TOO_BIG).counting("too_big"),
+            // RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
+            WsError::Utf8(_) => Rescue::closes(CloseReason::BAD_UTF8).counting("invalid_utf8"),
+            WsError::Protocol(_) => Rescue::closes(CloseReason::PROTOCOL).counting("protocol"),
+            // A reset or a dead peer: nothing the carrier sent was wrong.
+            _ => Rescue::closes(CloseReason::PROTOCOL),
+        },
+        Ending::Undetected(why) => Rescue::closes(CloseReason {
+            code: 1008,
+            reason: short(format!("unknown carrier: {why}")).into(),
+        })
+        .counting("undetected"),
+        Ending::NoStart { deferred_auth } => Rescue {
+            failed_auth: deferred_auth,
+            ..Rescue::closes(match deferred_auth {
+                true => CloseReason::AUTH_TIMEOUT,
+                false => CloseReason::NO_START,
+            })
+            .counting("no_start")
+        },
+        Ending::TooManyBadFrames => Rescue::closes(CloseReason::TOO_MANY_BAD_FRAMES),
+        Ending::Flood => Rescue::closes(CloseReason::FLOOD).counting("flood"),
+        Ending::Idle => Rescue::closes(CloseReason::IDLE),
+        Ending::Shutdown => Rescue::closes(CloseReason::GOING_AWAY),
+        Ending::Panicked => Rescue {
+            panicked: true,
+            ..Rescue::closes(CloseReason::INTERNAL)
+        },
+    }
+}
+
+/// An error from the event stack: walk its `source()` chain (in the manner of tonic's
+/// `Status::from_error`) and let the first error we recognise decide.
+fn event_failed(error: &BoxError) -> Rescue {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
         if let Some(e) = e.downcast_ref::<DecodeError>() {
             return match e {
                 // Every frame after it would fail too: say at once what to change.
-                DecodeError::UnsupportedFormat(what) => Verdict::Close(CloseReason {
+                DecodeError::UnsupportedFormat(what) => Rescue::closes(CloseReason {
                     code: 1003,
                     reason: short(format!("unsupported codec {what}")).into(),
-                }),
-                e => Verdict::BadInput(e.reason()),
+                })
+                .counting(e.reason()),
+                e => Rescue::bad_input(e.reason()),
             };
         }
         if let Some(e) = e.downcast_ref::<EventError>() {
             return match e {
-                EventError::Unauthorized => Verdict::Close(CloseReason::UNAUTHORIZED),
-                EventError::Overloaded => Verdict::Close(CloseReason::OVERLOADED),
-                e if e.is_bad_input() => Verdict::BadInput(e.reason()),
-                _ => Verdict::Close(CloseReason::INTERNAL),
+                EventError::Unauthorized => Rescue {
+                    failed_auth: true,
+                    ..Rescue::closes(CloseReason::UNAUTHORIZED)
+                },
+                EventError::Overloaded => Rescue::closes(CloseReason::OVERLOADED),
+                e if e.is_bad_input() => Rescue::bad_input(e.reason()),
+                _ => Rescue::closes(CloseReason::INTERNAL),
             };
         }
         if e.downcast_ref::<Panicked>().is_some() {
-            metrics::counter!("callgate_panics_total").increment(1);
-            return Verdict::Close(CloseReason::INTERNAL);
-        }
-        if e.downcast_ref::<BridgeError>().is_some() {
-            return Verdict::Close(CloseReason::UPSTREAM);
+            return rescue(Ending::Panicked);
         }
         current = e.source();
     }
-    Verdict::Close(CloseReason::INTERNAL)
+    Rescue::closes(CloseReason::INTERNAL)
 }
 
 #[cfg(test)]
@@ -137,16 +258,93 @@ mod tests {
     use super::*;
 
     #[test]
-    fn walks_to_the_known_error() {
+    fn event_errors_walk_to_the_known_error() {
         let bad: BoxError = Box::new(DecodeError::Binary);
-        assert_eq!(classify(&bad), Verdict::BadInput("binary_frame"));
+        assert_eq!(
+            rescue(Ending::Event(&bad)),
+            Rescue::bad_input("binary_frame")
+        );
         let early: BoxError = Box::new(EventError::NotStarted);
-        assert_eq!(classify(&early), Verdict::BadInput("before_start"));
+        assert_eq!(
+            rescue(Ending::Event(&early)),
+            Rescue::bad_input("before_start")
+        );
+        let codec: BoxError = Box::new(DecodeError::UnsupportedFormat("g729".into()));
+        let close = rescue(Ending::Event(&codec)).close.unwrap();
+        assert_eq!((close.code, close.outcome()), (1003, "unsupported_format"));
+        let refused: BoxError = Box::new(EventError::Unauthorized);
+        let refused = rescue(Ending::Event(&refused));
+        assert!(refused.failed_auth);
+        assert_eq!(refused.close, Some(CloseReason::UNAUTHORIZED));
         let panic: BoxError = Box::new(Panicked {
             message: "x".into(),
         });
-        assert_eq!(classify(&panic), Verdict::Close(CloseReason::INTERNAL));
+        let panic = rescue(Ending::Event(&panic));
+        assert!(panic.panicked);
+        assert_eq!(panic.close, Some(CloseReason::INTERNAL));
         let other: BoxError = "something".into();
-        assert_eq!(classify(&other), Verdict::Close(CloseReason::INTERNAL));
+        assert_eq!(
+            rescue(Ending::Event(&other)).close,
+            Some(CloseReason::INTERNAL)
+        );
+    }
+
+    #[test]
+    fn every_ending_has_a_code_and_an_outcome() {
+        let utf8 = WsError::Utf8("x".into());
+        let cases = [
+            (Ending::Stopped, 1000, "completed"),
+            (Ending::CarrierGone, 1000, "completed"),
+            (Ending::HungUp, 1000, "completed"),
+            (Ending::Transferred, 1000, "transferred"),
+            (Ending::UpstreamFailed, 1011, "failed"),
+            (Ending::Socket(&utf8), 1007, "bad_input"),
+            (Ending::Undetected("no start event"), 1008, "policy"),
+            (
+                Ending::NoStart {
+                    deferred_auth: false,
+                },
+                1008,
+                "policy",
+            ),
+            (
+                Ending::NoStart {
+                    deferred_auth: true,
+                },
+                1008,
+                "policy",
+            ),
+            (Ending::TooManyBadFrames, 1007, "bad_input"),
+            (Ending::Flood, 1008, "policy"),
+            (Ending::Idle, 1001, "drained"),
+            (Ending::Shutdown, 1001, "drained"),
+            (Ending::Panicked, 1011, "failed"),
+        ];
+        for (ending, code, outcome) in cases {
+            let what = format!("{ending:?}");
+            let close = rescue(ending).close.expect(&what);
+            assert_eq!((close.code, close.outcome()), (code, outcome), "{what}");
+            assert!(close.reason.len() <= 123);
+        }
+        assert!(!rescue(Ending::CarrierGone).send_close);
+        assert!(
+            rescue(Ending::NoStart {
+                deferred_auth: true
+            })
+            .failed_auth
+        );
+        assert_eq!(
+            rescue(Ending::Socket(&utf8)).bad_frame,
+            Some("invalid_utf8")
+        );
+        let long = "x".repeat(500);
+        assert!(
+            rescue(Ending::Undetected(&long))
+                .close
+                .unwrap()
+                .reason
+                .len()
+                <= 123
+        );
     }
 }

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::carrier_socket::{linger, send_close, CarrierSocket};
 use crate::pacer::Pacer;
 
-use crate::close::{classify, CloseReason, Verdict};
+use crate::close::{rescue, CloseReason, Ending, Rescue};
 use crate::config::RouteDialect;
 use crate::routes::{AppState, CallAdmission, Route};
 
@@ -82,6 +82,7 @@ pub async fn serve(
         let _live = state.live_call();
         let mut socket = socket;
         let mut queued = VecDeque::new();
+        let client_ip = admission.client_ip;
         let dialect = match route.dialect {
             RouteDialect::Fixed(dialect) => dialect,
             RouteDialect::Detect => match detect_dialect(&mut socket, &mut queued).await {
@@ -89,10 +90,13 @@ pub async fn serve(
                     tracing::Span::current().record("carrier", dialect.name());
                     dialect
                 }
-                Err(reason) => {
-                    metrics::counter!("callgate_calls_total", "carrier" => "detect", "outcome" => reason.outcome()).increment(1);
-                    send_close(&mut socket, &reason).await;
-                    return (socket, reason);
+                Err(why) => {
+                    tracing::warn!(why, "carrier not recognised");
+                    let rescue = record(&state, "detect", client_ip, rescue(Ending::Undetected(&why)));
+                    let close = rescue.close.unwrap_or(CloseReason::PROTOCOL);
+                    metrics::counter!("callgate_calls_total", "carrier" => "detect", "outcome" => close.outcome()).increment(1);
+                    send_close(&mut socket, &close).await;
+                    return (socket, close);
                 }
             },
         };
@@ -111,11 +115,12 @@ pub async fn serve(
         let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(close) => close,
             Err(_) => {
-                metrics::counter!("callgate_panics_total").increment(1);
                 tracing::error!("call task panicked");
                 state.store.remove(id);
-                send_close(&mut socket, &CloseReason::INTERNAL).await;
-                CloseReason::INTERNAL
+                let rescue = record(&state, carrier, client_ip, rescue(Ending::Panicked));
+                let close = rescue.close.unwrap_or(CloseReason::INTERNAL);
+                send_close(&mut socket, &close).await;
+                close
             }
         };
         metrics::gauge!("callgate_calls_active", "carrier" => carrier).decrement(1.0);
@@ -134,19 +139,7 @@ pub async fn serve(
 async fn detect_dialect(
     socket: &mut CarrierSocket,
     queued: &mut VecDeque<Frame>,
-) -> Result<Dialect, CloseReason> {
-    let unknown = |why: String| {
-        metrics::counter!("callgate_bad_frames_total", "carrier" => "detect", "reason" => "undetected").increment(1);
-        tracing::warn!(why, "carrier not recognised");
-        let reason: String = format!("unknown carrier: {why}")
-            .chars()
-            .take(120)
-            .collect();
-        CloseReason {
-            code: 1008,
-            reason: reason.into(),
-        }
-    };
+) -> Result<Dialect, String> {
     let deadline = tokio::time::sleep(Duration::from_secs(5));
     tokio::pin!(deadline);
     while queued.len() < detect::MAX_FRAMES {
@@ -155,19 +148,19 @@ async fn detect_dialect(
                 Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
                 Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                _ => return Err(unknown("socket closed before any event".into())),
+                _ => return Err("socket closed before any event".into()),
             },
-            _ = &mut deadline => return Err(unknown("no event within 5 s".into())),
+            _ = &mut deadline => return Err("no event within 5 s".into()),
         };
         let detection = detect::detect(&frame);
         queued.push_back(frame);
         match detection {
             Detection::Found(dialect) => return Ok(dialect),
             Detection::NeedMore => continue,
-            Detection::Unknown(why) => return Err(unknown(why)),
+            Detection::Unknown(why) => return Err(why),
         }
     }
-    Err(unknown("no start event".into()))
+    Err("no start event".into())
 }
 
 /// What the socket's opening gave the call: the upgrade request's hints for the decoder,
@@ -262,26 +255,24 @@ impl Call<'_> {
         tokio::pin!(idle);
         tracing::debug!("carrier connected");
 
-        let mut close = None;
+        let mut ended = None;
         if route.send_connected
             && socket
                 .send(Message::Text(CONNECTED_GREETING.into()))
                 .await
                 .is_err()
         {
-            close = Some(None);
+            ended = Some(call.end(Ending::CarrierGone));
         }
         // Frames read before the call began (detection, the socket's opening).
-        while close.is_none() {
+        while ended.is_none() {
             let Some(frame) = queued.pop_front() else {
                 break;
             };
-            if let Some(reason) = call.on_frame(&mut stack, frame).await {
-                close = Some(Some(reason));
-            }
+            ended = call.on_frame(&mut stack, frame).await;
         }
-        let close = match close {
-            Some(close) => close,
+        let ended = match ended {
+            Some(ended) => ended,
             None => loop {
                 tokio::select! {
                     inbound = socket.next() => {
@@ -294,24 +285,31 @@ impl Call<'_> {
                             // sees its own code back instead of 1006.
                             Some(Ok(Message::Close(_))) => {
                                 let _ = socket.flush().await;
-                                break None;
+                                break call.end(Ending::CarrierGone);
                             }
-                            None => break None,
-                            Some(Err(error)) => break Some(socket_error(error, dialect.name())),
+                            None => break call.end(Ending::CarrierGone),
+                            Some(Err(error)) => {
+                                let ended = call.end(Ending::Socket(&error));
+                                match ended.bad_frame {
+                                    Some(reason) => tracing::warn!(%error, reason, "carrier socket refused a frame"),
+                                    None => tracing::debug!(%error, "carrier socket error"),
+                                }
+                                break ended;
+                            }
                         };
                         // Before the call has begun only a valid `start` is activity: a socket
                         // that sends anything else holds a call slot for nothing.
                         if call.started.is_some() {
                             idle.as_mut().reset(tokio::time::Instant::now() + state.calls.idle_timeout);
                         }
-                        if let Some(reason) = call.on_frame(&mut stack, frame).await {
-                            break Some(reason);
+                        if let Some(ended) = call.on_frame(&mut stack, frame).await {
+                            break ended;
                         }
                     }
                     Some(item) = downstream.recv() => match item {
                         Downstream::Out(message, received) => {
                             if call.on_outbound(&mut *socket, &message).await.is_err() {
-                                break None;
+                                break call.end(Ending::CarrierGone);
                             }
                             call.observe(&message, received);
                         }
@@ -320,7 +318,7 @@ impl Call<'_> {
                             if let Some(frame) = call.started.as_ref().and_then(|s| s.writer.hangup()) {
                                 let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
                             }
-                            break Some(CloseReason::NORMAL);
+                            break call.end(Ending::HungUp);
                         }
                         Downstream::Transferred { target, number } => {
                             // The carrier has the call now (or its scenario dials `number`).
@@ -329,13 +327,13 @@ impl Call<'_> {
                                 let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
                             }
                             tracing::info!(%target, "call transferred; closing the stream");
-                            break Some(CloseReason::TRANSFERRED);
+                            break call.end(Ending::Transferred);
                         }
                         Downstream::SendDtmf(digits) => {
                             let frame = call.started.as_ref().and_then(|s| s.writer.send_dtmf(&digits));
                             if let Some(frame) = frame {
                                 if send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await.is_err() {
-                                    break None;
+                                    break call.end(Ending::CarrierGone);
                                 }
                             }
                         }
@@ -345,7 +343,7 @@ impl Call<'_> {
                             tracing::warn!(duration_ms = duration.as_millis() as u64, "playing the fallback audio");
                             let end = Outbound::Mark { name: "fallback".into() };
                             if call.on_outbound(&mut *socket, &audio).await.is_err() || call.on_outbound(&mut *socket, &end).await.is_err() {
-                                break None;
+                                break call.end(Ending::CarrierGone);
                             }
                             fallback_until = Some(tokio::time::Instant::now() + duration.min(Duration::from_secs(10)));
                         }
@@ -354,45 +352,49 @@ impl Call<'_> {
                             if let Some(until) = fallback_until {
                                 tokio::time::sleep_until(until).await;
                             }
-                            break Some(CloseReason::UPSTREAM);
+                            break call.end(Ending::UpstreamFailed);
                         }
                     },
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
                         if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout).await.is_err() {
-                            break None;
+                            break call.end(Ending::CarrierGone);
                         }
                     }
                     _ = &mut start_deadline, if call.started.is_none() => {
-                        metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "no_start").increment(1);
                         tracing::warn!("no valid start before the deadline");
-                        if !deferred_auth {
-                            break Some(CloseReason::NO_START);
-                        }
-                        state.security.admission.failures.record_failure(client_ip.key());
-                        break Some(CloseReason::AUTH_TIMEOUT);
+                        break call.end(Ending::NoStart { deferred_auth });
                     }
                     _ = flooded.notified() => {
-                        metrics::counter!("callgate_bad_frames_total", "carrier" => dialect.name(), "reason" => "flood").increment(1);
                         tracing::warn!("carrier frame rate exceeded");
-                        break Some(CloseReason::FLOOD);
+                        break call.end(Ending::Flood);
                     }
                     _ = &mut idle => {
                         tracing::warn!("no frame from the carrier within the idle timeout");
-                        break Some(CloseReason::IDLE);
+                        break call.end(Ending::Idle);
                     }
-                    _ = state.hard_stop.cancelled() => break Some(CloseReason::GOING_AWAY),
+                    _ = state.hard_stop.cancelled() => break call.end(Ending::Shutdown),
                 }
             },
         };
         // Nothing more goes to the carrier: a bridge blocked on a full outbox is released at
         // once, so it can close the upstream cleanly.
         drop(downstream);
-        call.finish(socket, close).await
+        call.finish(socket, ended).await
+    }
+
+    /// Rescues one ending and records what it counts.
+    fn end(&self, ending: Ending<'_>) -> Rescue {
+        record(
+            self.state,
+            self.dialect.name(),
+            self.client_ip,
+            rescue(ending),
+        )
     }
 
     /// Runs one inbound frame through the event stack; `Some` ends the call.
-    async fn on_frame<S>(&mut self, stack: &mut S, frame: Frame) -> Option<CloseReason>
+    async fn on_frame<S>(&mut self, stack: &mut S, frame: Frame) -> Option<Rescue>
     where
         S: Service<Frame, Response = Flow, Error = callgate_layers::BoxError>,
     {
@@ -406,33 +408,29 @@ impl Call<'_> {
                 None
             }
             Ok(Flow::Ignored) => None,
-            Ok(Flow::Stop) => Some(CloseReason::NORMAL),
-            Err(error) => match classify(&error) {
-                Verdict::BadInput(reason) => {
-                    self.bad_streak += 1;
-                    self.bad_total += 1;
-                    metrics::counter!("callgate_bad_frames_total", "carrier" => self.dialect.name(), "reason" => reason).increment(1);
-                    if let Some(session) = self.ctx.session() {
-                        session.counters.bad_frames.fetch_add(1, Relaxed);
+            Ok(Flow::Stop) => Some(self.end(Ending::Stopped)),
+            Err(error) => {
+                let rescued = self.end(Ending::Event(&error));
+                match (&rescued.close, rescued.bad_frame) {
+                    (None, reason) => {
+                        self.bad_streak += 1;
+                        self.bad_total += 1;
+                        if let Some(session) = self.ctx.session() {
+                            session.counters.bad_frames.fetch_add(1, Relaxed);
+                        }
+                        tracing::warn!(%error, reason, streak = self.bad_streak, "invalid frame rejected");
+                        (self.bad_streak >= self.state.calls.max_consecutive_bad_frames)
+                            .then(|| self.end(Ending::TooManyBadFrames))
                     }
-                    tracing::warn!(%error, reason, streak = self.bad_streak, "invalid frame rejected");
-                    (self.bad_streak >= self.state.calls.max_consecutive_bad_frames)
-                        .then_some(CloseReason::TOO_MANY_BAD_FRAMES)
+                    (Some(close), _) => {
+                        match close.is_error() {
+                            true => tracing::error!(%error, code = close.code, "call failed"),
+                            false => tracing::warn!(%error, code = close.code, "call refused"),
+                        }
+                        Some(rescued)
+                    }
                 }
-                Verdict::Close(reason) if reason == CloseReason::UNAUTHORIZED => {
-                    self.state
-                        .security
-                        .admission
-                        .failures
-                        .record_failure(self.client_ip.key());
-                    tracing::warn!(%error, "start refused");
-                    Some(reason)
-                }
-                Verdict::Close(reason) => {
-                    tracing::error!(%error, code = reason.code, "call failed");
-                    Some(reason)
-                }
-            },
+            }
         };
         if self.started.is_none() {
             if let Some(session) = self.ctx.session() {
@@ -500,7 +498,7 @@ impl Call<'_> {
         send_frames(socket, frames, self.state.calls.carrier_write_timeout).await
     }
 
-    async fn finish(self, socket: &mut CarrierSocket, close: Option<CloseReason>) -> CloseReason {
+    async fn finish(self, socket: &mut CarrierSocket, ended: Rescue) -> CloseReason {
         let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
         let span = tracing::Span::current();
         if let Some(session) = &session {
@@ -510,8 +508,8 @@ impl Call<'_> {
             span.record("audio_dropped", c.audio_dropped.load(Relaxed));
         }
         span.record("bad_frames", self.bad_total);
-        let send = close.is_some();
-        let reason = close.unwrap_or(CloseReason::NORMAL);
+        let send = ended.send_close;
+        let reason = ended.close.unwrap_or(CloseReason::NORMAL);
         if let Some(session) = &session {
             session.publish(callgate_handlers::feed::FeedEvent::CallEnded {
                 close_code: reason.code,
@@ -520,7 +518,7 @@ impl Call<'_> {
         }
         span.record("close_code", reason.code);
         span.record("outcome", reason.outcome());
-        if reason.code == 1011 {
+        if reason.is_error() {
             span.record("otel.status_code", "ERROR");
         }
         if send {
@@ -574,25 +572,27 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// A read error: oversized messages close 1009, anything else is a protocol error (invalid
-/// UTF-8, a bad frame) or a dead peer; each is counted.
-fn socket_error(error: WsError, carrier: &'static str) -> CloseReason {
-    let reason = match &error {
-        WsError::Capacity(_) => "too_big",
-        WsError::Utf8(_) => "invalid_utf8",
-        WsError::Protocol(_) => "protocol",
-        _ => {
-            tracing::debug!(%error, "carrier socket error");
-            return CloseReason::PROTOCOL;
-        }
-    };
-    metrics::counter!("callgate_bad_frames_total", "carrier" => carrier, "reason" => reason)
-        .increment(1);
-    tracing::warn!(%error, reason, "carrier socket refused a frame");
-    match error {
-        WsError::Capacity(_) => CloseReason::TOO_BIG,
-        // RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
-        WsError::Utf8(_) => CloseReason::BAD_UTF8,
-        _ => CloseReason::PROTOCOL,
+/// Records what a rescue counts: the carrier's bad input, a failed authentication of the
+/// client address, a panic. Returns the rescue for the caller to act on.
+fn record(
+    state: &AppState,
+    carrier: &'static str,
+    client_ip: callgate_layers::http::client_ip::ClientIp,
+    rescue: Rescue,
+) -> Rescue {
+    if let Some(reason) = rescue.bad_frame {
+        metrics::counter!("callgate_bad_frames_total", "carrier" => carrier, "reason" => reason)
+            .increment(1);
     }
+    if rescue.failed_auth {
+        state
+            .security
+            .admission
+            .failures
+            .record_failure(client_ip.key());
+    }
+    if rescue.panicked {
+        metrics::counter!("callgate_panics_total").increment(1);
+    }
+    rescue
 }
