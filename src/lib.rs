@@ -23,6 +23,8 @@
 //! [`run`] takes the listener, so tests bind `127.0.0.1:0`.
 
 pub mod admin;
+pub mod admission;
+pub mod caps;
 pub mod carrier_socket;
 pub mod carriers;
 pub mod client;

@@ -13,9 +13,7 @@ use callgate_handlers::bridge::BridgeConfig;
 use callgate_handlers::session::CallIdentity;
 use callgate_handlers::session::SessionStore;
 use callgate_handlers::StartAuth;
-use callgate_layers::http::admission::{reject, AdmissionLayer, GlobalBudgetLayer};
-use callgate_layers::http::auth::{Admitted, AuthLayer};
-use callgate_layers::http::caps::CallPermit;
+use callgate_layers::http::auth::Admitted;
 use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
 use callgate_layers::http::limit::{quota, GlobalLimiter};
 use callgate_layers::http::query_param;
@@ -25,6 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::caps::CallPermit;
 use crate::carrier_socket::CarrierUpgrade;
 use crate::config::{CallsConfig, Config, RouteDialect};
 use crate::security::Security;
@@ -173,6 +172,10 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
+    let proxies = TrustedProxies::new(
+        config.security.trusted_proxies.clone(),
+        config.security.forwarded_header,
+    );
     let mut carriers = Router::new();
     for route in config.effective_routes() {
         let auth = state.security.auth_mode(&route)?;
@@ -183,10 +186,12 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
             outbound_format: route.outbound_encoding.map(|e| e.format()),
         });
         let path = route.path.clone();
+        // Reached only through the admission stack (`admission.rs`).
         let handler = move |upgrade: CarrierUpgrade,
                             State(state): State<AppState>,
                             Extension(admitted): Extension<Admitted>,
                             Extension(client_ip): Extension<ClientIp>,
+                            permit: Option<Extension<CallPermit>>,
                             params: RawPathParams,
                             RawQuery(query): RawQuery| async move {
             let opened = callgate_handlers::dialect::Hints {
@@ -201,33 +206,6 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                     .and_then(|v| v.parse().ok()),
                 outbound_format: route.outbound_format,
             };
-            if state.shutdown.is_cancelled() {
-                return reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "draining",
-                    Some(Duration::from_secs(5)),
-                );
-            }
-            // With the identity known now, the call-cap permit is taken before the 101;
-            // deferred calls take theirs when `start` proves who they are.
-            let permit = match admitted.start_token {
-                Some(_) => None,
-                None => match state
-                    .security
-                    .caps
-                    .try_acquire(admitted.identity.tenant.as_deref())
-                {
-                    Ok(permit) => Some(permit),
-                    Err(cap) => {
-                        tracing::warn!(%cap, "call refused");
-                        return reject(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "call_cap",
-                            Some(Duration::from_secs(1)),
-                        );
-                    }
-                },
-            };
             let admission = CallAdmission {
                 client_ip,
                 identity: CallIdentity {
@@ -237,7 +215,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 start_auth: admitted
                     .start_token
                     .map(|verifier| state.security.start_auth(verifier)),
-                permit,
+                permit: permit.map(|Extension(permit)| permit),
             };
             let max = state.calls.max_message_bytes;
             let config = WebSocketConfig::default()
@@ -258,30 +236,14 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 crate::connection::serve(socket, state, route, admission, opened)
             })
         };
-        // `layer` wraps: the last one added runs first. Auth, then the gateway-wide budget,
-        // which only authenticated upgrades may spend.
-        let budget = GlobalBudgetLayer::new(state.security.admission.clone());
+        let handler = axum::handler::Handler::with_state(handler, state.clone());
         carriers = carriers.route(
             &path,
-            get(handler)
-                .layer::<_, std::convert::Infallible>(budget)
-                .layer(AuthLayer::new(auth)),
+            crate::admission::carrier_stack(&state, proxies.clone(), auth, handler),
         );
     }
-    // `route_layer` wraps bottom-up: the last one added runs first. Per request: client IP
-    // (trusted proxies) → admission (origin, upgrade shape, per-IP limit, failed-auth
-    // standing) → the route's auth → the gateway-wide budget → the upgrade handler (call caps).
-    let carriers = carriers
-        .route_layer(AdmissionLayer::new(state.security.admission.clone()))
-        .route_layer(ClientIpLayer::new(TrustedProxies::new(
-            config.security.trusted_proxies.clone(),
-            config.security.forwarded_header,
-        )));
     // The admin API: its own gate (token, failed-auth standing) after the client IP.
-    let admin = crate::admin::routes(&state).route_layer(ClientIpLayer::new(TrustedProxies::new(
-        config.security.trusted_proxies.clone(),
-        config.security.forwarded_header,
-    )));
+    let admin = crate::admin::routes(&state).route_layer(ClientIpLayer::new(proxies));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(healthz))

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::caps::CallCaps;
 use anyhow::{bail, Context};
 use callgate_handlers::event::Start;
 use callgate_handlers::session::CallIdentity;
@@ -14,7 +15,6 @@ use callgate_layers::http::admission::Admission;
 use callgate_layers::http::auth::{
     AuthMode, BasicAuth, JwtKey, JwtVerifier, TokenSources, TwilioSignature,
 };
-use callgate_layers::http::caps::CallCaps;
 use callgate_layers::http::limit::{
     quota, quota_per_minute, FailureBlocklist, GlobalLimiter, KeyedLimiter,
 };

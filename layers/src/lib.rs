@@ -10,7 +10,7 @@
 //!
 //! The HTTP layers ([`http`]) admit WebSocket upgrades: client IP behind trusted proxies,
 //! origin and rate limits (governor), authentication (JWT via `jsonwebtoken` with the
-//! `rust_crypto` backend, Twilio signatures, Basic, IP allow-lists) and call caps.
+//! `rust_crypto` backend, Twilio signatures, Basic, IP allow-lists).
 #![warn(missing_docs)]
 
 pub mod event;

@@ -1,14 +1,10 @@
-//! Admission: what an upgrade must pass before authentication, and the one thing it must
-//! pass after.
+//! Admission: the checks an upgrade passes before it becomes a call, each a small [`Gate`]
+//! (or, for failed authentications, [`FailedAuthLayer`]) applied as its own layer, so the
+//! stack that orders them reads one concern per line (see `src/admission.rs` in the root
+//! crate).
 //!
-//! Before authentication, in order: the `Origin` allow-list, the shape of the request (a
-//! request that is not a WebSocket upgrade is refused before any limiter state is touched),
-//! the per-IP upgrade limit, and the failed-authentication standing of the address. After
-//! authentication: the gateway-wide upgrade budget ([`GlobalBudgetLayer`]), so that no refused
-//! request, whoever sent it, spends the budget every carrier shares.
-//!
-//! Carriers share IP addresses, so admitted calls are never capped per IP (that is the job
-//! of [`super::caps`]); per IP we only limit the rate of upgrade attempts and of failures.
+//! Carriers share IP addresses, so admitted calls are never capped per IP (the call caps
+//! do that per tenant); per IP we only limit the rate of upgrade attempts and of failures.
 //! An address over its failure quota is not refused outright: its attempts are throttled,
 //! a failure answers 429, and a request that authenticates is let through, so one tenant's
 //! bad signatures cannot lock another tenant out of a carrier address they share.
@@ -40,39 +36,18 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Decides before authentication. `Ok` carries the address's standing: on probation,
-    /// a failed authentication answers 429 instead of 401.
-    pub fn check(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        ip: ClientIp,
-    ) -> Result<Standing, Rejection> {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let allowed = origin
-                .to_str()
-                .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o));
-            if !allowed {
-                return Err(Rejection::new(StatusCode::FORBIDDEN, "origin", None));
-            }
+    /// 403 unless the request's `Origin`, if any, is on the allow-list.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o));
+        match allowed {
+            true => Ok(()),
+            false => Err(Rejection::new(StatusCode::FORBIDDEN, "origin", None)),
         }
-        if !is_websocket_upgrade(method, headers) {
-            return Err(Rejection::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "not_upgrade",
-                None,
-            ));
-        }
-        let key = ip.key();
-        self.per_ip
-            .check(key)
-            .and_then(|()| self.failures.standing(key))
-            .map_err(Rejection::from)
-    }
-
-    /// Spends one unit of the gateway-wide upgrade budget (after authentication).
-    pub fn spend_global(&self) -> Result<(), Rejection> {
-        self.global.check().map_err(Rejection::from)
     }
 
     /// Sweeps idle limiter state (call periodically).
@@ -114,7 +89,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: StatusCode, reason: &'static str, retry_after: Option<Duration>) -> Self {
+    /// A refusal with `status`, counted under `reason`.
+    pub fn new(status: StatusCode, reason: &'static str, retry_after: Option<Duration>) -> Self {
         Self {
             status,
             reason,
@@ -168,37 +144,155 @@ pub fn reject(status: StatusCode, reason: &'static str, retry_after: Option<Dura
     response
 }
 
-/// Applies [`AdmissionService`].
-#[derive(Debug, Clone)]
-pub struct AdmissionLayer {
-    admission: Arc<Admission>,
+/// One admission check: inspects (and may extend) a request, or refuses it.
+pub trait Gate {
+    /// `Err` answers the request with the rejection; nothing inside runs.
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection>;
 }
 
-impl AdmissionLayer {
-    /// Enforce `admission`.
-    pub fn new(admission: Arc<Admission>) -> Self {
-        Self { admission }
+/// Applies a [`Gate`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct GateLayer<G>(G);
+
+impl<G> GateLayer<G> {
+    /// Check every request with `gate`.
+    pub fn new(gate: G) -> Self {
+        Self(gate)
     }
 }
 
-impl<S> Layer<S> for AdmissionLayer {
-    type Service = AdmissionService<S>;
+impl<G: Clone, S> Layer<S> for GateLayer<G> {
+    type Service = GateService<G, S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService {
+        GateService {
+            gate: self.0.clone(),
             inner,
-            admission: self.admission.clone(),
         }
     }
 }
 
-/// See the module docs. Needs [`ClientIp`] from the client-IP layer outside it.
+/// See [`GateLayer`].
 #[derive(Debug, Clone)]
-pub struct AdmissionService<S> {
+pub struct GateService<G, S> {
+    gate: G,
+    inner: S,
+}
+
+impl<G, S, B> Service<Request<B>> for GateService<G, S>
+where
+    G: Gate,
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        use futures_util::future::Either;
+        match self.gate.admit(&mut request) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(rejection) => Either::Left(std::future::ready(Ok(rejection.into_response()))),
+        }
+    }
+}
+
+/// The client address the client-IP layer outside found.
+fn client_ip<B>(request: &Request<B>) -> ClientIp {
+    request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or(ClientIp([0, 0, 0, 0].into()))
+}
+
+/// 403 for a browser `Origin` not on the allow-list; a request without one (every
+/// carrier) passes.
+#[derive(Debug, Clone)]
+pub struct OriginAllowList(pub Arc<Admission>);
+
+impl Gate for OriginAllowList {
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection> {
+        self.0.check_origin(request.headers())
+    }
+}
+
+/// 426 for anything but a well-formed WebSocket upgrade, before any limiter is touched.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeShape;
+
+impl Gate for UpgradeShape {
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection> {
+        match is_websocket_upgrade(request.method(), request.headers()) {
+            true => Ok(()),
+            false => Err(Rejection::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "not_upgrade",
+                None,
+            )),
+        }
+    }
+}
+
+/// 429 when one client address upgrades faster than its quota.
+#[derive(Debug, Clone)]
+pub struct PerIpLimit(pub Arc<Admission>);
+
+impl Gate for PerIpLimit {
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection> {
+        self.0
+            .per_ip
+            .check(client_ip(request).key())
+            .map_err(Rejection::from)
+    }
+}
+
+/// 503 when the gateway-wide upgrade budget is spent. Goes inside the route's auth, so that
+/// no refused request, whoever sent it, spends the budget every carrier shares.
+#[derive(Debug, Clone)]
+pub struct GlobalBudget(pub Arc<Admission>);
+
+impl Gate for GlobalBudget {
+    fn admit<B>(&self, _: &mut Request<B>) -> Result<(), Rejection> {
+        self.0.global.check().map_err(Rejection::from)
+    }
+}
+
+/// Applies [`FailedAuthService`]: the failed-authentication standing of the client address
+/// before, and the count of its failures (401 and 403 from inside) after.
+#[derive(Debug, Clone)]
+pub struct FailedAuthLayer(Arc<Admission>);
+
+impl FailedAuthLayer {
+    /// Keep the standing in `admission.failures`.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        Self(admission)
+    }
+}
+
+impl<S> Layer<S> for FailedAuthLayer {
+    type Service = FailedAuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        FailedAuthService {
+            inner,
+            admission: self.0.clone(),
+        }
+    }
+}
+
+/// See [`FailedAuthLayer`]. On probation (over the failure quota) attempts are throttled and
+/// a failure answers 429; a request that authenticates passes.
+#[derive(Debug, Clone)]
+pub struct FailedAuthService<S> {
     inner: S,
     admission: Arc<Admission>,
 }
 
-impl<S, B> Service<Request<B>> for AdmissionService<S>
+impl<S, B> Service<Request<B>> for FailedAuthService<S>
 where
     S: Service<Request<B>, Response = Response>,
     S::Future: Send + 'static,
@@ -213,17 +307,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let ip = request
-            .extensions()
-            .get::<ClientIp>()
-            .copied()
-            .unwrap_or(ClientIp([0, 0, 0, 0].into()));
-        let standing = match self
-            .admission
-            .check(request.method(), request.headers(), ip)
-        {
+        let ip = client_ip(&request);
+        let standing = match self.admission.failures.standing(ip.key()) {
             Ok(standing) => standing,
-            Err(rejection) => return Box::pin(std::future::ready(Ok(rejection.into_response()))),
+            Err(refusal) => {
+                let response = Rejection::from(refusal).into_response();
+                return Box::pin(std::future::ready(Ok(response)));
+            }
         };
         let admission = self.admission.clone();
         let future = self.inner.call(request);
@@ -241,59 +331,6 @@ where
             }
             Ok(response)
         })
-    }
-}
-
-/// Applies [`GlobalBudgetService`]: the gateway-wide upgrade budget, spent only by requests
-/// that have passed everything else. Goes inside the route's auth layer.
-#[derive(Debug, Clone)]
-pub struct GlobalBudgetLayer {
-    admission: Arc<Admission>,
-}
-
-impl GlobalBudgetLayer {
-    /// Spend `admission.global` on authenticated upgrades.
-    pub fn new(admission: Arc<Admission>) -> Self {
-        Self { admission }
-    }
-}
-
-impl<S> Layer<S> for GlobalBudgetLayer {
-    type Service = GlobalBudgetService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        GlobalBudgetService {
-            inner,
-            admission: self.admission.clone(),
-        }
-    }
-}
-
-/// See [`GlobalBudgetLayer`]: 503 with `Retry-After` when the gateway's budget is spent.
-#[derive(Debug, Clone)]
-pub struct GlobalBudgetService<S> {
-    inner: S,
-    admission: Arc<Admission>,
-}
-
-impl<S, B> Service<Request<B>> for GlobalBudgetService<S>
-where
-    S: Service<Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        use futures_util::future::Either;
-        match self.admission.spend_global() {
-            Ok(()) => Either::Right(self.inner.call(request)),
-            Err(rejection) => Either::Left(std::future::ready(Ok(rejection.into_response()))),
-        }
     }
 }
 

@@ -1,15 +1,13 @@
-//! HTTP middleware for WebSocket upgrades: who is calling, may they, and how often.
+//! HTTP middleware for WebSocket upgrades: who is calling, may they, and how often. It knows
+//! nothing of telephony; the root crate's `admission` module orders these layers.
 //!
-//! Route layers, outermost first: [`client_ip`] (trusted proxies) → [`admission`] (origin,
-//! upgrade shape, per-IP limit, failed-auth standing) → [`auth`] (JWT, Twilio signature,
-//! Basic, IP allow-list) → [`admission::GlobalBudgetLayer`] (the gateway-wide budget, spent
-//! only by authenticated upgrades). [`caps`] holds the concurrent-call permits that outlive
-//! the request; [`limit`] the limiters, the failure blocklist and the per-host connection
-//! counts.
+//! [`client_ip`] (trusted proxies), [`admission`] (the gates: origin, upgrade shape, per-IP
+//! limit, failed-auth standing, the gateway-wide budget), [`auth`] (JWT, Twilio signature,
+//! Basic, IP allow-list), and [`limit`]: the limiters, the failure blocklist and the
+//! per-host connection counts.
 
 pub mod admission;
 pub mod auth;
-pub mod caps;
 pub mod client_ip;
 pub mod limit;
 

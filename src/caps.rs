@@ -17,9 +17,14 @@ pub enum CapExceeded {
     Tenant,
 }
 
-/// Held for the whole call; dropping it frees the slots.
+/// Held for the whole call; dropping the last clone frees the slots. Cloneable so that it
+/// can travel in request extensions from the admission stack to the call.
+#[derive(Debug, Clone)]
+pub struct CallPermit(#[allow(dead_code)] Arc<Slots>);
+
+/// The semaphore permits one call holds.
 #[derive(Debug)]
-pub struct CallPermit {
+struct Slots {
     _global: OwnedSemaphorePermit,
     _tenant: Option<OwnedSemaphorePermit>,
 }
@@ -82,10 +87,10 @@ impl CallCaps {
                 )
             }
         };
-        Ok(CallPermit {
+        Ok(CallPermit(Arc::new(Slots {
             _global: global,
             _tenant: tenant,
-        })
+        })))
     }
 
     /// Free global slots.
