@@ -8,10 +8,10 @@ use std::sync::Arc;
 use base64::Engine as _;
 use callgate::config::Config;
 use callgate_handlers::bridge::UpstreamAudio;
+use callgate_handlers::call_state::CallStore;
 use callgate_handlers::codec::{AudioFormat, BASE64};
 use callgate_handlers::dialect::{Dialect, Writer};
 use callgate_handlers::event::{Frame, Outbound};
-use callgate_handlers::session::SessionStore;
 use callgate_handlers::CallContext;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
@@ -48,7 +48,7 @@ fn bench_pipeline(c: &mut Criterion, name: &str, audio: UpstreamAudio) {
     config.upstream.audio = audio;
     let bridge = Arc::new(config.bridge_config(None));
     let (outbox, _rx) = tokio::sync::mpsc::channel(16);
-    let ctx = CallContext::new(1, Dialect::Twilio, SessionStore::new(), bridge, outbox);
+    let ctx = CallContext::new(1, Dialect::Twilio, CallStore::new(), bridge, outbox);
     let mut stack = callgate::pipeline::build(ctx, Default::default());
     let mut call = |frame: Frame| {
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))

@@ -205,7 +205,7 @@ async fn forward_feed(
     let _ = socket.flush().await;
 }
 
-fn call_json(s: &callgate_handlers::session::Session) -> serde_json::Value {
+fn call_json(s: &callgate_handlers::call_state::CallState) -> serde_json::Value {
     let c = &s.counters;
     let started = s
         .started_at

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callgate_handlers::bridge::Downstream;
+use callgate_handlers::call_state::CallState;
 use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::{Frame, Outbound};
-use callgate_handlers::session::Session;
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -172,7 +172,7 @@ struct Opening {
 
 /// What the carrier side of a started call needs: its session and its writer.
 struct Started {
-    session: Arc<Session>,
+    call: Arc<CallState>,
     writer: Writer,
 }
 
@@ -415,7 +415,7 @@ impl Call<'_> {
                     (None, reason) => {
                         self.bad_streak += 1;
                         self.bad_total += 1;
-                        if let Some(session) = self.ctx.session() {
+                        if let Some(session) = self.ctx.call_state() {
                             session.counters.bad_frames.fetch_add(1, Relaxed);
                         }
                         tracing::warn!(%error, reason, streak = self.bad_streak, "invalid frame rejected");
@@ -433,7 +433,7 @@ impl Call<'_> {
             }
         };
         if self.started.is_none() {
-            if let Some(session) = self.ctx.session() {
+            if let Some(session) = self.ctx.call_state() {
                 if let Some(records) = &self.state.records {
                     records.follow(&session);
                 }
@@ -442,7 +442,10 @@ impl Call<'_> {
                     session.stream_sid.clone(),
                     session.outbound_format,
                 );
-                self.started = Some(Started { session, writer });
+                self.started = Some(Started {
+                    call: session,
+                    writer,
+                });
             }
         }
         outcome
@@ -458,7 +461,7 @@ impl Call<'_> {
             }
             Outbound::Mark { name } => {
                 if let Some(started) = &self.started {
-                    started.session.mark_sent(name);
+                    started.call.mark_sent(name);
                 }
             }
         }
@@ -471,7 +474,11 @@ impl Call<'_> {
         message: &Outbound,
     ) -> Result<(), WsError> {
         // Nothing may reach the carrier before `start` (it has no stream id yet).
-        let Some(Started { session, writer }) = self.started.as_mut() else {
+        let Some(Started {
+            call: session,
+            writer,
+        }) = self.started.as_mut()
+        else {
             return Ok(());
         };
         self.frames.clear();

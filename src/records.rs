@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use anyhow::Context;
+use callgate_handlers::call_state::CallState;
 use callgate_handlers::feed::FeedEvent;
-use callgate_handlers::session::Session;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -205,7 +205,7 @@ impl Records {
 
     /// Records a call as it starts and follows its feed until it ends: transcript lines as
     /// they are final, the record when it ends. Returns the call's key.
-    pub fn follow(&self, session: &Arc<Session>) -> String {
+    pub fn follow(&self, session: &Arc<CallState>) -> String {
         let started_at_ms = unix_ms(session.started_at);
         let mut record = CallRecord {
             key: format!("{started_at_ms}-{}", session.id),

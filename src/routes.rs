@@ -10,8 +10,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use callgate_handlers::bridge::BridgeConfig;
-use callgate_handlers::session::CallIdentity;
-use callgate_handlers::session::SessionStore;
+use callgate_handlers::call_state::CallIdentity;
+use callgate_handlers::call_state::CallStore;
 use callgate_handlers::StartAuth;
 use callgate_layers::http::auth::Admitted;
 use callgate_layers::http::client_ip::{ClientIp, ClientIpLayer, TrustedProxies};
@@ -103,7 +103,7 @@ impl CallLimits {
 #[derive(Clone)]
 pub struct AppState {
     /// Live calls.
-    pub store: SessionStore,
+    pub store: CallStore,
     /// Upstream settings.
     pub bridge: Arc<BridgeConfig>,
     /// Per-call limits.
@@ -137,7 +137,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            store: SessionStore::new(),
+            store: CallStore::new(),
             bridge: Arc::new(bridge),
             calls: Arc::new(CallLimits::new(&config.calls, config)),
             shutdown,

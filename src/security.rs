@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::caps::CallCaps;
 use anyhow::{bail, Context};
+use callgate_handlers::call_state::CallIdentity;
 use callgate_handlers::event::Start;
-use callgate_handlers::session::CallIdentity;
 use callgate_handlers::{StartAdmission, StartAuth, StartRejected};
 use callgate_layers::http::admission::Admission;
 use callgate_layers::http::auth::{

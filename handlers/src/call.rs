@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::bridge::{self, BridgeConfig, BridgeHandle, Downstream};
+use crate::call_state::{CallIdentity, CallState, CallStore};
 use crate::dialect::Dialect;
 use crate::error::EventError;
 use crate::event::Start;
-use crate::session::{CallIdentity, Session, SessionStore};
 
 /// What a handler tells the connection loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub enum StartRejected {
 
 #[derive(Debug, Default)]
 struct Started {
-    session: Option<Arc<Session>>,
+    state: Option<Arc<CallState>>,
     bridge: Option<Arc<BridgeHandle>>,
     hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -91,8 +91,8 @@ pub struct CallContext {
     pub id: u64,
     /// The route's dialect.
     pub dialect: Dialect,
-    /// All live sessions.
-    pub store: SessionStore,
+    /// All live calls.
+    pub store: CallStore,
     /// Upstream settings.
     pub bridge_config: Arc<BridgeConfig>,
     /// Messages for the carrier (and the bridge's end-of-call signal).
@@ -111,7 +111,7 @@ impl CallContext {
     pub fn new(
         id: u64,
         dialect: Dialect,
-        store: SessionStore,
+        store: CallStore,
         bridge_config: Arc<BridgeConfig>,
         outbox: mpsc::Sender<Downstream>,
     ) -> Arc<Self> {
@@ -131,7 +131,7 @@ impl CallContext {
     pub fn with_auth(
         id: u64,
         dialect: Dialect,
-        store: SessionStore,
+        store: CallStore,
         bridge_config: Arc<BridgeConfig>,
         outbox: mpsc::Sender<Downstream>,
         identity: CallIdentity,
@@ -150,10 +150,10 @@ impl CallContext {
         })
     }
 
-    /// Creates the session and opens the upstream; a second `start` is an error.
-    pub(crate) fn begin(&self, mut start: Start) -> Result<Arc<Session>, EventError> {
+    /// Creates the call state and opens the upstream; a second `start` is an error.
+    pub(crate) fn begin(&self, mut start: Start) -> Result<Arc<CallState>, EventError> {
         let mut started = self.lock();
-        if started.session.is_some() {
+        if started.state.is_some() {
             return Err(EventError::AlreadyStarted);
         }
         // Admission before money: the upstream opens only after the start is admitted.
@@ -181,32 +181,32 @@ impl CallContext {
             self.outbox.clone(),
             self.span.clone(),
         );
-        started.session = Some(session.clone());
+        started.state = Some(session.clone());
         started.bridge = Some(Arc::new(bridge));
         Ok(session)
     }
 
-    /// The session and bridge, once `start` has arrived.
-    pub(crate) fn started(&self) -> Result<(Arc<Session>, Arc<BridgeHandle>), EventError> {
+    /// The call state and bridge, once `start` has arrived.
+    pub(crate) fn started(&self) -> Result<(Arc<CallState>, Arc<BridgeHandle>), EventError> {
         let started = self.lock();
-        match (&started.session, &started.bridge) {
+        match (&started.state, &started.bridge) {
             (Some(s), Some(b)) => Ok((s.clone(), b.clone())),
             _ => Err(EventError::NotStarted),
         }
     }
 
-    /// The session, once started.
-    pub fn session(&self) -> Option<Arc<Session>> {
-        self.lock().session.clone()
+    /// The call state, once started.
+    pub fn call_state(&self) -> Option<Arc<CallState>> {
+        self.lock().state.clone()
     }
 
     /// Ends the call: closes the upstream with 1000 (waiting at most `wait`), removes the
     /// session and adds its counters to the process metrics. Safe to call more than once.
-    pub async fn finish(&self, wait: Duration) -> Option<Arc<Session>> {
+    pub async fn finish(&self, wait: Duration) -> Option<Arc<CallState>> {
         let (session, bridge, hold) = {
             let mut started = self.lock();
             (
-                started.session.take(),
+                started.state.take(),
                 started.bridge.take(),
                 started.hold.take(),
             )

@@ -3,7 +3,7 @@
 //! - [`dialect`]: carrier wire formats (inbound JSON → [`event::Event`], outbound framing).
 //! - [`router::EventRouter`]: a `tower::Service<Event>` dispatching to one handler per kind
 //!   ([`start`], [`media`], [`dtmf`], [`mark`], [`stop`]), all sharing a [`call::CallContext`].
-//! - [`session::SessionStore`]: per-call state behind a cheap handle.
+//! - [`call_state::CallStore`]: per-call state behind a cheap handle.
 //! - [`codec`]: G.711, PCM16, resampling, base64; pure and synchronous.
 //! - [`bridge`]: the Realtime client, one task per call: reconnects, rollover, the playback
 //!   ledger and barge-in, DTMF, tools.
@@ -13,6 +13,7 @@
 pub mod audio_pace;
 pub mod bridge;
 pub mod call;
+pub mod call_state;
 pub mod codec;
 pub mod dialect;
 pub mod dtmf;
@@ -23,7 +24,6 @@ pub mod mark;
 pub mod media;
 pub mod pci;
 pub mod router;
-pub mod session;
 pub mod start;
 pub mod stop;
 

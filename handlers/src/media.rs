@@ -21,10 +21,10 @@ use base64::Engine as _;
 use crate::audio_pace::AudioPace;
 use crate::bridge::BridgeHandle;
 use crate::call::{sync_service, CallContext, Flow};
+use crate::call_state::CallState;
 use crate::codec::{decode_base64_into, Transcoder, BASE64};
 use crate::error::EventError;
 use crate::event::{Media, Payload};
-use crate::session::Session;
 
 /// Out-of-order frames held before a gap is given up on (100 ms of 20 ms frames).
 const REORDER_WINDOW: usize = 5;
@@ -33,7 +33,7 @@ const REORDER_WINDOW: usize = 5;
 #[derive(Debug)]
 pub struct MediaHandler {
     ctx: Arc<CallContext>,
-    call: Option<(Arc<Session>, Arc<BridgeHandle>)>,
+    call: Option<(Arc<CallState>, Arc<BridgeHandle>)>,
     /// `None` when carrier and upstream formats are equal (passthrough).
     transcoder: Option<Transcoder>,
     reorder: Option<Reorder>,

@@ -21,7 +21,7 @@ impl StopHandler {
 
     fn handle(&mut self, stop: Stop) -> Result<Flow, EventError> {
         // A stop before start still ends the socket: there is nothing to keep open.
-        if let Some(session) = self.ctx.session() {
+        if let Some(session) = self.ctx.call_state() {
             session.owns(stop.stream_sid.as_deref())?;
         }
         tracing::info!(reason = stop.reason.as_deref(), "carrier sent stop");

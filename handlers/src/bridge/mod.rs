@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::call_state::CallState;
 use crate::codec::AudioFormat;
 use crate::event::Outbound;
-use crate::session::Session;
 
 pub use queue::AudioQueue;
 
@@ -447,7 +447,7 @@ impl Drop for BridgeHandle {
 /// in the task, while caller audio queues up.
 pub fn spawn(
     config: Arc<BridgeConfig>,
-    session: Arc<Session>,
+    session: Arc<CallState>,
     outbox: mpsc::Sender<Downstream>,
     span: tracing::Span,
 ) -> BridgeHandle {

@@ -30,10 +30,10 @@ use super::wire::{self, ServerEvent, ServerKind};
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
 };
+use crate::call_state::CallState;
 use crate::codec::{decode_base64_into, Transcoder};
 use crate::event::Outbound;
 use crate::feed::FeedEvent;
-use crate::session::Session;
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,12 +44,12 @@ const TRANSCRIPT_MEMORY: usize = 24;
 
 pub(crate) async fn run(
     config: Arc<BridgeConfig>,
-    session: Arc<Session>,
+    call: Arc<CallState>,
     outbox: mpsc::Sender<Downstream>,
     audio: Arc<AudioQueue>,
     mut control: mpsc::Receiver<Control>,
 ) {
-    let mut relay = match Relay::new(&config, session, outbox.clone(), audio) {
+    let mut relay = match Relay::new(&config, call, outbox.clone(), audio) {
         Ok(relay) => relay,
         Err(err) => return report(&outbox, err).await,
     };
@@ -136,7 +136,7 @@ enum SessionEnd {
 }
 
 struct Relay {
-    session: Arc<Session>,
+    call: Arc<CallState>,
     outbox: mpsc::Sender<Downstream>,
     audio: Arc<AudioQueue>,
     session_update: String,
@@ -197,34 +197,34 @@ struct Relay {
 impl Relay {
     fn new(
         config: &BridgeConfig,
-        session: Arc<Session>,
+        call: Arc<CallState>,
         outbox: mpsc::Sender<Downstream>,
         audio: Arc<AudioQueue>,
     ) -> Result<Self, BridgeError> {
-        let upstream = session.upstream_audio.format();
+        let upstream = call.upstream_audio.format();
         // Model audio goes out in the carrier's outbound format (Telnyx may differ from what
         // it streams in).
-        let transcoder = if upstream == session.outbound_format {
+        let transcoder = if upstream == call.outbound_format {
             None
         } else {
             Some(
-                Transcoder::new(upstream, session.outbound_format)
+                Transcoder::new(upstream, call.outbound_format)
                     .map_err(|e| BridgeError::Audio(e.to_string()))?,
             )
         };
         // Pieces of at most 100 ms, each with its own mark, so barge-in truncation is accurate
         // to 100 ms; Exotel's minimum chunk (3200 bytes at 8 kHz) makes its pieces longer.
-        let (settings, greeting) = per_call(&config.session, &config.conversation, &session);
+        let (settings, greeting) = per_call(&config.session, &config.conversation, &call);
         let (tool_results_tx, tool_results) = mpsc::channel(16);
-        let format = session.outbound_format;
-        let piece_bytes = match session.dialect {
+        let format = call.outbound_format;
+        let piece_bytes = match call.dialect {
             crate::dialect::Dialect::Exotel => format.bytes_per_ms() * 20 * 10,
             _ => format.bytes_per_ms() * 100,
         };
         Ok(Self {
             session_update: wire::session_update(
                 config.dialect,
-                session.upstream_audio,
+                call.upstream_audio,
                 &settings,
                 &config.tools.declarations(),
             ),
@@ -234,7 +234,7 @@ impl Relay {
             hangup_requested: None,
             transfer: None,
             dialect: config.dialect,
-            session,
+            call,
             outbox,
             audio,
             ready: false,
@@ -512,14 +512,14 @@ impl Relay {
         match ServerKind::of(&event.kind) {
             ServerKind::SessionCreated => {
                 self.plan_rollover(event.session.as_ref(), config);
-                let span = tracing::info_span!("session.update", audio = ?self.session.upstream_audio, ready_ms = tracing::field::Empty);
+                let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
                 self.configuring = Some((Instant::now(), span));
                 send_text(ws, self.session_update.clone(), config).await?;
             }
             ServerKind::SessionUpdated => {
                 #[cfg(feature = "fault-injection")]
                 if self
-                    .session
+                    .call
                     .custom_parameters
                     .get("callgate_fault")
                     .map(String::as_str)
@@ -529,7 +529,7 @@ impl Relay {
                 }
                 if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
                 {
-                    if reported != self.session.upstream_audio {
+                    if reported != self.call.upstream_audio {
                         tracing::warn!(
                             ?reported,
                             "upstream reports a different output format than configured"
@@ -580,11 +580,11 @@ impl Relay {
                     "assistant"
                 };
                 if let Some(text) = event.delta.as_deref() {
-                    self.session.publish(FeedEvent::Transcript {
+                    self.call.publish(FeedEvent::Transcript {
                         role,
                         text: shown(text, config).into_owned(),
                         is_final: false,
-                        at_ms: self.session.at_ms(),
+                        at_ms: self.call.at_ms(),
                     });
                 }
             }
@@ -678,11 +678,11 @@ impl Relay {
     /// The fallback audio for the carrier, when the upstream is gone for good.
     fn fallback(&mut self, config: &BridgeConfig) -> Option<Downstream> {
         let (format, audio) = config.fallback_audio.as_ref()?;
-        let mut transcoder = Transcoder::new(*format, self.session.outbound_format).ok()?;
+        let mut transcoder = Transcoder::new(*format, self.call.outbound_format).ok()?;
         let mut out = Vec::new();
         transcoder.transcode(audio, &mut out);
         transcoder.flush(&mut out);
-        let duration = Duration::from_millis(self.session.outbound_format.duration_ms(out.len()));
+        let duration = Duration::from_millis(self.call.outbound_format.duration_ms(out.len()));
         Some(Downstream::Fallback {
             audio: out.into(),
             duration,
@@ -699,7 +699,7 @@ impl Relay {
         config: &BridgeConfig,
     ) {
         metrics::counter!("callgate_tool_calls_total", "tool" => if name == tools::END_CALL { "end_call" } else { "webhook" }).increment(1);
-        self.session.counters.tool_calls.fetch_add(1, Relaxed);
+        self.call.counters.tool_calls.fetch_add(1, Relaxed);
         if name == tools::END_CALL && config.tools.end_call {
             tracing::info!("end_call requested");
             self.hangup_requested = Some(Instant::now());
@@ -711,7 +711,7 @@ impl Relay {
         }
         let tools = config.tools.clone();
         let results = self.tool_results_tx.clone();
-        let s = &self.session;
+        let s = &self.call;
         let context = json!({
             "call_sid": s.call_sid,
             "stream_sid": s.stream_sid,

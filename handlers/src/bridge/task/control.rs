@@ -27,7 +27,7 @@ impl Relay {
         use crate::bridge::call_control::{CallAction, Route};
         let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
         let apis = config.carrier_apis.clone();
-        let dialect = self.session.dialect;
+        let dialect = self.call.dialect;
         let results = self.tool_results_tx.clone();
         let reply = move |call_id: String, name: String, result: Result<String, String>| {
             tokio::spawn(async move {
@@ -83,7 +83,7 @@ impl Relay {
         tracing::info!(digits = shown, "send_dtmf requested");
         match apis.route(dialect, CallAction::SendDtmf(&digits)) {
             Route::Api => {
-                let call = self.session.call_sid.clone();
+                let call = self.call.call_sid.clone();
                 tokio::spawn(async move {
                     let result = apis
                         .perform(dialect, &call, CallAction::SendDtmf(&digits))
@@ -114,10 +114,10 @@ impl Relay {
     pub(super) async fn hang_up(&mut self, config: &BridgeConfig) {
         use crate::bridge::call_control::{CallAction, Route};
         let apis = &config.carrier_apis;
-        let dialect = self.session.dialect;
+        let dialect = self.call.dialect;
         if apis.route(dialect, CallAction::Hangup) == Route::Api {
             if let Err(error) = apis
-                .perform(dialect, &self.session.call_sid, CallAction::Hangup)
+                .perform(dialect, &self.call.call_sid, CallAction::Hangup)
                 .await
             {
                 tracing::warn!(%error, "hang-up through the carrier's API failed; closing the stream");
@@ -134,12 +134,11 @@ impl Relay {
     ) -> Result<(), String> {
         use crate::bridge::call_control::{CallAction, Route};
         let apis = &config.carrier_apis;
-        let dialect = self.session.dialect;
+        let dialect = self.call.dialect;
         let action = CallAction::Transfer(&transfer.number);
         let number = match apis.route(dialect, action) {
             Route::Api => {
-                apis.perform(dialect, &self.session.call_sid, action)
-                    .await?;
+                apis.perform(dialect, &self.call.call_sid, action).await?;
                 None
             }
             Route::Stream => Some(transfer.number.clone()),
@@ -148,9 +147,9 @@ impl Relay {
         };
         tracing::info!(target = %transfer.target, "call transferred");
         metrics::counter!("callgate_transfers_total", "carrier" => dialect.name()).increment(1);
-        self.session.publish(FeedEvent::Transferred {
+        self.call.publish(FeedEvent::Transferred {
             target: transfer.target.clone(),
-            at_ms: self.session.at_ms(),
+            at_ms: self.call.at_ms(),
         });
         let _ = self
             .outbox

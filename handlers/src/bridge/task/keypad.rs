@@ -40,9 +40,9 @@ impl Relay {
             digits.clone()
         };
         tracing::info!(digits = %shown, count = digits.len(), "dtmf sequence sent to the model");
-        self.session.publish(FeedEvent::Dtmf {
+        self.call.publish(FeedEvent::Dtmf {
             digits: shown.clone(),
-            at_ms: self.session.at_ms(),
+            at_ms: self.call.at_ms(),
         });
         self.remember("user", Some(format!("[DTMF {shown}]")));
         self.request_response(ws, config).await

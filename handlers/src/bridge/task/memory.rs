@@ -17,11 +17,11 @@ impl Relay {
         let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
             return;
         };
-        self.session.publish(FeedEvent::Transcript {
+        self.call.publish(FeedEvent::Transcript {
             role,
             text: text.clone(),
             is_final: true,
-            at_ms: self.session.at_ms(),
+            at_ms: self.call.at_ms(),
         });
         if self.transcript.len() == TRANSCRIPT_MEMORY {
             self.transcript.pop_front();

@@ -108,11 +108,11 @@ impl Relay {
     pub(super) async fn send_piece(&mut self, len: usize, last: bool) {
         let audio = self.piece.split_to(len.min(self.piece.len())).freeze();
         if !audio.is_empty() {
-            self.session
+            self.call
                 .counters
                 .bytes_out
                 .fetch_add(audio.len() as u64, Relaxed);
-            self.playback.sent_ms += self.session.outbound_format.duration_ms(audio.len());
+            self.playback.sent_ms += self.call.outbound_format.duration_ms(audio.len());
             self.playback.first_send.get_or_insert_with(Instant::now);
             self.emit(Outbound::Media { audio }).await;
         }
@@ -127,7 +127,7 @@ impl Relay {
         if self.playback.marks.len() > 256 {
             self.playback.marks.pop_front();
         }
-        self.session.counters.marks_sent.fetch_add(1, Relaxed);
+        self.call.counters.marks_sent.fetch_add(1, Relaxed);
         self.emit(Outbound::Mark { name }).await;
     }
 
@@ -179,7 +179,7 @@ impl Relay {
         if self.audible() {
             let played = self.playback.played_ms();
             let sent = self.playback.sent_ms;
-            self.session.counters.clears.fetch_add(1, Relaxed);
+            self.call.counters.clears.fetch_add(1, Relaxed);
             metrics::counter!("callgate_barge_ins_total").increment(1);
             tracing::info!(
                 generation = self.generation,
@@ -188,9 +188,9 @@ impl Relay {
                 "barge-in: clearing the carrier's audio"
             );
             self.piece.clear();
-            self.session.publish(FeedEvent::BargeIn {
+            self.call.publish(FeedEvent::BargeIn {
                 played_ms: played,
-                at_ms: self.session.at_ms(),
+                at_ms: self.call.at_ms(),
             });
             self.emit(Outbound::Clear).await;
             if let (Some(item), true) = (&self.playback.item_id, played < sent) {
@@ -212,7 +212,7 @@ impl Relay {
     /// The caller may still be hearing model audio: some went out since the last barge-in
     /// and the ledger does not say it all played (marks alone cannot: echoes may come early).
     pub(super) fn audible(&self) -> bool {
-        self.speaking && !self.playback.all_played(self.session.dialect.has_marks())
+        self.speaking && !self.playback.all_played(self.call.dialect.has_marks())
     }
 }
 

@@ -7,7 +7,7 @@ use super::*;
 pub(super) fn per_call(
     base: &crate::bridge::SessionSettings,
     conversation: &crate::bridge::ConversationSettings,
-    session: &Session,
+    session: &CallState,
 ) -> (crate::bridge::SessionSettings, String) {
     let params = &session.custom_parameters;
     let mut settings = base.clone();

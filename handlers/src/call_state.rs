@@ -1,6 +1,6 @@
 //! Per-call state behind a cheap-to-clone handle.
 //!
-//! The store maps a connection id to its [`Session`]. Counters are atomics and the few
+//! The store maps a connection id to its [`CallState`]. Counters are atomics and the few
 //! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`;
 //! a media frame touches only the atomics (the store's lock is taken at start and end).
 
@@ -57,7 +57,7 @@ pub struct CallIdentity {
 
 /// One call's state.
 #[derive(Debug)]
-pub struct Session {
+pub struct CallState {
     /// Gateway-local connection id (unique per process).
     pub id: u64,
     /// The route's dialect.
@@ -95,7 +95,7 @@ pub struct Session {
     pub feed: crate::feed::Feed,
 }
 
-impl Session {
+impl CallState {
     /// Records inbound activity now (for idle reaping).
     pub fn touch(&self) {
         self.last_activity_ms
@@ -153,11 +153,11 @@ impl Session {
 
 /// All live calls, shared by every connection; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct SessionStore {
-    inner: Arc<Mutex<HashMap<u64, Arc<Session>>>>,
+pub struct CallStore {
+    inner: Arc<Mutex<HashMap<u64, Arc<CallState>>>>,
 }
 
-impl SessionStore {
+impl CallStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -171,8 +171,8 @@ impl SessionStore {
         start: Start,
         identity: CallIdentity,
         upstream_audio: UpstreamAudio,
-    ) -> Arc<Session> {
-        let session = Arc::new(Session {
+    ) -> Arc<CallState> {
+        let session = Arc::new(CallState {
             id,
             dialect,
             stream_sid: start.stream_sid,
@@ -197,12 +197,12 @@ impl SessionStore {
     }
 
     /// The session of connection `id`.
-    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+    pub fn get(&self, id: u64) -> Option<Arc<CallState>> {
         self.lock().get(&id).cloned()
     }
 
     /// Finds a live call by the carrier's call id.
-    pub fn find_call(&self, call_sid: &str) -> Option<Arc<Session>> {
+    pub fn find_call(&self, call_sid: &str) -> Option<Arc<CallState>> {
         self.lock()
             .values()
             .find(|s| s.call_sid == call_sid)
@@ -210,7 +210,7 @@ impl SessionStore {
     }
 
     /// Removes the session of connection `id` (on stop or close).
-    pub fn remove(&self, id: u64) -> Option<Arc<Session>> {
+    pub fn remove(&self, id: u64) -> Option<Arc<CallState>> {
         self.lock().remove(&id)
     }
 
@@ -225,7 +225,7 @@ impl SessionStore {
     }
 
     /// A snapshot of every live session.
-    pub fn all(&self) -> Vec<Arc<Session>> {
+    pub fn all(&self) -> Vec<Arc<CallState>> {
         self.lock().values().cloned().collect()
     }
 
@@ -238,7 +238,7 @@ impl SessionStore {
         before - map.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<CallState>>> {
         // A panic while holding this lock cannot leave the map inconsistent (every operation
         // is a single insert/remove), so a poisoned lock is safe to keep using.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn insert_find_remove() {
-        let store = SessionStore::new();
+        let store = CallStore::new();
         store.insert(
             1,
             Dialect::Twilio,
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn reaps_only_idle_sessions() {
-        let store = SessionStore::new();
+        let store = CallStore::new();
         let idle = store.insert(
             1,
             Dialect::Twilio,
