@@ -1,6 +1,7 @@
 //! Concurrent-call caps: a global and a per-tenant limit, as permits that live as long as
 //! the call (a tower concurrency limit ends with the HTTP request; a call outlives it).
 
+use callgate_layers::util::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -65,7 +66,7 @@ impl CallCaps {
             None => None,
             Some(name) => {
                 let semaphore = {
-                    let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut tenants = lock(&self.tenants);
                     // Tenants come from verified credentials, so this map is bounded by the
                     // number of real tenants.
                     tenants

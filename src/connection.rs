@@ -1,6 +1,7 @@
 //! The per-socket loop: one task per call, `select!` over the carrier socket, the outbox and
 //! shutdown. It owns the carrier socket and is the only place that sends a close frame.
 
+use callgate_layers::util::sleep_until;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -568,14 +569,6 @@ async fn send_frames(
             tracing::warn!("carrier stopped reading; dropping the call");
             Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

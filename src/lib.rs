@@ -115,10 +115,7 @@ pub async fn run(
     };
     let mut state = AppState::new(&config, bridge, security, shutdown.clone());
     state.records = records;
-    spawn_sweeper(
-        &state,
-        Duration::from_secs(config.calls.idle_session_timeout_s.max(1)),
-    );
+    spawn_sweeper(&state, config.calls.idle_state_timeout);
     spawn_upstream_probe(&state, loopback.is_none());
     let app = routes::router(&config, state.clone())?;
     tracing::info!(addr = %listener.local_addr()?, routes = ?config.effective_routes().iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), "callgate listening");
@@ -131,7 +128,7 @@ pub async fn run(
         state.hard_stop.clone(),
     ));
     shutdown.cancelled().await;
-    drain(&state, Duration::from_secs(config.calls.drain_deadline_s)).await;
+    drain(&state, config.calls.drain_deadline).await;
     accept.abort();
     Ok(())
 }

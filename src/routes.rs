@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, Request, StatusCode};
@@ -63,42 +62,6 @@ impl Drop for LiveCall {
     }
 }
 
-/// Per-call limits, resolved to durations.
-#[derive(Debug, Clone)]
-pub struct CallLimits {
-    /// Consecutive bad frames before 1007.
-    pub max_consecutive_bad_frames: u32,
-    /// Wait for the upstream to close after `stop`.
-    pub upstream_close_wait: Duration,
-    /// Largest carrier message or frame.
-    pub max_message_bytes: usize,
-    /// Per-socket messages per second, and burst.
-    pub messages_per_second: u32,
-    /// Per-socket message burst.
-    pub message_burst: u32,
-    /// No carrier frame for this long closes the call.
-    pub idle_timeout: Duration,
-    /// A socket without a valid `start` this long after the upgrade is closed 1008.
-    pub start_deadline: Duration,
-    /// A carrier that leaves our writes unread this long is dropped.
-    pub carrier_write_timeout: Duration,
-}
-
-impl CallLimits {
-    fn new(c: &CallsConfig, config: &Config) -> Self {
-        Self {
-            max_consecutive_bad_frames: c.max_consecutive_bad_frames,
-            upstream_close_wait: Duration::from_millis(c.upstream_close_wait_ms),
-            max_message_bytes: config.security.max_message_bytes,
-            messages_per_second: config.security.messages_per_second,
-            message_burst: config.security.message_burst,
-            idle_timeout: Duration::from_secs(c.idle_timeout_s.max(1)),
-            start_deadline: Duration::from_millis(c.start_deadline_ms.max(1)),
-            carrier_write_timeout: Duration::from_millis(c.carrier_write_timeout_ms.max(1)),
-        }
-    }
-}
-
 /// Shared state: one `Clone` struct of `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
@@ -106,8 +69,8 @@ pub struct AppState {
     pub store: CallStore,
     /// Upstream settings.
     pub bridge: Arc<BridgeConfig>,
-    /// Per-call limits.
-    pub calls: Arc<CallLimits>,
+    /// Per-call limits (`[calls]`).
+    pub calls: Arc<CallsConfig>,
     /// Cancelled when draining starts: readiness fails, new upgrades get 503.
     pub shutdown: CancellationToken,
     /// Cancelled at the drain deadline: live calls close 1001.
@@ -139,7 +102,7 @@ impl AppState {
         Self {
             store: CallStore::new(),
             bridge: Arc::new(bridge),
-            calls: Arc::new(CallLimits::new(&config.calls, config)),
+            calls: Arc::new(config.calls.clone()),
             shutdown,
             hard_stop: CancellationToken::new(),
             live: Arc::default(),
@@ -217,7 +180,8 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                     .map(|verifier| state.security.start_auth(verifier)),
                 permit: permit.map(|Extension(permit)| permit),
             };
-            let max = state.calls.max_message_bytes;
+            let limits = state.security.config();
+            let max = limits.max_message_bytes;
             let config = WebSocketConfig::default()
                 // Sized for 20 ms frames: tungstenite zero-fills its read buffer on
                 // every read (ARCHITECTURE.md, "Socket buffers").
@@ -227,10 +191,8 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max));
             // Every frame the socket reads, control and continuation frames included.
-            let budget = GlobalLimiter::new(quota(
-                state.calls.messages_per_second,
-                state.calls.message_burst,
-            ));
+            let budget =
+                GlobalLimiter::new(quota(limits.messages_per_second, limits.message_burst));
             // A token may ride in Sec-WebSocket-Protocol; only `callgate` is echoed.
             upgrade.on_upgrade(config, budget, move |socket| {
                 crate::connection::serve(socket, state, route, admission, opened)

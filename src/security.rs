@@ -94,6 +94,11 @@ impl Security {
         })
     }
 
+    /// The `[security]` section it was built from.
+    pub fn config(&self) -> &SecurityConfig {
+        &self.config
+    }
+
     /// The auth of one route.
     pub fn auth_mode(&self, route: &RouteConfig) -> anyhow::Result<AuthMode> {
         let sec = &self.config;

@@ -292,7 +292,7 @@ async fn sockets_that_never_start_lose_their_call_slots() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.security.max_calls = 2;
-        c.calls.start_deadline_ms = 400;
+        c.calls.start_deadline = Duration::from_millis(400);
     })
     .await;
     // Two sockets take both slots and chatter `connected` (and garbage) without a start.

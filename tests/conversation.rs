@@ -240,7 +240,10 @@ async fn stale_marks_after_clear_are_not_playback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_sequences_reach_the_model_and_interrupt_it() {
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| c.dtmf.inter_digit_timeout_ms = 300).await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.dtmf.inter_digit_timeout = Duration::from_millis(300)
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -338,13 +341,13 @@ async fn tool_server() -> (
     (addr, seen)
 }
 
-fn tool(name: &str, url: String, timeout_ms: u64) -> callgate::config::ToolConfig {
-    callgate::config::ToolConfig {
+fn tool(name: &str, url: String, timeout_ms: u64) -> callgate_handlers::bridge::tools::ToolSpec {
+    callgate_handlers::bridge::tools::ToolSpec {
         name: name.into(),
         description: format!("{name} tool"),
-        parameters: toml::toml! { type = "object" }.into(),
+        parameters: json!({"type": "object"}),
         url,
-        timeout_ms,
+        timeout: Duration::from_millis(timeout_ms),
     }
 }
 
@@ -517,7 +520,7 @@ async fn profiles_allowlists_and_the_greeting() {
         c.conversation.languages = vec!["hi".into()];
         c.conversation.profiles.insert(
             "sales".into(),
-            callgate::config::ProfileConfig {
+            callgate_handlers::bridge::Profile {
                 instructions: "You sell widgets.".into(),
                 voice: "ash".into(),
                 language: String::new(),

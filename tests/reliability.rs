@@ -329,7 +329,10 @@ async fn malformed_upstream_events_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_carrier_socket_is_closed_and_billing_stops() {
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| c.calls.idle_timeout_s = 1).await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.calls.idle_timeout = Duration::from_secs(1)
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -341,7 +344,10 @@ async fn a_half_open_carrier_socket_is_closed_and_billing_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carrier_that_stops_reading_is_dropped() {
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| c.calls.carrier_write_timeout_ms = 300).await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.calls.carrier_write_timeout = Duration::from_millis(300)
+    })
+    .await;
     let carrier = Carrier::connect(&gw.url("/twilio")).await;
     let mut carrier = carrier;
     carrier.send(twilio_start(SID, json!({}))).await;

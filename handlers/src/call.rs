@@ -1,5 +1,6 @@
 //! [`CallContext`]: what every handler service of one connection shares.
 
+use callgate_layers::util::lock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -239,6 +240,6 @@ impl CallContext {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Started> {
-        self.started.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.started)
     }
 }

@@ -4,6 +4,7 @@
 //! mutable fields sit behind a `std::sync::Mutex` that is never held across an `.await`;
 //! a media frame touches only the atomics (the store's lock is taken at start and end).
 
+use callgate_layers::util::lock;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -133,7 +134,7 @@ impl CallState {
 
     /// Records that mark `name` was written to the carrier now.
     pub fn mark_sent(&self, name: &str) {
-        let mut marks = self.pending_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut marks = lock(&self.pending_marks);
         if marks.len() == 64 {
             marks.pop_front();
         }
@@ -142,7 +143,7 @@ impl CallState {
 
     /// The echo of mark `name` arrived: its round trip, if we sent it.
     pub fn mark_echoed(&self, name: &str) -> Option<Duration> {
-        let mut marks = self.pending_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut marks = lock(&self.pending_marks);
         let index = marks.iter().position(|(n, _)| n == name)?;
         let (_, sent) = marks.remove(index)?;
         // Earlier marks were echoed out of order or lost in a clear: forget them.
@@ -241,7 +242,7 @@ impl CallStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<CallState>>> {
         // A panic while holding this lock cannot leave the map inconsistent (every operation
         // is a single insert/remove), so a poisoned lock is safe to keep using.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
     }
 }
 

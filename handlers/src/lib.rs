@@ -24,6 +24,7 @@ pub mod mark;
 pub mod media;
 pub mod pci;
 pub mod router;
+pub mod settings;
 pub mod start;
 pub mod stop;
 

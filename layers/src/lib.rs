@@ -15,6 +15,7 @@
 
 pub mod event;
 pub mod http;
+pub mod util;
 
 /// The error type every layer here returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,6 +1,9 @@
-//! The configuration as the bridge takes it ([`BridgeConfig`]).
+//! The configuration as the bridge takes it ([`BridgeConfig`]): the upstream's URL and
+//! credentials resolved, durations from their `*_ms` keys, and the bridge's own sections
+//! (`[session]`, `[conversation]`, `[[tools]]`, `[dtmf]`) as they were read.
 
 use super::*;
+use callgate_handlers::bridge::tools::Tools;
 
 impl Config {
     /// The bridge settings; `loopback_url` is the embedded simulator's URL when it runs.
@@ -28,22 +31,12 @@ impl Config {
             (None, false, true) => UpstreamAuth::ApiKey(key.clone()),
             (None, false, false) => UpstreamAuth::Bearer(key.clone()),
         };
-        let s = &self.session;
         BridgeConfig {
             url,
             auth,
             dialect: up.dialect,
             audio: up.audio,
-            session: SessionSettings {
-                instructions: s.instructions.clone(),
-                voice: s.voice.clone(),
-                transcription_model: (!s.transcription_model.is_empty())
-                    .then(|| s.transcription_model.clone()),
-                vad_threshold: s.vad_threshold,
-                prefix_padding_ms: s.prefix_padding_ms,
-                silence_duration_ms: s.silence_duration_ms,
-                language: None,
-            },
+            session: self.session.clone(),
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
             ready_timeout: Duration::from_millis(up.ready_timeout_ms),
             // Bounded in time of audio: carriers choose their message sizes.
@@ -62,49 +55,13 @@ impl Config {
             max_rollovers: up.max_rollovers,
             // Loaded by `run` (it reads a file).
             fallback_audio: None,
-            tools: callgate_handlers::bridge::tools::Tools::new(
-                self.tools
-                    .iter()
-                    .map(|t| callgate_handlers::bridge::tools::ToolSpec {
-                        name: t.name.clone(),
-                        description: t.description.clone(),
-                        parameters: serde_json::to_value(&t.parameters).unwrap_or_default(),
-                        url: t.url.clone(),
-                        timeout: Duration::from_millis(t.timeout_ms.max(1)),
-                    })
-                    .collect(),
-                self.conversation.end_call,
-            )
-            .with_call_control(
+            tools: Tools::new(self.tools.clone(), self.conversation.end_call).with_call_control(
                 self.conversation.transfer_targets.clone(),
                 self.conversation.send_dtmf,
             ),
             carrier_apis: self.carriers.apis(&self.security.twilio.auth_token),
-            conversation: callgate_handlers::bridge::ConversationSettings {
-                profiles: self
-                    .conversation
-                    .profiles
-                    .iter()
-                    .map(|(name, p)| {
-                        let profile = callgate_handlers::bridge::Profile {
-                            instructions: p.instructions.clone(),
-                            voice: p.voice.clone(),
-                            language: p.language.clone(),
-                            greeting: p.greeting.clone(),
-                        };
-                        (name.clone(), profile)
-                    })
-                    .collect(),
-                profile_parameter: self.conversation.profile_parameter.clone(),
-                voices: self.conversation.voices.clone(),
-                languages: self.conversation.languages.clone(),
-                greeting: self.conversation.greeting.clone(),
-            },
-            dtmf: callgate_handlers::bridge::DtmfSettings {
-                terminator: self.dtmf.terminator.chars().next(),
-                inter_digit_timeout: Duration::from_millis(self.dtmf.inter_digit_timeout_ms.max(1)),
-                pci: self.dtmf.pci,
-            },
+            conversation: self.conversation.clone(),
+            dtmf: self.dtmf.clone(),
         }
     }
 }

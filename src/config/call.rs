@@ -1,86 +1,9 @@
-//! The sections about one call: `[upstream]`, `[session]`, `[calls]`, `[conversation]`,
-//! `[[tools]]`, `[records]`, `[dtmf]`.
+//! The sections about one call that this crate owns: `[upstream]`, `[calls]`, `[records]`.
+//! `[session]`, `[conversation]`, `[[tools]]` and `[dtmf]` are the bridge's own settings
+//! (`callgate_handlers::bridge`), composed into [`Config`] as they are.
 
 use super::*;
-
-/// `[conversation]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct ConversationConfig {
-    /// Greeting the assistant speaks first ("" = wait for the caller).
-    pub greeting: String,
-    /// Custom parameter naming a profile (when absent, a profile named like the tenant).
-    pub profile_parameter: String,
-    /// Voices a `voice` custom parameter may choose.
-    pub voices: Vec<String>,
-    /// Languages a `language` custom parameter may choose.
-    pub languages: Vec<String>,
-    /// Offer the model the built-in `end_call` tool.
-    pub end_call: bool,
-    /// `transfer_call` destinations by name, e.g. `sales = "+15550100"` (empty: no tool).
-    pub transfer_targets: std::collections::BTreeMap<String, String>,
-    /// Offer the model `send_dtmf` (for assistants that navigate phone menus).
-    pub send_dtmf: bool,
-    /// Named profiles.
-    pub profiles: std::collections::BTreeMap<String, ProfileConfig>,
-}
-
-impl Default for ConversationConfig {
-    fn default() -> Self {
-        Self {
-            greeting: String::new(),
-            profile_parameter: "profile".into(),
-            voices: Vec::new(),
-            languages: Vec::new(),
-            end_call: true,
-            transfer_targets: Default::default(),
-            send_dtmf: false,
-            profiles: Default::default(),
-        }
-    }
-}
-
-/// `[conversation.profiles.NAME]`: empty fields keep the defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ProfileConfig {
-    /// System prompt.
-    pub instructions: String,
-    /// Voice.
-    pub voice: String,
-    /// Language code.
-    pub language: String,
-    /// Greeting the assistant speaks first.
-    pub greeting: String,
-}
-
-/// `[[tools]]`: a function the model may call, run as a webhook.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ToolConfig {
-    /// Function name.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// JSON schema of the arguments (a TOML table).
-    #[serde(default = "empty_schema")]
-    pub parameters: toml::Value,
-    /// `http://` or `https://` URL receiving a POST of `{name, arguments, call}`.
-    pub url: String,
-    /// Time limit; past it the model hears that the tool timed out.
-    #[serde(default = "default_tool_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn empty_schema() -> toml::Value {
-    let mut table = toml::Table::new();
-    table.insert("type".into(), toml::Value::String("object".into()));
-    table.insert("properties".into(), toml::Value::Table(toml::Table::new()));
-    toml::Value::Table(table)
-}
-
-fn default_tool_timeout() -> u64 {
-    5_000
-}
+use callgate_handlers::settings::{millis, secs};
 
 /// `[records]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,28 +26,6 @@ impl Default for RecordsConfig {
             path: "callgate.db".into(),
             webhook_url: String::new(),
             webhook_retries: 3,
-        }
-    }
-}
-
-/// `[dtmf]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct DtmfConfig {
-    /// Key that ends a sequence at once ("" = none: only the timeout ends it).
-    pub terminator: String,
-    /// Silence after a key that ends the sequence.
-    pub inter_digit_timeout_ms: u64,
-    /// PCI mode: digits never reach logs, spans, metrics or stored transcripts.
-    pub pci: bool,
-}
-
-impl Default for DtmfConfig {
-    fn default() -> Self {
-        Self {
-            terminator: "#".into(),
-            inter_digit_timeout_ms: 2_000,
-            pci: true,
         }
     }
 }
@@ -211,38 +112,7 @@ pub enum AuthStyle {
     ApiKey,
 }
 
-/// `[session]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct SessionConfig {
-    /// System prompt.
-    pub instructions: String,
-    /// Output voice.
-    pub voice: String,
-    /// Input transcription model; empty turns transcription off.
-    pub transcription_model: String,
-    /// Server VAD threshold (0..1).
-    pub vad_threshold: f64,
-    /// Audio kept before detected speech.
-    pub prefix_padding_ms: u32,
-    /// Silence that ends the caller's turn.
-    pub silence_duration_ms: u32,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            instructions: "You are a helpful, concise phone assistant. Keep answers short.".into(),
-            voice: "marin".into(),
-            transcription_model: "gpt-4o-mini-transcribe".into(),
-            vad_threshold: 0.5,
-            prefix_padding_ms: 300,
-            silence_duration_ms: 500,
-        }
-    }
-}
-
-/// `[calls]`.
+/// `[calls]`: the limits on one call's socket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct CallsConfig {
@@ -252,19 +122,30 @@ pub struct CallsConfig {
     /// the upstream, runs in the bridge task with deadlines of its own), so a time limit
     /// around them could never fire. Accepted so existing files still load, with a warning.
     pub event_timeout_ms: Option<u64>,
-    /// How long `stop` waits for the upstream to close.
-    pub upstream_close_wait_ms: u64,
-    /// Sessions idle this long are reaped (a safety net; calls remove their own).
-    pub idle_session_timeout_s: u64,
-    /// No frame from the carrier for this long closes the call and its upstream (1001).
-    pub idle_timeout_s: u64,
+    /// How long `stop` waits for the upstream to close (`upstream_close_wait_ms`).
+    #[serde(rename = "upstream_close_wait_ms", deserialize_with = "millis")]
+    pub upstream_close_wait: Duration,
+    /// Call state idle this long is reaped, a safety net: calls remove their own
+    /// (`idle_session_timeout_s`).
+    #[serde(rename = "idle_session_timeout_s", deserialize_with = "secs")]
+    pub idle_state_timeout: Duration,
+    /// No frame from the carrier for this long closes the call and its upstream (1001)
+    /// (`idle_timeout_s`).
+    #[serde(rename = "idle_timeout_s", deserialize_with = "secs")]
+    pub idle_timeout: Duration,
     /// A socket that has not begun its call with a valid `start` this long after the
-    /// upgrade is closed 1008 (its call slot freed); other frames do not extend it.
-    pub start_deadline_ms: u64,
-    /// On SIGTERM, how long live calls may continue before they are closed with 1001.
-    pub drain_deadline_s: u64,
-    /// A carrier that leaves our writes unread this long (its buffer full) is dropped.
-    pub carrier_write_timeout_ms: u64,
+    /// upgrade is closed 1008 (its call slot freed); other frames do not extend it
+    /// (`start_deadline_ms`).
+    #[serde(rename = "start_deadline_ms", deserialize_with = "millis")]
+    pub start_deadline: Duration,
+    /// On SIGTERM, how long live calls may continue before they are closed with 1001
+    /// (`drain_deadline_s`).
+    #[serde(rename = "drain_deadline_s", deserialize_with = "secs")]
+    pub drain_deadline: Duration,
+    /// A carrier that leaves our writes unread this long (its buffer full) is dropped
+    /// (`carrier_write_timeout_ms`).
+    #[serde(rename = "carrier_write_timeout_ms", deserialize_with = "millis")]
+    pub carrier_write_timeout: Duration,
 }
 
 impl Default for CallsConfig {
@@ -272,12 +153,12 @@ impl Default for CallsConfig {
         Self {
             max_consecutive_bad_frames: 10,
             event_timeout_ms: None,
-            upstream_close_wait_ms: 2_000,
-            idle_session_timeout_s: 300,
-            idle_timeout_s: 30,
-            start_deadline_ms: 5_000,
-            drain_deadline_s: 30,
-            carrier_write_timeout_ms: 5_000,
+            upstream_close_wait: Duration::from_secs(2),
+            idle_state_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(30),
+            start_deadline: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(30),
+            carrier_write_timeout: Duration::from_secs(5),
         }
     }
 }

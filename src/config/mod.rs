@@ -5,16 +5,20 @@
 //! the common ones also have short names, listed in [`ENV_ALIASES`]. `deploy/callgate.toml`
 //! documents every key with its default (a test keeps the two in step).
 //!
-//! One file per group of sections: `call.rs` (upstream, session, calls, conversation, tools,
-//! records, DTMF), `routes.rs`, `security.rs`, and `bridge.rs` (the mapping to the bridge's own
-//! settings); this file holds [`Config`], loading and validation.
+//! Each crate owns the settings it uses: `[session]`, `[conversation]`, `[[tools]]` and
+//! `[dtmf]` are the bridge's types, deserialized as they are. Here: `call.rs` (upstream,
+//! calls, records), `routes.rs`, `security.rs`, and `bridge.rs` (the upstream's URL and
+//! credentials resolved, and the sections put together as the bridge takes them); this file
+//! holds [`Config`], loading (file, then environment) and validation.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use callgate_handlers::bridge::tools::ToolSpec;
 use callgate_handlers::bridge::{
-    BridgeConfig, RealtimeDialect, Secret, SessionSettings, UpstreamAudio, UpstreamAuth,
+    BridgeConfig, ConversationSettings, DtmfSettings, RealtimeDialect, Secret, SessionSettings,
+    UpstreamAudio, UpstreamAuth,
 };
 use callgate_handlers::dialect::Dialect;
 use serde::Deserialize;
@@ -64,19 +68,19 @@ pub struct Config {
     /// The Realtime upstream.
     pub upstream: UpstreamConfig,
     /// What every session is told.
-    pub session: SessionConfig,
+    pub session: SessionSettings,
     /// Per-call limits.
     pub calls: CallsConfig,
     /// Authentication, rate limits, caps and socket hardening.
     pub security: SecurityConfig,
     /// How key presses reach the model.
-    pub dtmf: DtmfConfig,
+    pub dtmf: DtmfSettings,
     /// Call records.
     pub records: RecordsConfig,
     /// Per-call settings, greeting and the built-in `end_call` tool.
-    pub conversation: ConversationConfig,
+    pub conversation: ConversationSettings,
     /// Function tools run as webhooks.
-    pub tools: Vec<ToolConfig>,
+    pub tools: Vec<ToolSpec>,
     /// Extra carrier routes (added to, or replacing by path, the built-in ones).
     pub routes: Vec<RouteConfig>,
     /// Carriers' REST APIs (call control).
@@ -88,12 +92,12 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             upstream: UpstreamConfig::default(),
-            session: SessionConfig::default(),
+            session: SessionSettings::default(),
             calls: CallsConfig::default(),
             security: SecurityConfig::default(),
-            dtmf: DtmfConfig::default(),
+            dtmf: DtmfSettings::default(),
             records: RecordsConfig::default(),
-            conversation: ConversationConfig::default(),
+            conversation: ConversationSettings::default(),
             tools: Vec::new(),
             routes: Vec::new(),
             carriers: Default::default(),
@@ -185,6 +189,22 @@ impl Config {
             errors.push("calls.max_consecutive_bad_frames: must be at least 1".into());
         }
         for (name, value) in [
+            ("calls.idle_timeout_s", self.calls.idle_timeout),
+            (
+                "calls.idle_session_timeout_s",
+                self.calls.idle_state_timeout,
+            ),
+            ("calls.start_deadline_ms", self.calls.start_deadline),
+            (
+                "calls.carrier_write_timeout_ms",
+                self.calls.carrier_write_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                errors.push(format!("{name}: must be greater than 0"));
+            }
+        }
+        for (name, value) in [
             (
                 "upstream.connect_timeout_ms",
                 self.upstream.connect_timeout_ms,
@@ -197,20 +217,17 @@ impl Config {
             }
         }
         self.validate_security(errors);
-        if self.dtmf.terminator.chars().count() > 1
-            || !self
-                .dtmf
-                .terminator
-                .chars()
-                .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
-        {
-            errors.push("dtmf.terminator: one of 0-9, *, #, A-D, or empty".into());
+        if self.dtmf.inter_digit_timeout.is_zero() {
+            errors.push("dtmf.inter_digit_timeout_ms: must be greater than 0".into());
         }
         for (i, tool) in self.tools.iter().enumerate() {
             if !(tool.url.starts_with("http://") || tool.url.starts_with("https://")) {
                 errors.push(format!(
                     "tools[{i}].url: must be an http:// or https:// URL"
                 ));
+            }
+            if tool.timeout.is_zero() {
+                errors.push(format!("tools[{i}].timeout_ms: must be greater than 0"));
             }
             if tool.name == "end_call"
                 || tool.name.is_empty()
@@ -424,7 +441,10 @@ fn deserialize_all(mut table: toml::Table, errors: &mut Vec<String>) -> Config {
             }
             Err(e) => {
                 let path = e.path().clone();
-                errors.push(format!("{path}: {}", e.inner()));
+                // The path says where; the deserializer's own "in `key`" suffix would repeat it.
+                let message = e.inner().to_string();
+                let message = message.lines().next().unwrap_or_default();
+                errors.push(format!("{path}: {message}"));
                 if !remove_path(&mut table, &path) {
                     break;
                 }

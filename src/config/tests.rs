@@ -46,7 +46,7 @@ fn named_env_vars_work_exactly() {
     assert_eq!(config.listen, "0.0.0.0:9000");
     assert_eq!(config.upstream.dialect, RealtimeDialect::Beta);
     assert_eq!(config.upstream.model, "gpt-realtime-mini");
-    assert_eq!(config.calls.upstream_close_wait_ms, 750);
+    assert_eq!(config.calls.upstream_close_wait, Duration::from_millis(750));
     let admin = Config::load(None, env(&[("CALLGATE_ADMIN_TOKEN", "adm")])).unwrap();
     assert_eq!(
         admin.security.admin_token.expose(),
@@ -167,4 +167,57 @@ fn routes_map_paths_to_dialects() {
     let vendor = routes.iter().find(|r| r.path == "/vendor-stream").unwrap();
     assert!(!vendor.send_connected);
     assert_eq!(routes.len(), 11);
+}
+
+#[test]
+fn the_bridge_reads_its_own_sections() {
+    let config = load(
+        r#"
+[session]
+transcription_model = ""
+[dtmf]
+terminator = ""
+inter_digit_timeout_ms = 700
+[conversation]
+send_dtmf = true
+[conversation.profiles.sales]
+voice = "ash"
+[[tools]]
+name = "lookup"
+description = "Looks up an order"
+url = "https://hooks.example/lookup"
+[tools.parameters]
+type = "object"
+[calls]
+idle_timeout_s = 7
+"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.session.transcription_model, None);
+    assert_eq!(config.dtmf.terminator, None);
+    assert_eq!(config.dtmf.inter_digit_timeout, Duration::from_millis(700));
+    assert!(config.conversation.send_dtmf && config.conversation.end_call);
+    assert_eq!(config.conversation.profiles["sales"].voice, "ash");
+    assert_eq!(config.tools[0].timeout, Duration::from_secs(5), "default");
+    assert_eq!(config.tools[0].parameters["type"], "object");
+    assert_eq!(config.calls.idle_timeout, Duration::from_secs(7));
+    let bridge = config.bridge_config(None);
+    assert_eq!(bridge.dtmf.inter_digit_timeout, Duration::from_millis(700));
+    assert!(bridge.tools.send_dtmf);
+
+    let errors = load(
+        "[dtmf]\nterminator = \"##\"\n[calls]\nstart_deadline_ms = 0\n",
+        &[],
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        errors.contains(&"dtmf.terminator: one of 0-9, *, #, A-D, or empty".to_owned()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"calls.start_deadline_ms: must be greater than 0".to_owned()),
+        "{errors:?}"
+    );
 }

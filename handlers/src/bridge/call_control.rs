@@ -14,6 +14,7 @@
 //!
 //! Every request is retried with backoff inside one deadline; secrets never reach a log.
 
+use callgate_layers::util::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,10 +150,7 @@ impl CarrierApis {
 
     /// The `<Dial>` document behind `token` (Plivo fetches it to transfer the A leg).
     pub fn plivo_document(&self, token: &str) -> Option<String> {
-        let mut documents = self
-            .plivo_documents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut documents = lock(&self.plivo_documents);
         documents.retain(|_, (_, at)| at.elapsed() < PLIVO_XML_TTL);
         documents.get(token).map(|(xml, _)| xml.clone())
     }
@@ -301,10 +299,7 @@ impl CarrierApis {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial><Number>{}</Number></Dial></Response>\n",
             xml_escape(number)
         );
-        self.plivo_documents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), (xml, Instant::now()));
+        lock(&self.plivo_documents).insert(token.clone(), (xml, Instant::now()));
         token
     }
 }

@@ -16,6 +16,7 @@ mod task;
 pub mod tools;
 pub mod wire;
 
+use callgate_layers::util::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,14 +124,16 @@ pub enum UpstreamAuth {
     ApiKey(Secret),
 }
 
-/// What the session is told in `session.update`.
-#[derive(Debug, Clone, PartialEq)]
+/// What the session is told in `session.update` (`[session]` in the configuration file).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default)]
 pub struct SessionSettings {
     /// System prompt.
     pub instructions: String,
     /// Output voice.
     pub voice: String,
-    /// Input transcription model (`None`: off).
+    /// Input transcription model (`""` in the file, `None` here: off).
+    #[serde(deserialize_with = "crate::settings::empty_is_none")]
     pub transcription_model: Option<String>,
     /// Server VAD threshold, 0..1.
     pub vad_threshold: f64,
@@ -138,8 +141,23 @@ pub struct SessionSettings {
     pub prefix_padding_ms: u32,
     /// Silence that ends a turn.
     pub silence_duration_ms: u32,
-    /// Caller language for transcription (set per call).
+    /// Caller language for transcription (set per call, never from the file).
+    #[serde(skip)]
     pub language: Option<String>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            instructions: "You are a helpful, concise phone assistant. Keep answers short.".into(),
+            voice: "marin".into(),
+            transcription_model: Some("gpt-4o-mini-transcribe".into()),
+            vad_threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+            language: None,
+        }
+    }
 }
 
 /// Everything the bridge needs, shared by every call.
@@ -187,23 +205,48 @@ pub struct BridgeConfig {
     pub conversation: ConversationSettings,
 }
 
-/// Per-call choices a call's custom parameters (or its tenant) may make, from allowlists.
-#[derive(Debug, Clone, Default)]
+/// The conversation around the model (`[conversation]` in the configuration file): the
+/// greeting, the built-in tools, and the per-call choices a call's custom parameters (or its
+/// tenant) may make, from allowlists.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
 pub struct ConversationSettings {
-    /// Named profiles: instructions, voice, language, greeting.
-    pub profiles: std::collections::BTreeMap<String, Profile>,
+    /// Greeting the assistant speaks first ("" = wait for the caller).
+    pub greeting: String,
     /// The custom parameter naming a profile (when absent, a profile named like the tenant).
     pub profile_parameter: String,
     /// Voices a `voice` custom parameter may pick.
     pub voices: Vec<String>,
     /// Languages a `language` custom parameter may pick.
     pub languages: Vec<String>,
-    /// Greeting the assistant speaks first ("" = wait for the caller).
-    pub greeting: String,
+    /// Offer the model the built-in `end_call` tool.
+    pub end_call: bool,
+    /// `transfer_call` destinations by name, e.g. `sales = "+15550100"` (empty: no tool).
+    pub transfer_targets: std::collections::BTreeMap<String, String>,
+    /// Offer the model `send_dtmf` (for assistants that navigate phone menus).
+    pub send_dtmf: bool,
+    /// Named profiles: instructions, voice, language, greeting.
+    pub profiles: std::collections::BTreeMap<String, Profile>,
 }
 
-/// One profile; empty fields keep the defaults.
-#[derive(Debug, Clone, Default)]
+impl Default for ConversationSettings {
+    fn default() -> Self {
+        Self {
+            greeting: String::new(),
+            profile_parameter: "profile".into(),
+            voices: Vec::new(),
+            languages: Vec::new(),
+            end_call: true,
+            transfer_targets: Default::default(),
+            send_dtmf: false,
+            profiles: Default::default(),
+        }
+    }
+}
+
+/// One profile (`[conversation.profiles.NAME]`); empty fields keep the defaults.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
 pub struct Profile {
     /// System prompt.
     pub instructions: String,
@@ -215,12 +258,19 @@ pub struct Profile {
     pub greeting: String,
 }
 
-/// DTMF collection (PROTOCOLS.md §12.4).
-#[derive(Debug, Clone)]
+/// DTMF collection (PROTOCOLS.md §12.4; `[dtmf]` in the configuration file).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
 pub struct DtmfSettings {
-    /// Ends a sequence at once (usually `#`); `None`: only the timeout ends it.
+    /// Ends a sequence at once (usually `#`); `None` (`""` in the file): only the timeout
+    /// ends it.
+    #[serde(deserialize_with = "crate::settings::keypad_key")]
     pub terminator: Option<char>,
     /// Silence after a key that ends the sequence.
+    #[serde(
+        rename = "inter_digit_timeout_ms",
+        deserialize_with = "crate::settings::millis"
+    )]
     pub inter_digit_timeout: Duration,
     /// PCI mode: digits never reach logs, spans, metrics or stored transcripts.
     pub pci: bool,
@@ -420,7 +470,7 @@ impl BridgeHandle {
     pub async fn stop(&self, wait: Duration) {
         // The channel may be full of mark echoes: wait for room rather than lose the stop.
         let _ = tokio::time::timeout(wait, self.control.send(Control::Stop)).await;
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = lock(&self.task).take();
         if let Some(mut task) = task {
             if tokio::time::timeout(wait, &mut task).await.is_err() {
                 task.abort();
@@ -430,7 +480,7 @@ impl BridgeHandle {
 
     /// Stops the task without waiting (the call is already gone).
     pub fn abort(&self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
     }

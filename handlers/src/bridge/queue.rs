@@ -4,6 +4,7 @@
 //! Policy when full: drop the **oldest** frames and count them. Fresh audio matters more to
 //! a live conversation than stale audio, and the carrier must never be slowed down.
 
+use callgate_layers::util::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ impl AudioQueue {
     pub fn push(&self, chunk: String, audio: Duration) -> u64 {
         let mut dropped = 0;
         {
-            let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queued = lock(&self.queued);
             while !queued.frames.is_empty() && queued.audio + audio > self.capacity {
                 if let Some((_, _, old)) = queued.frames.pop_front() {
                     queued.audio -= old;
@@ -56,7 +57,7 @@ impl AudioQueue {
 
     /// Moves every queued chunk, with its acceptance time, into `out` (in order).
     pub fn drain_into(&self, out: &mut Vec<(Instant, String)>) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued = lock(&self.queued);
         queued.audio = Duration::ZERO;
         out.extend(queued.frames.drain(..).map(|(at, chunk, _)| (at, chunk)));
     }
@@ -68,11 +69,7 @@ impl AudioQueue {
 
     /// Chunks waiting.
     pub fn len(&self) -> usize {
-        self.queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .frames
-            .len()
+        lock(&self.queued).frames.len()
     }
 
     /// True when nothing waits.

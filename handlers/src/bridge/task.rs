@@ -9,6 +9,7 @@
 //! }
 //! ```
 
+use callgate_layers::util::sleep_until;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -853,14 +854,6 @@ async fn send_text(
     config: &BridgeConfig,
 ) -> Result<(), BridgeError> {
     send(ws, Message::Text(text.into()), config).await
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {

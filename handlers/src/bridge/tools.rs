@@ -34,19 +34,33 @@ pub const SEND_DTMF: &str = "send_dtmf";
 /// Largest tool response passed to the model.
 const MAX_OUTPUT: usize = 64 * 1024;
 
-/// One webhook tool.
-#[derive(Debug, Clone)]
+/// One webhook tool (`[[tools]]` in the configuration file).
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct ToolSpec {
     /// Function name the model calls.
     pub name: String,
     /// What it does (for the model).
     pub description: String,
-    /// JSON schema of the arguments.
+    /// JSON schema of the arguments (default: an object with no properties).
+    #[serde(default = "empty_schema")]
     pub parameters: Value,
-    /// `http://` or `https://` URL that receives a POST.
+    /// `http://` or `https://` URL that receives a POST of `{name, arguments, call}`.
     pub url: String,
-    /// Time limit for the webhook.
+    /// Time limit for the webhook; past it the model hears that the tool timed out.
+    #[serde(
+        rename = "timeout_ms",
+        deserialize_with = "crate::settings::millis",
+        default = "default_timeout"
+    )]
     pub timeout: Duration,
+}
+
+fn empty_schema() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// The tools of every call, and the HTTP client that runs them.

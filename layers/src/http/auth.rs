@@ -5,6 +5,7 @@
 //! which the admission layer outside counts against the client's IP. Secrets are compared
 //! in constant time and never logged.
 
+use crate::util::lock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -193,7 +194,7 @@ impl JwtVerifier {
 
     fn consume(&self, jti: &str, exp: u64) -> Result<(), AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.seen);
         if seen.len() >= self.max_seen {
             // Only unexpired tokens need remembering: after `exp` they fail anyway.
             seen.retain(|_, exp| *exp + self.leeway_s >= now);

@@ -1,6 +1,7 @@
 //! Rate limiters over governor: keyed (per client IP) with swept, capped state, and a
 //! blocklist for clients that keep failing authentication.
 
+use crate::util::lock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -193,7 +194,7 @@ impl FailureBlocklist {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.blocked)
     }
 }
 
@@ -224,7 +225,7 @@ impl ConnectionsPerKey {
 
     /// A slot for `key`, or `None` when it already holds `max` connections.
     pub fn try_acquire(&self, key: IpAddr) -> Option<ConnectionSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         let count = counts.entry(key).or_insert(0);
         if *count >= self.max {
             return None;
@@ -238,13 +239,13 @@ impl ConnectionsPerKey {
 
     /// Keys holding at least one connection.
     pub fn keys(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.counts).len()
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
