@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine as _;
 use callgate_handlers::codec::{AudioFormat, BASE64};
+use callgate_handlers::dialect::messages::CarrierMessages;
 use callgate_handlers::dialect::Dialect;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -79,13 +80,24 @@ impl CallOptions {
         self.audio.truncate(wanted);
     }
 
-    /// The format a carrier streams by default: Exotel 16-bit PCM at 8 kHz, raw audio PCM16 at
-    /// 24 kHz, everyone else μ-law.
+    /// The format a carrier streams by default (see [`CarrierMessages::usual_format`]).
     pub fn format_for(carrier: Dialect) -> AudioFormat {
-        match carrier {
-            Dialect::Exotel => AudioFormat::Pcm16 { rate: 8000 },
-            Dialect::RawAudio => AudioFormat::Pcm16 { rate: 24000 },
-            _ => AudioFormat::Mulaw,
+        CarrierMessages::usual_format(carrier)
+    }
+
+    /// The messages this call's carrier sends.
+    pub fn messages(&self) -> CarrierMessages {
+        let params = self
+            .custom_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        CarrierMessages {
+            dialect: self.carrier,
+            stream_sid: self.stream_sid.clone(),
+            call_sid: self.call_sid.clone(),
+            format: self.format,
+            custom_parameters: Value::Object(params),
         }
     }
 }
@@ -141,11 +153,12 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                 .push(serde_json::from_str(&t).unwrap_or(Value::Null));
         }
     }
-    if let Some(connected) = connected_message(carrier) {
+    let messages = options.messages();
+    if let Some(connected) = messages.connected() {
         sink.send(text(connected)).await?;
     }
     let mut sequence = 1u64;
-    if let Some(start) = start_message(&options) {
+    if let Some(start) = messages.start() {
         sink.send(text(start)).await?;
     }
     let started = Instant::now();
@@ -195,7 +208,7 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
         };
         if finished {
             sequence += 1;
-            match stop_message(&options, sequence) {
+            match messages.stop(sequence) {
                 Some(stop) => sink.send(text(stop)).await?,
                 // The raw-audio protocol has no stop: hanging up is closing the socket.
                 None => sink.send(Message::Close(None)).await?,
@@ -216,7 +229,7 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                     };
                     sequence += 1;
                     summary.frames_sent += 1;
-                    let message = match media_message(&options, sequence, summary.frames_sent, &payload) {
+                    let message = match messages.media(sequence, summary.frames_sent, &payload) {
                         Some(media) => text(media),
                         None => Message::Binary(payload.into()),
                     };
@@ -229,7 +242,7 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
                     replies_played += 1;
                 }
                 sequence += 1;
-                sink.send(text(mark_echo(&options, sequence, &name))).await?;
+                sink.send(text(messages.mark(sequence, &name))).await?;
             }
             message = stream.next() => {
                 let audio = match message {
@@ -284,127 +297,6 @@ pub async fn run(options: CallOptions) -> anyhow::Result<CallSummary> {
     };
     summary.close = close.or(summary.close.take());
     Ok(summary)
-}
-
-/// The carrier's `connected` greeting, if it sends one.
-pub fn connected_message(carrier: Dialect) -> Option<Value> {
-    match carrier {
-        Dialect::Twilio => {
-            Some(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        }
-        Dialect::Smartflo | Dialect::Exotel => Some(json!({"event": "connected"})),
-        Dialect::Telnyx => Some(json!({"event": "connected", "version": "1.0.0"})),
-        Dialect::VendorStream | Dialect::Voximplant | Dialect::RawAudio | Dialect::Plivo => None,
-    }
-}
-
-/// The carrier's `start` (None: raw audio starts by connecting).
-pub fn start_message(o: &CallOptions) -> Option<Value> {
-    let (sid, call, params) = (&o.stream_sid, &o.call_sid, &o.custom_parameters);
-    Some(match o.carrier {
-        Dialect::Twilio => {
-            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "accountSid": "ACcallgate", "streamSid": sid, "callSid": call, "tracks": ["inbound"],
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": params}})
-        }
-        Dialect::Smartflo => {
-            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "accountSid": "ACcallgate", "streamSid": sid, "callSid": call, "from": "0000000000", "to": "1111111111",
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "bitRate": 64, "bitDepth": 8}, "customParameters": params}})
-        }
-        Dialect::VendorStream => {
-            json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "callSid": call, "streamSid": sid, "accountSid": "ACcallgate", "tracks": "inbound",
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": params}})
-        }
-        Dialect::Exotel => {
-            json!({"event": "start", "sequence_number": "1", "stream_sid": sid, "start": {
-            "stream_sid": sid, "call_sid": call, "account_sid": "ACcallgate", "from": "+910000000000", "to": "+911111111111",
-            "custom_parameters": params,
-            "media_format": {"encoding": "audio/x-raw", "sample_rate": o.format.sample_rate().to_string(), "bit_rate": "16"}}})
-        }
-        Dialect::Voximplant => {
-            json!({"event": "start", "sequenceNumber": 0, "start": {"tag": "caller",
-            "customParameters": params, "mediaFormat": {"encoding": "ULAW", "sampleRate": 8000}}})
-        }
-        Dialect::Plivo => {
-            json!({"event": "start", "sequenceNumber": 1, "start": {"callId": call, "streamId": sid,
-            "accountId": "MAcallgate", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}},
-            "extra_headers": ""})
-        }
-        Dialect::Telnyx => {
-            json!({"event": "start", "sequence_number": "1", "stream_id": sid, "start": {
-            "call_control_id": call, "call_session_id": call, "from": "+10000000000", "to": "+11111111111",
-            "custom_parameters": params, "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}})
-        }
-        // The call id rides in the URL path; the socket opening is the start.
-        Dialect::RawAudio => return None,
-    })
-}
-
-/// One media message (None: raw audio sends binary frames).
-pub fn media_message(o: &CallOptions, sequence: u64, chunk: u64, audio: &[u8]) -> Option<Value> {
-    let (sid, payload, ts) = (&o.stream_sid, BASE64.encode(audio), chunk * 20);
-    Some(match o.carrier {
-        Dialect::Twilio | Dialect::Smartflo | Dialect::VendorStream => {
-            json!({"event": "media", "sequenceNumber": sequence.to_string(),
-            "streamSid": sid, "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
-        }
-        Dialect::Exotel => {
-            json!({"event": "media", "sequence_number": sequence.to_string(), "stream_sid": sid,
-            "media": {"chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
-        }
-        Dialect::Voximplant => {
-            json!({"event": "media", "sequenceNumber": chunk, "media": {"chunk": chunk, "timestamp": chunk * 160, "payload": payload}})
-        }
-        Dialect::Plivo => json!({"event": "media", "sequenceNumber": sequence, "streamId": sid,
-            "media": {"track": "inbound", "timestamp": (1_700_000_000_000u64 + ts).to_string(), "chunk": chunk, "payload": payload}}),
-        Dialect::Telnyx => {
-            json!({"event": "media", "sequence_number": sequence.to_string(), "stream_id": sid,
-            "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}})
-        }
-        Dialect::RawAudio => return None,
-    })
-}
-
-/// The carrier's echo of a played mark.
-pub fn mark_echo(o: &CallOptions, sequence: u64, name: &str) -> Value {
-    let sid = &o.stream_sid;
-    match o.carrier {
-        Dialect::Exotel => {
-            json!({"event": "mark", "sequence_number": sequence.to_string(), "stream_sid": sid, "mark": {"name": name}})
-        }
-        Dialect::Plivo => {
-            json!({"event": "playedStream", "sequenceNumber": sequence, "streamId": sid, "name": name})
-        }
-        Dialect::Telnyx => {
-            json!({"event": "mark", "sequence_number": sequence.to_string(), "stream_id": sid, "mark": {"name": name}})
-        }
-        _ => {
-            json!({"event": "mark", "sequenceNumber": sequence.to_string(), "streamSid": sid, "mark": {"name": name}})
-        }
-    }
-}
-
-/// The carrier's `stop` (None: raw audio hangs up by closing).
-pub fn stop_message(o: &CallOptions, sequence: u64) -> Option<Value> {
-    let (sid, call) = (&o.stream_sid, &o.call_sid);
-    Some(match o.carrier {
-        Dialect::Exotel => {
-            json!({"event": "stop", "sequence_number": sequence.to_string(), "stream_sid": sid,
-            "stop": {"call_sid": call, "account_sid": "ACcallgate", "reason": "callended"}})
-        }
-        Dialect::Voximplant => {
-            json!({"event": "stop", "sequenceNumber": sequence, "stop": {"mediaInfo": {"bytesSent": 0, "duration": 0}}})
-        }
-        Dialect::Plivo => json!({"event": "stop", "sequenceNumber": sequence, "streamId": sid}),
-        Dialect::Telnyx => {
-            json!({"event": "stop", "sequence_number": sequence.to_string(), "stream_id": sid, "stop": {"call_control_id": call}})
-        }
-        Dialect::RawAudio => return None,
-        _ => json!({"event": "stop", "sequenceNumber": sequence.to_string(), "streamSid": sid,
-            "stop": {"accountSid": "ACcallgate", "callSid": call}}),
-    })
 }
 
 async fn wait_close<S>(stream: &mut S, summary: &mut CallSummary) -> Option<(u16, String)>

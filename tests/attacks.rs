@@ -341,7 +341,7 @@ async fn a_carrier_that_closes_first_gets_its_close_echoed() {
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
     let mut carrier = Carrier::connect(&gw.url("/plivo")).await;
     carrier
-        .send(json!({"event": "start", "sequenceNumber": 1, "start": {"callId": "c-1", "streamId": "s-1", "accountId": "a", "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}))
+        .send(CarrierMessages::new(Dialect::Plivo, "s-1").start().unwrap())
         .await;
     // Plivo ends every call by closing the socket, without a stop event.
     carrier

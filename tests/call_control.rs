@@ -97,25 +97,20 @@ fn basic(user: &str, password: &str) -> String {
 
 /// The carriers under test: path, start message, the call id the API is addressed by.
 fn start_of(carrier: &str) -> (&'static str, Value, &'static str) {
-    match carrier {
+    let (path, dialect, call) = match carrier {
         "twilio" => (
             "/twilio",
-            twilio_start(SID, json!({})),
+            Dialect::Twilio,
             "CA11111111111111111111111111111111",
         ),
-        "telnyx" => (
-            "/telnyx",
-            json!({"event": "start", "sequence_number": "1", "stream_id": SID, "start": {"call_control_id": "v2:call-1",
-                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}),
-            "v2:call-1",
-        ),
-        _ => (
-            "/plivo",
-            json!({"event": "start", "sequenceNumber": 1, "start": {"callId": "uuid-1", "streamId": SID, "accountId": "MA123",
-                "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}),
-            "uuid-1",
-        ),
-    }
+        "telnyx" => ("/telnyx", Dialect::Telnyx, "v2:call-1"),
+        _ => ("/plivo", Dialect::Plivo, "uuid-1"),
+    };
+    let says = CarrierMessages {
+        call_sid: call.into(),
+        ..CarrierMessages::new(dialect, SID)
+    };
+    (path, says.start().unwrap(), call)
 }
 
 /// The model says a sentence and calls `tool` with `arguments` in the same response.

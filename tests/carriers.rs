@@ -96,17 +96,18 @@ struct Case {
 /// A full call for one carrier against the fake upstream: caller tone in, model tone out,
 /// framing, marks, barge-in and stop, all checked.
 async fn full_call(case: Case) {
-    use callgate::client::{mark_echo, media_message, start_message, stop_message, CallOptions};
+    use callgate::client::CallOptions;
     let name = case.dialect.name();
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
     let mut options = CallOptions::new(gw.url(case.path), case.dialect, Vec::new());
     options.format = case.format;
+    let says = options.messages();
     let mut carrier = Carrier::connect(&options.url).await;
-    if let Some(connected) = callgate::client::connected_message(case.dialect) {
+    if let Some(connected) = says.connected() {
         carrier.send(connected).await;
     }
-    carrier.send(start_message(&options).unwrap()).await;
+    carrier.send(says.start().unwrap()).await;
     let update = upstream_update(&upstream).await;
     let expected_format = match case.upstream {
         AudioFormat::Mulaw => json!({"type": "audio/pcmu"}),
@@ -124,7 +125,7 @@ async fn full_call(case: Case) {
     let frames: Vec<&[u8]> = audio.chunks(frame).collect();
     for (n, chunk) in frames.iter().enumerate() {
         carrier
-            .send(media_message(&options, n as u64 + 2, n as u64 + 1, chunk).unwrap())
+            .send(says.media(n as u64 + 2, n as u64 + 1, chunk).unwrap())
             .await;
         if n == 0 {
             upstream.wait_appends(0, 1).await;
@@ -241,7 +242,7 @@ async fn full_call(case: Case) {
     }
     if let Some(mark) = &mark {
         assert!(mark.contains("item_1"), "{name}: {mark}");
-        carrier.send(mark_echo(&options, 900, mark)).await;
+        carrier.send(says.mark(900, mark)).await;
     }
 
     // Barge-in: the dialect's own clear.
@@ -259,7 +260,7 @@ async fn full_call(case: Case) {
     };
     assert_eq!(clear["event"], expected, "{name}");
 
-    carrier.send(stop_message(&options, 999).unwrap()).await;
+    carrier.send(says.stop(999).unwrap()).await;
     assert_eq!(carrier.closed().await.0, 1000, "{name}");
     assert_eq!(upstream.wait_closed(0).await, 1000, "{name}");
 }

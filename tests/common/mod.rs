@@ -11,6 +11,8 @@ use callgate::config::{Config, JwtKeyConfig};
 use callgate::CancellationToken;
 use callgate_handlers::bridge::Secret;
 pub use callgate_handlers::codec::AudioFormat;
+pub use callgate_handlers::dialect::messages::CarrierMessages;
+pub use callgate_handlers::dialect::Dialect;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -469,27 +471,30 @@ impl Carrier {
 pub const SID: &str = "MZ11111111111111111111111111111111";
 pub const CALL: &str = "CA11111111111111111111111111111111";
 
+/// Twilio's messages on stream `sid` (the one set of carrier-message builders,
+/// `callgate_handlers::dialect::messages`).
+pub fn twilio(sid: &str) -> CarrierMessages {
+    CarrierMessages::new(Dialect::Twilio, sid)
+}
+
 pub fn twilio_start(sid: &str, params: Value) -> Value {
-    json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-        "accountSid": "AC1", "streamSid": sid, "callSid": format!("CA{}", &sid[2..]), "tracks": ["inbound"],
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        "customParameters": params}})
+    twilio(sid).with_parameters(params).start().unwrap()
 }
 
 pub fn smartflo_start(sid: &str) -> Value {
-    json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-        "accountSid": "AC1", "streamSid": sid, "callSid": format!("CA{}", &sid[2..]), "from": "9999", "to": "8888",
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "bitRate": 64, "bitDepth": 8},
-        "customParameters": {"FirstName": "Jane"}}})
+    CarrierMessages::new(Dialect::Smartflo, sid)
+        .with_parameters(json!({"FirstName": "Jane"}))
+        .start()
+        .unwrap()
 }
 
+/// Twilio media frame `n` (0-based) with a base64 `payload`.
 pub fn media(sid: &str, n: u64, payload: &str) -> Value {
-    json!({"event": "media", "sequenceNumber": (n + 1).to_string(), "streamSid": sid,
-        "media": {"track": "inbound", "chunk": n.to_string(), "timestamp": (n * 20).to_string(), "payload": payload}})
+    twilio(sid).media_base64(n + 1, n, payload).unwrap()
 }
 
 pub fn stop(sid: &str) -> Value {
-    json!({"event": "stop", "sequenceNumber": "999", "streamSid": sid, "stop": {"accountSid": "AC1", "callSid": CALL}})
+    twilio(sid).stop(999).unwrap()
 }
 
 /// 20 ms μ-law frames of a fixture file, as base64.

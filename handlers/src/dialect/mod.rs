@@ -16,6 +16,7 @@
 //! counters as strings or numbers); what each carrier *requires* is checked per dialect.
 
 pub mod detect;
+pub mod messages;
 mod wire;
 mod writer;
 

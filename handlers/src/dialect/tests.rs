@@ -889,3 +889,62 @@ fn names_round_trip_and_match_the_configuration() {
     assert_eq!(Dialect::from_name("Twilio"), None);
     assert_eq!(Dialect::from_name(""), None);
 }
+
+#[test]
+fn every_message_the_simulator_sends_decodes_as_meant() {
+    use super::messages::CarrierMessages;
+    for dialect in Dialect::ALL {
+        let says = CarrierMessages::new(dialect, "MZ0123456789abcdef0123456789abcdef")
+            .with_parameters(serde_json::json!({"tenant": "acme"}));
+        let text = |v: serde_json::Value| Frame::text(v.to_string());
+        let name = dialect.name();
+        if let Some(connected) = says.connected() {
+            assert_eq!(
+                dialect.decode(&text(connected)).unwrap().kind(),
+                "connected"
+            );
+        }
+        let Some(start) = says.start() else {
+            assert_eq!(
+                dialect,
+                Dialect::RawAudio,
+                "{name}: only raw audio has no start"
+            );
+            continue;
+        };
+        let Event::Start(start) = dialect.decode(&text(start)).unwrap() else {
+            panic!("{name}: start is not a start");
+        };
+        assert_eq!(start.media_format, says.format, "{name}");
+        assert_eq!(
+            start.custom_parameters.get("tenant").map(String::as_str),
+            Some("acme"),
+            "{name}"
+        );
+        if dialect != Dialect::Voximplant {
+            assert_eq!(start.call_sid, says.call_sid, "{name}");
+        }
+        let audio = vec![0xFF; says.format.bytes_per_ms() * 20];
+        let Event::Media(media) = dialect
+            .decode(&text(says.media(2, 1, &audio).unwrap()))
+            .unwrap()
+        else {
+            panic!("{name}: media is not media");
+        };
+        assert_eq!(
+            media.payload,
+            Payload::Base64(BASE64.encode(&audio)),
+            "{name}"
+        );
+        let Event::Mark(mark) = dialect.decode(&text(says.mark(3, "r1/end"))).unwrap() else {
+            panic!("{name}: the mark echo is not a mark");
+        };
+        assert_eq!(mark.name, "r1/end", "{name}");
+        let stop = says.stop(4).unwrap();
+        assert_eq!(
+            dialect.decode(&text(stop)).unwrap().kind(),
+            "stop",
+            "{name}"
+        );
+    }
+}
