@@ -309,6 +309,7 @@ async fn repeated_failures_throttle_the_ip_but_valid_credentials_pass() {
         c.security.blocked_attempts_per_minute = 24; // burst 2
     })
     .await;
+    let before = gw.metrics_baseline().await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(status(&gw, "/twilio", &[("authorization", "Bearer nope")]).await);
@@ -338,13 +339,14 @@ async fn repeated_failures_throttle_the_ip_but_valid_credentials_pass() {
         429
     );
     assert_eq!(upstream.connections(), 1);
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_upgrades_rejected_total",
             &[("reason", "blocked")]
-        ) >= 2.0
+        )
+        .await
+            >= 2.0
     );
 }
 

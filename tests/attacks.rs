@@ -92,6 +92,7 @@ async fn exposed(upstream: &FakeUpstream) -> Gateway {
 async fn a_flood_from_one_address_does_not_refuse_another_address() {
     let upstream = FakeUpstream::start().await;
     let gw = exposed(&upstream).await;
+    let before = gw.metrics_baseline().await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     // Plain GETs (no Upgrade header) on the credential-free route, and upgrades without
@@ -142,20 +143,22 @@ async fn a_flood_from_one_address_does_not_refuse_another_address() {
         admitted, tries,
         "every valid upgrade from the other address passed"
     );
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_upgrades_rejected_total",
             &[("reason", "not_upgrade")]
-        ) > 1000.0
+        )
+        .await
+            > 1000.0
     );
     assert_eq!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_upgrades_rejected_total",
             &[("reason", "overloaded")]
-        ),
+        )
+        .await,
         0.0,
         "refused requests never spent the gateway-wide budget"
     );
@@ -258,16 +261,14 @@ async fn flood_then_close_code(
 async fn a_ping_flood_closes_1008() {
     let upstream = FakeUpstream::start().await;
     let gw = metered(&upstream).await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = started_call(&gw).await;
     let pings = (0..20_000).map(|_| Message::Ping(Default::default()));
     assert_eq!(flood_then_close_code(&mut carrier, pings).await, 1008);
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
-            "callgate_bad_frames_total",
-            &[("reason", "flood")]
-        ) >= 1.0
+        gw.metric_delta(&before, "callgate_bad_frames_total", &[("reason", "flood")])
+            .await
+            >= 1.0
     );
 }
 
@@ -367,17 +368,19 @@ async fn invalid_utf8_closes_1007_and_is_counted() {
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
     carrier.send_raw(Message::Frame(bad)).await;
     assert_eq!(carrier.closed().await.0, 1007);
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_bad_frames_total",
             &[("reason", "invalid_utf8")]
-        ) >= 1.0
+        )
+        .await
+            >= 1.0
     );
 }
 
@@ -427,6 +430,7 @@ async fn audio_faster_than_the_clock_never_reaches_the_upstream() {
         c.security.audio_burst_ms = 500;
     })
     .await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = started_call(&gw).await;
     // One second of audio per message (the most a message may carry), 90 messages a second:
     // under the message-rate limit, 90× faster than anyone can speak.
@@ -447,13 +451,14 @@ async fn audio_faster_than_the_clock_never_reaches_the_upstream() {
     // The clock plus the burst, and one message of slack for the edges.
     assert!(heard <= wall + 0.5 + 1.0, "{heard} s of audio in {wall} s");
     assert!(heard >= 1.0, "real-time audio still flows ({heard} s)");
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_audio_dropped_total",
             &[("reason", "too_fast")]
-        ) > 50.0
+        )
+        .await
+            > 50.0
     );
 }
 
@@ -465,6 +470,7 @@ async fn a_media_message_longer_than_the_limit_is_refused() {
         c.calls.max_consecutive_bad_frames = 3;
     })
     .await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = started_call(&gw).await;
     // 45 KB of μ-law: 5.6 s in one message (the default limit is 1 s).
     let huge = base64::engine::general_purpose::STANDARD.encode(vec![0x7fu8; 45_000]);
@@ -477,13 +483,14 @@ async fn a_media_message_longer_than_the_limit_is_refused() {
         0.0,
         "none of it reached the upstream"
     );
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_bad_frames_total",
             &[("reason", "media_too_long")]
-        ) >= 3.0
+        )
+        .await
+            >= 3.0
     );
 }
 
@@ -575,6 +582,7 @@ async fn one_host_cannot_fill_the_connection_cap_with_silent_sockets() {
         c.security.max_connections_per_ip = 5;
     })
     .await;
+    let before = gw.metrics_baseline().await;
     // The attacker opens silent sockets, waiting out the header timeout ...
     let mut silent = Vec::new();
     for _ in 0..5 {
@@ -589,13 +597,14 @@ async fn one_host_cannot_fill_the_connection_cap_with_silent_sockets() {
     let mut carrier = started_call(&gw).await;
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
-    let metrics = gw.metrics().await;
     assert!(
-        metric_sum(
-            &metrics,
+        gw.metric_delta(
+            &before,
             "callgate_upgrades_rejected_total",
             &[("reason", "connection_cap_per_ip")]
-        ) >= 1.0
+        )
+        .await
+            >= 1.0
     );
 }
 

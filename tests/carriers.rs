@@ -544,6 +544,7 @@ async fn both_tracks_only_the_callers_audio_reaches_the_model() {
 async fn exotel_labels_from_its_simulators_still_carry_audio() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let before = gw.metrics_baseline().await;
     for format in [
         json!({"encoding": "audio/x-raw", "sample_rate": "8000Hz"}),
         json!({"encoding": "base64", "bit_rate": "128kbps", "sample_rate": "8000"}),
@@ -567,11 +568,13 @@ async fn exotel_labels_from_its_simulators_still_carry_audio() {
     }
     // Only the label nobody documents fell back, and it was counted (no other test here
     // sends an unknown Exotel label).
-    let fallbacks = metric_sum(
-        &gw.metrics().await,
-        "callgate_format_fallbacks_total",
-        &[("carrier", "exotel")],
-    );
+    let fallbacks = gw
+        .metric_delta(
+            &before,
+            "callgate_format_fallbacks_total",
+            &[("carrier", "exotel")],
+        )
+        .await;
     assert_eq!(fallbacks, 1.0);
 }
 

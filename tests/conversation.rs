@@ -176,6 +176,7 @@ async fn no_truncate_once_everything_played() {
 async fn stale_marks_after_clear_are_not_playback() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -234,7 +235,11 @@ async fn stale_marks_after_clear_are_not_playback() {
     };
     assert_eq!(truncates[1]["item_id"], "item_2");
     assert!(truncates[1]["audio_end_ms"].as_u64().unwrap() < 200);
-    assert!(metric_sum(&gw.metrics().await, "callgate_stale_marks_total", &[]) >= 2.0);
+    assert!(
+        gw.metric_delta(&before, "callgate_stale_marks_total", &[])
+            .await
+            >= 2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ fn frame(n: u16) -> String {
 async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversation() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), fast_reconnects).await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     carrier.send(media(SID, 1, &frame(1))).await;
@@ -111,11 +112,13 @@ async fn upstream_drop_reconnects_replays_the_session_and_reseeds_the_conversati
     assert_eq!(carrier.closed().await.0, 1000);
     assert_eq!(upstream.wait_closed(1).await, 1000);
     assert!(
-        metric_sum(
-            &gw.metrics().await,
+        gw.metric_delta(
+            &before,
             "callgate_upstream_reconnects_total",
             &[("outcome", "attempt")]
-        ) >= 1.0
+        )
+        .await
+            >= 1.0
     );
 }
 
@@ -134,6 +137,7 @@ async fn spent_budget_plays_the_fallback_and_closes_1011() {
             .into_owned();
     })
     .await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -171,11 +175,13 @@ async fn spent_budget_plays_the_fallback_and_closes_1011() {
         "the close waited for the fallback to play"
     );
     assert!(
-        metric_sum(
-            &gw.metrics().await,
+        gw.metric_delta(
+            &before,
             "callgate_upstream_reconnects_total",
             &[("outcome", "gave_up")]
-        ) >= 1.0
+        )
+        .await
+            >= 1.0
     );
 }
 
@@ -211,6 +217,7 @@ async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
     })
     .await;
     let gw = Gateway::start(Some(&upstream), |c| c.upstream.rollover_margin_s = 1).await;
+    let before = gw.metrics_baseline().await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
@@ -250,11 +257,9 @@ async fn the_session_rolls_over_before_it_expires_without_losing_audio() {
         "every frame reached exactly one session, in order"
     );
     assert!(
-        metric_sum(
-            &gw.metrics().await,
-            "callgate_upstream_rollovers_total",
-            &[]
-        ) >= 1.0
+        gw.metric_delta(&before, "callgate_upstream_rollovers_total", &[])
+            .await
+            >= 1.0
     );
 }
 
@@ -348,6 +353,7 @@ async fn a_carrier_that_stops_reading_is_dropped() {
         c.calls.carrier_write_timeout = Duration::from_millis(300)
     })
     .await;
+    let before = gw.metrics_baseline().await;
     let carrier = Carrier::connect(&gw.url("/twilio")).await;
     let mut carrier = carrier;
     carrier.send(twilio_start(SID, json!({}))).await;
@@ -365,11 +371,9 @@ async fn a_carrier_that_stops_reading_is_dropped() {
         .expect("upstream not closed");
     assert_eq!(code, 1000);
     assert!(
-        metric_sum(
-            &gw.metrics().await,
-            "callgate_carrier_write_timeouts_total",
-            &[]
-        ) >= 1.0
+        gw.metric_delta(&before, "callgate_carrier_write_timeouts_total", &[])
+            .await
+            >= 1.0
     );
     drop(carrier);
 }
@@ -378,6 +382,7 @@ async fn a_carrier_that_stops_reading_is_dropped() {
 async fn a_panicking_bridge_closes_only_its_call() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let before = gw.metrics_baseline().await;
     let mut healthy = Carrier::connect(&gw.url("/twilio")).await;
     healthy
         .send(twilio_start(
@@ -405,5 +410,5 @@ async fn a_panicking_bridge_closes_only_its_call() {
         .send(stop("MZ22222222222222222222222222222222"))
         .await;
     assert_eq!(healthy.closed().await.0, 1000);
-    assert!(metric_sum(&gw.metrics().await, "callgate_panics_total", &[]) >= 1.0);
+    assert!(gw.metric_delta(&before, "callgate_panics_total", &[]).await >= 1.0);
 }

@@ -331,7 +331,26 @@ impl Gateway {
     pub async fn metrics(&self) -> String {
         http_body(&http_get(self.addr, "/metrics").await).to_owned()
     }
+
+    /// `/metrics` now, to assert later on what the test itself added: the recorder is one per
+    /// process and the tests of a binary run in parallel, so absolute values prove nothing.
+    pub async fn metrics_baseline(&self) -> MetricsBaseline {
+        MetricsBaseline(self.metrics().await)
+    }
+
+    /// How much `metric` (summed over series matching `labels`) grew since `before`.
+    pub async fn metric_delta(
+        &self,
+        before: &MetricsBaseline,
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> f64 {
+        metric_sum(&self.metrics().await, metric, labels) - metric_sum(&before.0, metric, labels)
+    }
 }
+
+/// A snapshot of `/metrics`; see [`Gateway::metrics_baseline`].
+pub struct MetricsBaseline(String);
 
 impl Drop for Gateway {
     fn drop(&mut self) {
