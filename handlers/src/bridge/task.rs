@@ -8,23 +8,24 @@
 //!                        · failure (retryable: backoff and connect again; else end the call)
 //! }
 //! ```
+//!
+//! The relay's jobs, one file each under `task/`: `socket` (connect, send, close),
+//! `events` (what the server says), `playback` (the outbound audio path and the ledger of
+//! what the caller heard: marks, barge-in), `keypad` (DTMF), `functions` (tools and
+//! `end_call`), `control` (transfer, DTMF out, hang-up), `memory` (transcripts kept to
+//! re-seed), `rollover` (fresh sessions before expiry, fallback audio), `profile` (per-call
+//! settings). This file holds the loop that ties them together.
 
 use callgate_layers::util::sleep_until;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::tools;
 use super::wire::{self, ServerEvent, ServerKind};
@@ -35,8 +36,6 @@ use crate::call_state::CallState;
 use crate::codec::{decode_base64_into, Transcoder};
 use crate::event::Outbound;
 use crate::feed::FeedEvent;
-
-type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Responses whose late deltas are dropped after a barge-in; a handful is plenty.
 const CANCELLED_MEMORY: usize = 8;
@@ -78,55 +77,20 @@ async fn report(outbox: &mpsc::Sender<Downstream>, err: BridgeError) {
     let _ = outbox.send(Downstream::End(err)).await;
 }
 
-async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| BridgeError::Connect(e.to_string()))?;
-    let headers = request.headers_mut();
-    let header = |value: String| {
-        http::HeaderValue::from_str(&value)
-            .map_err(|_| BridgeError::Connect("credential is not a valid header value".into()))
-    };
-    match &config.auth {
-        UpstreamAuth::None => {}
-        UpstreamAuth::Bearer(key) => {
-            let mut value = header(format!("Bearer {}", key.expose()))?;
-            value.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
-        UpstreamAuth::ApiKey(key) => {
-            let mut value = header(key.expose().to_owned())?;
-            value.set_sensitive(true);
-            headers.insert("api-key", value);
-        }
-    }
-    if config.dialect == RealtimeDialect::Beta {
-        headers.insert("OpenAI-Beta", http::HeaderValue::from_static("realtime=v1"));
-    }
-    // Small read buffer: tungstenite zero-fills it before every read (ARCHITECTURE.md).
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(Some(16 * 1024 * 1024));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
-    match tokio::time::timeout(config.connect_timeout, connecting).await {
-        Err(_) => Err(BridgeError::ConnectTimeout),
-        Ok(Err(e)) => Err(BridgeError::Connect(e.to_string())),
-        Ok(Ok((ws, _response))) => Ok(ws),
-    }
-}
-
 mod control;
+mod events;
+mod functions;
 mod keypad;
 mod memory;
 mod playback;
 mod profile;
+mod rollover;
+mod socket;
 
 use memory::shown;
 use playback::Playback;
 use profile::per_call;
+use socket::{close, closed, connect, error_code_label, send, send_text, Upstream};
 
 /// How one upstream session ended.
 enum SessionEnd {
@@ -495,279 +459,6 @@ impl Relay {
         result
     }
 
-    async fn on_event(
-        &mut self,
-        text: &str,
-        ws: &mut Upstream,
-        config: &BridgeConfig,
-    ) -> Result<(), BridgeError> {
-        let event: ServerEvent<'_> = match serde_json::from_str(text) {
-            Ok(event) => event,
-            Err(error) => {
-                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
-                    .increment(1);
-                tracing::debug!(%error, "unparseable upstream event ignored");
-                return Ok(());
-            }
-        };
-        match ServerKind::of(&event.kind) {
-            ServerKind::SessionCreated => {
-                self.plan_rollover(event.session.as_ref(), config);
-                let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
-                self.configuring = Some((Instant::now(), span));
-                send_text(ws, self.session_update.clone(), config).await?;
-            }
-            ServerKind::SessionUpdated => {
-                #[cfg(feature = "fault-injection")]
-                if self
-                    .call
-                    .custom_parameters
-                    .get("callgate_fault")
-                    .map(String::as_str)
-                    == Some("panic_in_bridge")
-                {
-                    panic!("fault injection: panic_in_bridge");
-                }
-                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
-                {
-                    if reported != self.call.upstream_audio {
-                        tracing::warn!(
-                            ?reported,
-                            "upstream reports a different output format than configured"
-                        );
-                    }
-                }
-                if let Some((sent, span)) = self.configuring.take() {
-                    span.record("ready_ms", sent.elapsed().as_millis() as u64);
-                }
-                if !self.ready {
-                    if self.reseed {
-                        self.reseed_conversation(ws, config).await?;
-                    } else if !self.greeting.is_empty() {
-                        send_text(ws, wire::greeting(&self.greeting), config).await?;
-                    }
-                    self.ready = true;
-                    tracing::debug!(held = self.audio.len(), "upstream session ready");
-                    self.flush_audio(ws, config).await?;
-                }
-            }
-            ServerKind::AudioDelta => self.on_audio_delta(&event).await,
-            ServerKind::AudioDone => self.on_audio_done(&event).await,
-            ServerKind::SpeechStarted => self.barge_in(ws, config).await?,
-            ServerKind::ResponseCreated => {
-                self.current_response = event.response.and_then(|r| r.id);
-            }
-            ServerKind::ResponseDone => {
-                let id = event.response.and_then(|r| r.id);
-                if id.is_some() && id == self.current_response {
-                    self.current_response = None;
-                }
-                // Only one response at a time: one asked for meanwhile (DTMF) goes now.
-                if std::mem::take(&mut self.response_wanted) {
-                    self.request_response(ws, config).await?;
-                }
-            }
-            ServerKind::FunctionCall => {
-                let (Some(call_id), Some(name)) = (event.call_id, event.name) else {
-                    return Ok(());
-                };
-                let arguments = event.arguments.unwrap_or_default();
-                self.on_function_call(call_id, name, arguments, config);
-            }
-            kind @ (ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta) => {
-                let role = if kind == ServerKind::CallerTranscriptDelta {
-                    "user"
-                } else {
-                    "assistant"
-                };
-                if let Some(text) = event.delta.as_deref() {
-                    self.call.publish(FeedEvent::Transcript {
-                        role,
-                        text: shown(text, config).into_owned(),
-                        is_final: false,
-                        at_ms: self.call.at_ms(),
-                    });
-                }
-            }
-            kind @ (ServerKind::CallerTranscript | ServerKind::AssistantTranscript) => {
-                let role = if kind == ServerKind::CallerTranscript {
-                    "user"
-                } else {
-                    "assistant"
-                };
-                // PCI: what either side said may carry digits (the model reads them back);
-                // they are redacted before the line is logged, published, stored or kept.
-                let text = event.transcript.map(|t| shown(&t, config).into_owned());
-                tracing::debug!(
-                    item_id = event.item_id.as_deref(),
-                    role,
-                    transcript = text.as_deref(),
-                    "transcript line"
-                );
-                self.remember(role, text);
-            }
-            ServerKind::Error => {
-                let Some(error) = event.error else {
-                    return Ok(());
-                };
-                if error.is_fatal() {
-                    return Err(BridgeError::Fatal {
-                        code: error.code.unwrap_or_default(),
-                        message: error.message.unwrap_or_default(),
-                    });
-                }
-                if error.is_already_shorter() {
-                    tracing::debug!("truncate past the end of an item (harmless)");
-                } else {
-                    metrics::counter!("callgate_upstream_errors_total", "code" => error_code_label(error.code.as_deref())).increment(1);
-                    tracing::warn!(
-                        kind = error.kind.as_deref(),
-                        code = error.code.as_deref(),
-                        message = error.message.as_deref(),
-                        "upstream error event"
-                    );
-                }
-            }
-            ServerKind::SpeechStopped => {
-                // A turn: from the caller's silence to the model's first audio.
-                let span = tracing::info_span!(
-                    "turn",
-                    item_id = event.item_id.as_deref(),
-                    latency_ms = tracing::field::Empty
-                );
-                self.turn = Some((self.received, span));
-            }
-            ServerKind::Other => {
-                tracing::trace!(kind = &*event.kind, "upstream event");
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads `expires_at` and plans the move to a fresh session `rollover_margin` before it.
-    fn plan_rollover(&mut self, session: Option<&serde_json::Value>, config: &BridgeConfig) {
-        let Some(expires) = session
-            .and_then(|s| s.get("expires_at"))
-            .and_then(serde_json::Value::as_u64)
-        else {
-            return;
-        };
-        if expires == 0 {
-            return;
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let left = Duration::from_secs(expires.saturating_sub(now));
-        // `expires_at` has whole seconds: a session that ends exactly at the margin still
-        // gets its rollover; one that ends inside it is a fault.
-        if left < config.rollover_margin {
-            self.expires_at_once = Some(BridgeError::ExpiresAtOnce {
-                left_s: left.as_secs(),
-                margin_s: config.rollover_margin.as_secs(),
-            });
-        }
-        let at = tokio::time::Instant::now() + left;
-        self.expires_at = Some(at.checked_sub(Duration::from_millis(500)).unwrap_or(at));
-        self.rollover_at = Some(
-            at.checked_sub(config.rollover_margin)
-                .unwrap_or_else(tokio::time::Instant::now),
-        );
-    }
-
-    /// The fallback audio for the carrier, when the upstream is gone for good.
-    fn fallback(&mut self, config: &BridgeConfig) -> Option<Downstream> {
-        let (format, audio) = config.fallback_audio.as_ref()?;
-        let mut transcoder = Transcoder::new(*format, self.call.outbound_format).ok()?;
-        let mut out = Vec::new();
-        transcoder.transcode(audio, &mut out);
-        transcoder.flush(&mut out);
-        let duration = Duration::from_millis(self.call.outbound_format.duration_ms(out.len()));
-        Some(Downstream::Fallback {
-            audio: out.into(),
-            duration,
-        })
-    }
-
-    /// A function call: `end_call` ends the call once the goodbye has played; other tools
-    /// run as webhooks in their own task and report back through `tool_results`.
-    fn on_function_call(
-        &mut self,
-        call_id: String,
-        name: String,
-        arguments: String,
-        config: &BridgeConfig,
-    ) {
-        metrics::counter!("callgate_tool_calls_total", "tool" => if name == tools::END_CALL { "end_call" } else { "webhook" }).increment(1);
-        self.call.counters.tool_calls.fetch_add(1, Relaxed);
-        if name == tools::END_CALL && config.tools.end_call {
-            tracing::info!("end_call requested");
-            self.hangup_requested = Some(Instant::now());
-            return;
-        }
-        if name == tools::TRANSFER_CALL || name == tools::SEND_DTMF {
-            self.on_call_control(call_id, name, &arguments, config);
-            return;
-        }
-        let tools = config.tools.clone();
-        let results = self.tool_results_tx.clone();
-        let s = &self.call;
-        let context = json!({
-            "call_sid": s.call_sid,
-            "stream_sid": s.stream_sid,
-            "carrier": s.dialect.name(),
-            "tenant": s.identity.tenant,
-            "custom_parameters": s.custom_parameters,
-        });
-        let span = tracing::info_span!("tool", name = %name, outcome = tracing::field::Empty);
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let result = tools.call(&name, &arguments, context).await;
-                tracing::Span::current()
-                    .record("outcome", if result.is_ok() { "ok" } else { "error" });
-                let _ = results.send((call_id, name, result)).await;
-            },
-            span,
-        ));
-    }
-
-    /// Hands a tool's result (or its error, for the model to speak about) back, then asks
-    /// for a response once the current one is done.
-    async fn tool_output(
-        &mut self,
-        ws: &mut Upstream,
-        config: &BridgeConfig,
-        call_id: &str,
-        name: &str,
-        result: Result<String, String>,
-    ) -> Result<(), BridgeError> {
-        let output = match result {
-            Ok(output) => output,
-            Err(error) => {
-                metrics::counter!("callgate_tool_errors_total").increment(1);
-                tracing::warn!(tool = name, %error, "tool failed");
-                json!({"error": error}).to_string()
-            }
-        };
-        send_text(ws, wire::function_output(call_id, &output), config).await?;
-        self.request_response(ws, config).await
-    }
-
-    /// Asks for a response now, or once the current one is done (only one may run).
-    async fn request_response(
-        &mut self,
-        ws: &mut Upstream,
-        config: &BridgeConfig,
-    ) -> Result<(), BridgeError> {
-        if self.current_response.is_none() {
-            send_text(ws, wire::RESPONSE_CREATE.to_owned(), config).await
-        } else {
-            self.response_wanted = true;
-            Ok(())
-        }
-    }
-
     /// After `end_call`: the response is done and its audio has played (from marks, or
     /// from time without them), or 30 s have passed.
     fn goodbye_played(&self) -> bool {
@@ -809,66 +500,4 @@ impl Relay {
             .send(Downstream::Out(message, self.received))
             .await;
     }
-}
-
-/// Upstream error codes as a bounded metric label.
-fn error_code_label(code: Option<&str>) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "invalid_event",
-        "invalid_value",
-        "invalid_request_error",
-        "session_expired",
-        "server_error",
-        "rate_limit_exceeded",
-        "conversation_already_has_active_response",
-        "response_cancel_not_active",
-        "item_truncate_invalid_item_id",
-        "input_audio_buffer_commit_empty",
-    ];
-    match code {
-        None => "none",
-        Some(code) => KNOWN
-            .iter()
-            .find(|k| **k == code)
-            .copied()
-            .unwrap_or("other"),
-    }
-}
-
-/// Sends one message, treating a write that cannot complete in `stall_timeout` as a stall.
-async fn send(
-    ws: &mut Upstream,
-    message: Message,
-    config: &BridgeConfig,
-) -> Result<(), BridgeError> {
-    match tokio::time::timeout(config.stall_timeout, ws.send(message)).await {
-        Err(_) => Err(BridgeError::Stalled),
-        Ok(result) => result.map_err(closed),
-    }
-}
-
-/// Sends one JSON text message (see [`send`]).
-async fn send_text(
-    ws: &mut Upstream,
-    text: String,
-    config: &BridgeConfig,
-) -> Result<(), BridgeError> {
-    send(ws, Message::Text(text.into()), config).await
-}
-
-fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {
-    BridgeError::Closed(e.to_string())
-}
-
-/// Closes the upstream with 1000 and waits briefly for its reply.
-async fn close(ws: &mut Upstream) {
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "call ended".into(),
-    };
-    if ws.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }

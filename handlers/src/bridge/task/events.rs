@@ -1,0 +1,156 @@
+//! What the Realtime server says, event by event: session lifecycle, the model's audio
+//! and transcripts, speech started (barge-in), function calls, errors.
+
+use super::*;
+
+impl Relay {
+    /// Handles one upstream event (unparseable or unknown ones are counted and ignored).
+    pub(super) async fn on_event(
+        &mut self,
+        text: &str,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
+        let event: ServerEvent<'_> = match serde_json::from_str(text) {
+            Ok(event) => event,
+            Err(error) => {
+                metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
+                    .increment(1);
+                tracing::debug!(%error, "unparseable upstream event ignored");
+                return Ok(());
+            }
+        };
+        match ServerKind::of(&event.kind) {
+            ServerKind::SessionCreated => {
+                self.plan_rollover(event.session.as_ref(), config);
+                let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
+                self.configuring = Some((Instant::now(), span));
+                send_text(ws, self.session_update.clone(), config).await?;
+            }
+            ServerKind::SessionUpdated => {
+                #[cfg(feature = "fault-injection")]
+                if self
+                    .call
+                    .custom_parameters
+                    .get("callgate_fault")
+                    .map(String::as_str)
+                    == Some("panic_in_bridge")
+                {
+                    panic!("fault injection: panic_in_bridge");
+                }
+                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
+                {
+                    if reported != self.call.upstream_audio {
+                        tracing::warn!(
+                            ?reported,
+                            "upstream reports a different output format than configured"
+                        );
+                    }
+                }
+                if let Some((sent, span)) = self.configuring.take() {
+                    span.record("ready_ms", sent.elapsed().as_millis() as u64);
+                }
+                if !self.ready {
+                    if self.reseed {
+                        self.reseed_conversation(ws, config).await?;
+                    } else if !self.greeting.is_empty() {
+                        send_text(ws, wire::greeting(&self.greeting), config).await?;
+                    }
+                    self.ready = true;
+                    tracing::debug!(held = self.audio.len(), "upstream session ready");
+                    self.flush_audio(ws, config).await?;
+                }
+            }
+            ServerKind::AudioDelta => self.on_audio_delta(&event).await,
+            ServerKind::AudioDone => self.on_audio_done(&event).await,
+            ServerKind::SpeechStarted => self.barge_in(ws, config).await?,
+            ServerKind::ResponseCreated => {
+                self.current_response = event.response.and_then(|r| r.id);
+            }
+            ServerKind::ResponseDone => {
+                let id = event.response.and_then(|r| r.id);
+                if id.is_some() && id == self.current_response {
+                    self.current_response = None;
+                }
+                // Only one response at a time: one asked for meanwhile (DTMF) goes now.
+                if std::mem::take(&mut self.response_wanted) {
+                    self.request_response(ws, config).await?;
+                }
+            }
+            ServerKind::FunctionCall => {
+                let (Some(call_id), Some(name)) = (event.call_id, event.name) else {
+                    return Ok(());
+                };
+                let arguments = event.arguments.unwrap_or_default();
+                self.on_function_call(call_id, name, arguments, config);
+            }
+            kind @ (ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta) => {
+                let role = if kind == ServerKind::CallerTranscriptDelta {
+                    "user"
+                } else {
+                    "assistant"
+                };
+                if let Some(text) = event.delta.as_deref() {
+                    self.call.publish(FeedEvent::Transcript {
+                        role,
+                        text: shown(text, config).into_owned(),
+                        is_final: false,
+                        at_ms: self.call.at_ms(),
+                    });
+                }
+            }
+            kind @ (ServerKind::CallerTranscript | ServerKind::AssistantTranscript) => {
+                let role = if kind == ServerKind::CallerTranscript {
+                    "user"
+                } else {
+                    "assistant"
+                };
+                // PCI: what either side said may carry digits (the model reads them back);
+                // they are redacted before the line is logged, published, stored or kept.
+                let text = event.transcript.map(|t| shown(&t, config).into_owned());
+                tracing::debug!(
+                    item_id = event.item_id.as_deref(),
+                    role,
+                    transcript = text.as_deref(),
+                    "transcript line"
+                );
+                self.remember(role, text);
+            }
+            ServerKind::Error => {
+                let Some(error) = event.error else {
+                    return Ok(());
+                };
+                if error.is_fatal() {
+                    return Err(BridgeError::Fatal {
+                        code: error.code.unwrap_or_default(),
+                        message: error.message.unwrap_or_default(),
+                    });
+                }
+                if error.is_already_shorter() {
+                    tracing::debug!("truncate past the end of an item (harmless)");
+                } else {
+                    metrics::counter!("callgate_upstream_errors_total", "code" => error_code_label(error.code.as_deref())).increment(1);
+                    tracing::warn!(
+                        kind = error.kind.as_deref(),
+                        code = error.code.as_deref(),
+                        message = error.message.as_deref(),
+                        "upstream error event"
+                    );
+                }
+            }
+            ServerKind::SpeechStopped => {
+                // A turn: from the caller's silence to the model's first audio.
+                let span = tracing::info_span!(
+                    "turn",
+                    item_id = event.item_id.as_deref(),
+                    latency_ms = tracing::field::Empty
+                );
+                self.turn = Some((self.received, span));
+            }
+            ServerKind::Other => {
+                tracing::trace!(kind = &*event.kind, "upstream event");
+            }
+        }
+        Ok(())
+    }
+}
