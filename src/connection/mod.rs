@@ -7,15 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callgate_handlers::bridge::Downstream;
 use callgate_handlers::call_state::CallState;
 use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
-use callgate_handlers::event::{Frame, Outbound};
+use callgate_handlers::event::Frame;
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
@@ -23,8 +22,11 @@ use crate::carrier_socket::{linger, send_close, CarrierSocket};
 use crate::pacer::Pacer;
 
 use crate::close::{rescue, CloseReason, Ending, Rescue};
+
+mod outbound;
 use crate::config::RouteDialect;
 use crate::routes::{AppState, CallAdmission, Route};
+use outbound::send_frames;
 
 /// Outbox bound: a few seconds of model audio at typical delta sizes. When full the bridge
 /// waits, which slows its reading of the upstream (backpressure, never unbounded memory).
@@ -192,6 +194,8 @@ struct Call<'a> {
     pacer: Option<Pacer>,
     /// Upstream delta received → carrier frame written (handle cached).
     latency_outbound: metrics::Histogram,
+    /// While the fallback audio plays: when it will have played.
+    fallback_until: Option<tokio::time::Instant>,
 }
 
 impl Call<'_> {
@@ -236,6 +240,7 @@ impl Call<'_> {
             client_ip,
             pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
             latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
+            fallback_until: None,
         };
         // Per-socket frame budget, metered below tungstenite (every frame counts, control
         // and continuation frames too): a flood from one socket cannot starve the others.
@@ -250,7 +255,6 @@ impl Call<'_> {
             false => state.calls.start_deadline,
         });
         tokio::pin!(start_deadline);
-        let mut fallback_until = None;
         // A half-open carrier socket must not keep a paid upstream session alive.
         let idle = tokio::time::sleep(state.calls.idle_timeout);
         tokio::pin!(idle);
@@ -307,55 +311,11 @@ impl Call<'_> {
                             break ended;
                         }
                     }
-                    Some(item) = downstream.recv() => match item {
-                        Downstream::Out(message, received) => {
-                            if call.on_outbound(&mut *socket, &message).await.is_err() {
-                                break call.end(Ending::CarrierGone);
-                            }
-                            call.observe(&message, received);
+                    Some(item) = downstream.recv() => {
+                        if let Some(ended) = call.on_downstream(&mut *socket, item).await {
+                            break ended;
                         }
-                        Downstream::Hangup => {
-                            // The assistant ended the conversation (`end_call`).
-                            if let Some(frame) = call.started.as_ref().and_then(|s| s.writer.hangup()) {
-                                let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
-                            }
-                            break call.end(Ending::HungUp);
-                        }
-                        Downstream::Transferred { target, number } => {
-                            // The carrier has the call now (or its scenario dials `number`).
-                            let frame = number.and_then(|n| call.started.as_ref().and_then(|s| s.writer.transfer(&n)));
-                            if let Some(frame) = frame {
-                                let _ = send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await;
-                            }
-                            tracing::info!(%target, "call transferred; closing the stream");
-                            break call.end(Ending::Transferred);
-                        }
-                        Downstream::SendDtmf(digits) => {
-                            let frame = call.started.as_ref().and_then(|s| s.writer.send_dtmf(&digits));
-                            if let Some(frame) = frame {
-                                if send_frames(&mut *socket, vec![frame], state.calls.carrier_write_timeout).await.is_err() {
-                                    break call.end(Ending::CarrierGone);
-                                }
-                            }
-                        }
-                        Downstream::Fallback { audio, duration } => {
-                            // The carrier plays the fallback; the close follows once it has.
-                            let audio = Outbound::Media { audio };
-                            tracing::warn!(duration_ms = duration.as_millis() as u64, "playing the fallback audio");
-                            let end = Outbound::Mark { name: "fallback".into() };
-                            if call.on_outbound(&mut *socket, &audio).await.is_err() || call.on_outbound(&mut *socket, &end).await.is_err() {
-                                break call.end(Ending::CarrierGone);
-                            }
-                            fallback_until = Some(tokio::time::Instant::now() + duration.min(Duration::from_secs(10)));
-                        }
-                        Downstream::End(error) => {
-                            tracing::warn!(%error, "ending call: upstream failed");
-                            if let Some(until) = fallback_until {
-                                tokio::time::sleep_until(until).await;
-                            }
-                            break call.end(Ending::UpstreamFailed);
-                        }
-                    },
+                    }
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
                         if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout).await.is_err() {
@@ -452,60 +412,6 @@ impl Call<'_> {
         outcome
     }
 
-    /// Latency of one message from the upstream event that caused it to the carrier write.
-    fn observe(&self, message: &Outbound, received: std::time::Instant) {
-        let elapsed = received.elapsed().as_secs_f64();
-        match message {
-            Outbound::Media { .. } => self.latency_outbound.record(elapsed),
-            Outbound::Clear => {
-                metrics::histogram!("callgate_barge_in_clear_seconds").record(elapsed)
-            }
-            Outbound::Mark { name } => {
-                if let Some(started) = &self.started {
-                    started.call.mark_sent(name);
-                }
-            }
-        }
-    }
-
-    /// Encodes and sends one message from the bridge.
-    async fn on_outbound(
-        &mut self,
-        socket: &mut CarrierSocket,
-        message: &Outbound,
-    ) -> Result<(), WsError> {
-        // Nothing may reach the carrier before `start` (it has no stream id yet).
-        let Some(Started {
-            call: session,
-            writer,
-        }) = self.started.as_mut()
-        else {
-            return Ok(());
-        };
-        self.frames.clear();
-        writer.write(message, &mut self.frames);
-        let frames = std::mem::take(&mut self.frames);
-        let frames = match (&mut self.pacer, message) {
-            (None, _) => frames,
-            (Some(pacer), Outbound::Clear) => {
-                pacer.clear();
-                frames
-            }
-            (Some(pacer), Outbound::Media { audio }) => pacer.push(
-                frames,
-                Duration::from_millis(session.outbound_format.duration_ms(audio.len())),
-            ),
-            (Some(pacer), _) => pacer.push(frames, Duration::ZERO),
-        };
-        if matches!(message, Outbound::Media { .. }) {
-            session
-                .counters
-                .frames_out
-                .fetch_add(frames.len() as u64, Relaxed);
-        }
-        send_frames(socket, frames, self.state.calls.carrier_write_timeout).await
-    }
-
     async fn finish(self, socket: &mut CarrierSocket, ended: Rescue) -> CloseReason {
         let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
         let span = tracing::Span::current();
@@ -538,37 +444,6 @@ impl Call<'_> {
             "call closed"
         );
         reason
-    }
-}
-
-/// Sends frames; a carrier that stops reading fills the bounded write buffer and the send
-/// times out, which ends the call (there is no one left to hear it).
-async fn send_frames(
-    socket: &mut CarrierSocket,
-    frames: Vec<OutFrame>,
-    timeout: Duration,
-) -> Result<(), WsError> {
-    if frames.is_empty() {
-        return Ok(());
-    }
-    let send = async {
-        for frame in frames {
-            socket
-                .feed(match frame {
-                    OutFrame::Text(text) => Message::Text(text.into()),
-                    OutFrame::Binary(bytes) => Message::Binary(bytes),
-                })
-                .await?;
-        }
-        socket.flush().await
-    };
-    match tokio::time::timeout(timeout, send).await {
-        Ok(result) => result,
-        Err(_) => {
-            metrics::counter!("callgate_carrier_write_timeouts_total").increment(1);
-            tracing::warn!("carrier stopped reading; dropping the call");
-            Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
-        }
     }
 }
 
