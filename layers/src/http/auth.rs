@@ -5,10 +5,8 @@
 //! which the admission layer outside counts against the client's IP. Secrets are compared
 //! in constant time and never logged.
 
-use crate::util::lock;
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::response::{IntoResponse, Response};
@@ -18,8 +16,6 @@ use futures_util::future::Either;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Request, StatusCode};
 use ipnet::IpNet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
@@ -76,144 +72,6 @@ pub enum AuthError {
     /// The client address is not in the allow-list.
     #[error("address not allowed")]
     Forbidden,
-}
-
-/// One verification key, its id and its pinned algorithm.
-#[derive(Clone)]
-pub struct JwtKey {
-    /// `kid` the token must name (any, when it is the only key).
-    pub kid: String,
-    /// The one algorithm accepted with this key.
-    pub algorithm: Algorithm,
-    /// The verification key.
-    pub key: DecodingKey,
-}
-
-impl std::fmt::Debug for JwtKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish()
-    }
-}
-
-/// The claims callgate reads.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-pub struct Claims {
-    /// Issuer (required).
-    pub iss: String,
-    /// Audience (required; a string or an array).
-    pub aud: serde_json::Value,
-    /// Expiry, Unix seconds (required).
-    pub exp: u64,
-    /// Subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
-    /// Tenant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// Binds the token to one call (`start.callSid`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_sid: Option<String>,
-    /// Makes the token single-use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jti: Option<String>,
-}
-
-/// Verifies JWTs: algorithm pinned per key, `kid` selects the key, `exp`, `iss` and `aud`
-/// required, small leeway; `jti` tokens are single-use.
-#[derive(Debug)]
-pub struct JwtVerifier {
-    keys: Vec<JwtKey>,
-    issuer: String,
-    audience: String,
-    leeway_s: u64,
-    seen: Mutex<HashMap<String, u64>>,
-    max_seen: usize,
-}
-
-impl JwtVerifier {
-    /// A verifier over `keys` (current and previous).
-    pub fn new(
-        keys: Vec<JwtKey>,
-        issuer: impl Into<String>,
-        audience: impl Into<String>,
-        leeway_s: u64,
-    ) -> Self {
-        Self {
-            keys,
-            issuer: issuer.into(),
-            audience: audience.into(),
-            leeway_s,
-            seen: Mutex::new(HashMap::new()),
-            max_seen: 1_000_000,
-        }
-    }
-
-    /// Checks signature and claims; consumes `jti` when present.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
-        let key = match &header.kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|k| &k.kid == kid)
-                .ok_or(AuthError::UnknownKid)?,
-            None if self.keys.len() == 1 => &self.keys[0],
-            None => return Err(AuthError::MissingKid),
-        };
-        if header.alg != key.algorithm {
-            return Err(AuthError::Algorithm);
-        }
-        let mut validation = Validation::new(key.algorithm);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        // A token is not valid before its `nbf` (when it has one), with the same leeway.
-        validation.validate_nbf = true;
-        validation.leeway = self.leeway_s;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
-            .claims;
-        if let Some(jti) = &claims.jti {
-            self.consume(jti, claims.exp)?;
-        }
-        Ok(claims)
-    }
-
-    /// Verifies a token presented in `start`, which may also be bound to the call.
-    pub fn verify_for_call(&self, token: &str, call_sid: &str) -> Result<Claims, AuthError> {
-        let claims = self.verify(token)?;
-        match &claims.call_sid {
-            Some(bound) if bound != call_sid => Err(AuthError::WrongCall),
-            _ => Ok(claims),
-        }
-    }
-
-    fn consume(&self, jti: &str, exp: u64) -> Result<(), AuthError> {
-        let now = jsonwebtoken::get_current_timestamp();
-        let mut seen = lock(&self.seen);
-        if seen.len() >= self.max_seen {
-            // Only unexpired tokens need remembering: after `exp` they fail anyway.
-            seen.retain(|_, exp| *exp + self.leeway_s >= now);
-        }
-        if seen.contains_key(jti) {
-            return Err(AuthError::Replayed);
-        }
-        seen.insert(jti.to_owned(), exp);
-        Ok(())
-    }
-}
-
-impl From<&Claims> for Identity {
-    fn from(c: &Claims) -> Self {
-        Self {
-            tenant: c.tenant.clone(),
-            subject: c.sub.clone(),
-        }
-    }
 }
 
 /// Twilio's `X-Twilio-Signature` over the configured public `wss://` URL (never the `Host`
@@ -512,6 +370,9 @@ where
         }
     }
 }
+
+mod jwt;
+pub use jwt::{Claims, JwtKey, JwtVerifier};
 
 #[cfg(test)]
 mod tests;

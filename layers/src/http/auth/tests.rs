@@ -1,5 +1,6 @@
 use super::*;
-use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use jsonwebtoken::{encode, get_current_timestamp, Algorithm, DecodingKey, EncodingKey, Header};
+use serde::Serialize;
 
 const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
 const RSA_PRIVATE: &[u8] = include_bytes!("../testdata/rsa_private.pem");
