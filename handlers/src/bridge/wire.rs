@@ -299,12 +299,7 @@ mod tests {
     fn settings() -> SessionSettings {
         SessionSettings {
             instructions: "Be brief.".into(),
-            voice: "marin".into(),
-            transcription_model: Some("gpt-4o-mini-transcribe".into()),
-            vad_threshold: 0.5,
-            prefix_padding_ms: 300,
-            silence_duration_ms: 500,
-            language: None,
+            ..SessionSettings::default()
         }
     }
 
