@@ -5,13 +5,15 @@
 //!
 //! - [`config`]: one [`config::Config`] from TOML + `CALLGATE_*` env, every error at once.
 //! - [`routes`]: the axum router and its HTTP layer stack; one WebSocket route per carrier.
+//! - [`admission`]: the stack every carrier upgrade passes (one layer per concern), and what
+//!   holds a call to account after the upgrade; [`caps`]: the call caps it takes a permit from.
 //! - [`carrier_socket`]: our WebSocket upgrade, the meter that counts every frame, and the
 //!   close handshake.
 //! - [`admin`]: the admin API (live calls, live feeds) behind one token gate.
 //! - [`pacer`]: outbound pacing for carriers that drop what overflows their buffer.
 //! - [`connection`]: the per-socket loop (carrier frames in, outbox out, shutdown).
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
-//! - [`close`]: any error → WebSocket close code.
+//! - [`close`]: the one rescue: every way a call ends → close code, reason, outcome.
 //! - [`security`]: auth modes, limits and caps built from configuration.
 //! - [`records`]: call records and transcripts in SQLite.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
