@@ -37,6 +37,7 @@ pub mod loopback;
 pub mod metric_families;
 pub mod pacer;
 pub mod pipeline;
+pub mod recording;
 pub mod records;
 pub mod routes;
 pub mod security;
@@ -115,8 +116,16 @@ pub async fn run(
     } else {
         None
     };
+    let recordings = if config.may_record() {
+        let recordings = recording::Recordings::new(&config.recording)?;
+        tracing::info!(dir = %config.recording.dir, upload = %config.recording.url, "call recordings on");
+        Some(recordings)
+    } else {
+        None
+    };
     let mut state = AppState::new(&config, bridge, security, shutdown.clone());
     state.records = records;
+    state.recordings = recordings;
     spawn_sweeper(&state, config.calls.idle_state_timeout);
     spawn_upstream_probe(&state, loopback.is_none());
     let app = routes::router(&config, state.clone())?;

@@ -316,6 +316,18 @@ pub const FAMILIES: &[Family] = &[
         series: none,
     },
     Family {
+        name: "callgate_recordings_total",
+        kind: Kind::Counter,
+        help: "Call recordings finished, by outcome.",
+        series: || each("outcome", &["written", "uploaded", "failed"]),
+    },
+    Family {
+        name: "callgate_recording_chunks_dropped_total",
+        kind: Kind::Counter,
+        help: "Recording chunks dropped because the disk fell behind.",
+        series: none,
+    },
+    Family {
         name: "callgate_sessions_reaped_total",
         kind: Kind::Counter,
         help: "Idle sessions removed by the safety net.",

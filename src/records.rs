@@ -14,6 +14,16 @@ use callgate_handlers::call_state::CallState;
 use callgate_handlers::feed::FeedEvent;
 use rusqlite::{params, Connection};
 use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::recording::RecordingInfo;
+
+/// How long a finished call's record waits for its recording to be written and uploaded.
+const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// Columns added after the first schema, created on databases that predate them.
+const ADDED_COLUMNS: &[(&str, &str)] =
+    &[("recording_location", "TEXT"), ("recording_ms", "INTEGER")];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS calls (
@@ -32,7 +42,9 @@ CREATE TABLE IF NOT EXISTS calls (
     audio_dropped INTEGER,
     barge_ins INTEGER,
     dtmf INTEGER,
-    tool_calls INTEGER
+    tool_calls INTEGER,
+    recording_location TEXT,
+    recording_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS transcript (
     key TEXT NOT NULL,
@@ -153,6 +165,10 @@ pub struct CallRecord {
     pub dtmf: i64,
     /// Function tools the model called.
     pub tool_calls: i64,
+    /// Where the call's recording is (a file path or an `s3://` URL), when recorded.
+    pub recording_location: Option<String>,
+    /// The recording's length, when recorded.
+    pub recording_ms: Option<i64>,
     /// The transcript, in order.
     pub transcript: Vec<TranscriptLine>,
 }
@@ -205,10 +221,14 @@ impl Records {
 
     /// Records a call as it starts and follows its feed until it ends: transcript lines as
     /// they are final, the record when it ends. Returns the call's key.
-    pub fn follow(&self, session: &Arc<CallState>) -> String {
+    pub fn follow(
+        &self,
+        session: &Arc<CallState>,
+        recording: Option<oneshot::Receiver<RecordingInfo>>,
+    ) -> String {
         let started_at_ms = unix_ms(session.started_at);
         let mut record = CallRecord {
-            key: format!("{started_at_ms}-{}", session.id),
+            key: call_key(session),
             call_sid: session.call_sid.clone(),
             stream_sid: session.stream_sid.clone(),
             carrier: session.dialect.name().to_owned(),
@@ -268,6 +288,14 @@ impl Records {
                         record.barge_ins = c.clears.load(Relaxed) as i64;
                         record.dtmf = c.dtmf.load(Relaxed) as i64;
                         record.tool_calls = c.tool_calls.load(Relaxed) as i64;
+                        // The recording is complete (and uploaded) soon after the call.
+                        if let Some(recording) = recording {
+                            let waited = tokio::time::timeout(RECORDING_WAIT, recording).await;
+                            if let Ok(Ok(info)) = waited {
+                                record.recording_location = Some(info.location);
+                                record.recording_ms = Some(info.duration_ms as i64);
+                            }
+                        }
                         let record = Box::new(record);
                         if let Some(webhook) = webhook {
                             let posted = record.clone();
@@ -293,6 +321,11 @@ impl Records {
     }
 }
 
+/// A call's key: its start time and gateway id (also its recording's file name).
+pub fn call_key(call: &CallState) -> String {
+    format!("{}-{}", unix_ms(call.started_at), call.id)
+}
+
 fn unix_ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -312,6 +345,14 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.execute_batch(SCHEMA)?;
+    for (column, kind) in ADDED_COLUMNS {
+        let present: bool = connection
+            .prepare("SELECT 1 FROM pragma_table_info('calls') WHERE name = ?1")?
+            .exists(params![column])?;
+        if !present {
+            connection.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {column} {kind}"))?;
+        }
+    }
     Ok(connection)
 }
 
@@ -342,7 +383,8 @@ fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
             ),
             Op::End(record) => connection.execute(
                 "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?3, outcome = ?4, close_code = ?5, frames_in = ?6, frames_out = ?7,
-                                  audio_dropped = ?8, barge_ins = ?9, dtmf = ?10, tool_calls = ?11 WHERE key = ?1",
+                                  audio_dropped = ?8, barge_ins = ?9, dtmf = ?10, tool_calls = ?11,
+                                  recording_location = ?12, recording_ms = ?13 WHERE key = ?1",
                 params![
                     record.key,
                     record.ended_at_ms,
@@ -354,7 +396,9 @@ fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
                     record.audio_dropped,
                     record.barge_ins,
                     record.dtmf,
-                    record.tool_calls
+                    record.tool_calls,
+                    record.recording_location,
+                    record.recording_ms
                 ],
             ),
         };
@@ -397,7 +441,7 @@ impl RecordReader {
     pub fn show(&self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
         let mut statement = self.connection.prepare(
             "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
-                    frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls
+                    frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls, recording_location, recording_ms
              FROM calls WHERE key = ?1 OR call_sid = ?1 ORDER BY started_at_ms DESC LIMIT 1",
         )?;
         let mut rows = statement.query(params![key_or_sid])?;
@@ -424,6 +468,8 @@ impl RecordReader {
             barge_ins: row.get::<_, Option<i64>>(13)?.unwrap_or_default(),
             dtmf: row.get::<_, Option<i64>>(14)?.unwrap_or_default(),
             tool_calls: row.get::<_, Option<i64>>(15)?.unwrap_or_default(),
+            recording_location: row.get(16)?,
+            recording_ms: row.get(17)?,
             transcript: Vec::new(),
         };
         let mut lines = self

@@ -39,6 +39,8 @@ pub struct Route {
     pub send_connected: bool,
     /// What the carrier plays back, where it differs from what it streams (Telnyx).
     pub outbound_format: Option<callgate_handlers::codec::AudioFormat>,
+    /// Record this route's calls (unset: `recording.enabled`).
+    pub recording: Option<bool>,
 }
 
 /// What admission decided for one call, handed to its connection.
@@ -86,6 +88,10 @@ pub struct AppState {
     pub admin_token: callgate_handlers::bridge::Secret,
     /// Call records (SQLite), when enabled.
     pub records: Option<crate::records::Records>,
+    /// Where recordings go, when any call may be recorded.
+    pub recordings: Option<crate::recording::Recordings>,
+    /// `recording.enabled`: record calls whose route and profile do not say.
+    pub record_by_default: bool,
     /// `/client` needs no token.
     pub client_feed_open: bool,
     next_id: Arc<AtomicU64>,
@@ -111,6 +117,8 @@ impl AppState {
             upstream_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             admin_token: config.security.admin_token.clone(),
             records: None,
+            recordings: None,
+            record_by_default: config.recording.enabled,
             client_feed_open: config.security.client_feed_open,
             next_id: Arc::new(AtomicU64::new(1)),
         }
@@ -147,6 +155,7 @@ pub fn router(config: &Config, state: AppState) -> anyhow::Result<Router> {
             dialect: route.dialect,
             send_connected: route.send_connected,
             outbound_format: route.outbound_encoding.map(|e| e.format()),
+            recording: route.recording,
         });
         let path = route.path.clone();
         // Reached only through the admission stack (`admission.rs`).

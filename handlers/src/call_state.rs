@@ -94,6 +94,8 @@ pub struct CallState {
     pending_marks: Mutex<VecDeque<(String, Instant)>>,
     /// The call's live feed (transcripts, DTMF, barge-ins, end).
     pub feed: crate::feed::Feed,
+    /// The call's stereo recording, when it is recorded (set once, just after `start`).
+    pub recorder: std::sync::OnceLock<crate::recording::Recorder>,
 }
 
 impl CallState {
@@ -192,6 +194,7 @@ impl CallStore {
             counters: Counters::default(),
             pending_marks: Mutex::new(VecDeque::new()),
             feed: tokio::sync::broadcast::channel(crate::feed::FEED_CAPACITY).0,
+            recorder: std::sync::OnceLock::new(),
         });
         self.lock().insert(id, session.clone());
         session

@@ -35,6 +35,9 @@ impl DtmfHandler {
         }
         // The digit itself is never logged (it may be a card number).
         tracing::info!(digit = "[redacted]", "dtmf received");
+        if let Some(recorder) = session.recorder.get() {
+            recorder.digit(dtmf.digit);
+        }
         bridge.dtmf(dtmf.digit);
         Ok(Flow::Continue)
     }

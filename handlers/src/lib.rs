@@ -23,6 +23,7 @@ pub mod feed;
 pub mod mark;
 pub mod media;
 pub mod pci;
+pub mod recording;
 pub mod router;
 pub mod settings;
 pub mod start;

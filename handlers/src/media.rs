@@ -125,6 +125,9 @@ impl MediaHandler {
             return Ok(Flow::Continue);
         }
         session.touch();
+        if let Some(recorder) = session.recorder.get() {
+            recorder.caller(raw);
+        }
         session.counters.frames_in.fetch_add(1, Relaxed);
         session
             .counters

@@ -77,6 +77,8 @@ pub struct Config {
     pub dtmf: DtmfSettings,
     /// Call records.
     pub records: RecordsConfig,
+    /// Stereo recordings of what the caller heard.
+    pub recording: crate::recording::RecordingConfig,
     /// Per-call settings, greeting and the built-in `end_call` tool.
     pub conversation: ConversationSettings,
     /// Function tools run as webhooks.
@@ -97,6 +99,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             dtmf: DtmfSettings::default(),
             records: RecordsConfig::default(),
+            recording: Default::default(),
             conversation: ConversationSettings::default(),
             tools: Vec::new(),
             routes: Vec::new(),
@@ -166,6 +169,17 @@ impl Config {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// Whether any call may be recorded: `[recording]`, a route or a profile says so.
+    pub fn may_record(&self) -> bool {
+        self.recording.enabled
+            || self.routes.iter().any(|r| r.recording == Some(true))
+            || self
+                .conversation
+                .profiles
+                .values()
+                .any(|p| p.recording == Some(true))
     }
 
     fn validate(&self, errors: &mut Vec<String>) {

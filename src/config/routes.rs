@@ -33,6 +33,9 @@ pub struct RouteConfig {
     /// when it differs from the streamed codec.
     #[serde(default)]
     pub outbound_encoding: Option<OutboundEncoding>,
+    /// Record this route's calls (unset: `recording.enabled`; a profile's choice wins).
+    #[serde(default)]
+    pub recording: Option<bool>,
 }
 
 /// What a carrier plays back, where it is set apart from what it streams (Telnyx).
@@ -93,6 +96,7 @@ impl RouteConfig {
             query_token: false,
             require_call_token: false,
             outbound_encoding: None,
+            recording: None,
         }
     }
 }

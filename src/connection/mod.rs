@@ -11,6 +11,7 @@ use callgate_handlers::call_state::CallState;
 use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::Frame;
+use callgate_handlers::recording::KeypadSilence;
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -196,6 +197,8 @@ struct Call<'a> {
     latency_outbound: metrics::Histogram,
     /// While the fallback audio plays: when it will have played.
     fallback_until: Option<tokio::time::Instant>,
+    /// The route's `recording` setting.
+    route_recording: Option<bool>,
 }
 
 impl Call<'_> {
@@ -241,6 +244,7 @@ impl Call<'_> {
             pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
             latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
             fallback_until: None,
+            route_recording: route.recording,
         };
         // Per-socket frame budget, metered below tungstenite (every frame counts, control
         // and continuation frames too): a flood from one socket cannot starve the others.
@@ -395,8 +399,9 @@ impl Call<'_> {
         };
         if self.started.is_none() {
             if let Some(session) = self.ctx.call_state() {
+                let recording = self.start_recording(&session);
                 if let Some(records) = &self.state.records {
-                    records.follow(&session);
+                    records.follow(&session, recording);
                 }
                 let writer = Writer::new(
                     self.dialect,
@@ -412,6 +417,31 @@ impl Call<'_> {
         outcome
     }
 
+    /// Starts the call's recording when its profile, else its route, else `[recording]` says
+    /// so; the receiver learns where it went once it is complete.
+    fn start_recording(
+        &self,
+        call: &CallState,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::recording::RecordingInfo>> {
+        let recordings = self.state.recordings.as_ref()?;
+        let bridge = &self.state.bridge;
+        let wanted = bridge
+            .conversation
+            .profile_of(call)
+            .and_then(|p| p.recording)
+            .or(self.route_recording)
+            .unwrap_or(self.state.record_by_default);
+        if !wanted {
+            return None;
+        }
+        let keypad = KeypadSilence {
+            enabled: bridge.dtmf.pci,
+            terminator: bridge.dtmf.terminator,
+            inter_digit_timeout: bridge.dtmf.inter_digit_timeout,
+        };
+        recordings.start(call, &crate::records::call_key(call), keypad)
+    }
+
     async fn finish(self, socket: &mut CarrierSocket, ended: Rescue) -> CloseReason {
         let session = self.ctx.finish(self.state.calls.upstream_close_wait).await;
         let span = tracing::Span::current();
@@ -425,6 +455,10 @@ impl Call<'_> {
         let send = ended.send_close;
         let reason = ended.close.unwrap_or(CloseReason::NORMAL);
         if let Some(session) = &session {
+            // Nothing more plays: the recording ends with the call.
+            if let Some(recorder) = session.recorder.get() {
+                recorder.finish();
+            }
             session.publish(callgate_handlers::feed::FeedEvent::CallEnded {
                 close_code: reason.code,
                 outcome: reason.outcome(),

@@ -133,6 +133,14 @@ impl Call<'_> {
         else {
             return Ok(());
         };
+        // The recording hears what the carrier is given to play, and loses what a clear cuts.
+        if let Some(recorder) = session.recorder.get() {
+            match message {
+                Outbound::Media { audio } => recorder.assistant(audio),
+                Outbound::Clear => recorder.clear(),
+                Outbound::Mark { .. } => {}
+            }
+        }
         self.frames.clear();
         writer.write(message, &mut self.frames);
         let frames = std::mem::take(&mut self.frames);

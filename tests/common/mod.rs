@@ -240,6 +240,11 @@ impl FakeUpstream {
         events
     }
 
+    /// How many appends connection `i` has received so far.
+    pub async fn appends_len(&self, i: usize) -> usize {
+        self.conn(i).await.lock().unwrap().appends().len()
+    }
+
     /// Waits until connection `i` has received at least `n` appends, and returns them.
     pub async fn wait_appends(&self, i: usize, n: usize) -> Vec<String> {
         let conn = self.conn(i).await;

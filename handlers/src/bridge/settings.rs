@@ -217,6 +217,19 @@ impl Default for ConversationSettings {
     }
 }
 
+impl ConversationSettings {
+    /// The profile of `call`: named by its profile parameter, else named like its tenant.
+    pub fn profile_of(&self, call: &crate::call_state::CallState) -> Option<&Profile> {
+        call.custom_parameters
+            .get(&self.profile_parameter)
+            .and_then(|name| self.profiles.get(name))
+            .or_else(|| {
+                let tenant = call.identity.tenant.as_ref()?;
+                self.profiles.get(tenant)
+            })
+    }
+}
+
 /// One profile (`[conversation.profiles.NAME]`); empty fields keep the defaults.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
@@ -229,6 +242,8 @@ pub struct Profile {
     pub language: String,
     /// Greeting the assistant speaks first.
     pub greeting: String,
+    /// Record this profile's calls (unset: the route's or `[recording]`'s choice).
+    pub recording: Option<bool>,
 }
 
 /// DTMF collection (PROTOCOLS.md §12.4; `[dtmf]` in the configuration file).

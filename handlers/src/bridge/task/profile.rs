@@ -13,16 +13,7 @@ pub(super) fn per_call(
     let mut settings = base.clone();
     let mut greeting = conversation.greeting.clone();
     let mut language = String::new();
-    let profile = params
-        .get(&conversation.profile_parameter)
-        .and_then(|name| conversation.profiles.get(name))
-        .or_else(|| {
-            session
-                .identity
-                .tenant
-                .as_ref()
-                .and_then(|tenant| conversation.profiles.get(tenant))
-        });
+    let profile = conversation.profile_of(session);
     if let Some(profile) = profile {
         if !profile.instructions.is_empty() {
             settings.instructions = profile.instructions.clone();
