@@ -39,8 +39,10 @@ pub mod pacer;
 pub mod pipeline;
 pub mod recording;
 pub mod records;
+pub mod replay;
 pub mod routes;
 pub mod security;
+pub mod tape;
 pub mod telemetry;
 pub mod wav;
 
@@ -123,9 +125,18 @@ pub async fn run(
     } else {
         None
     };
+    let tapes = if config.tape.enabled {
+        let settings = replay::settings::of(&config);
+        let tapes = tape::Tapes::new(&config.tape, config.dtmf.pci, settings)?;
+        tracing::info!(dir = %config.tape.dir, audio = config.tape.audio, "call tapes on");
+        Some(tapes)
+    } else {
+        None
+    };
     let mut state = AppState::new(&config, bridge, security, shutdown.clone());
     state.records = records;
     state.recordings = recordings;
+    state.tapes = tapes;
     spawn_sweeper(&state, config.calls.idle_state_timeout);
     spawn_upstream_probe(&state, loopback.is_none());
     let app = routes::router(&config, state.clone())?;

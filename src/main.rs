@@ -50,6 +50,18 @@ enum Command {
         #[command(subcommand)]
         what: CallsCommand,
     },
+    /// Replay a call tape into a fresh gateway and compare what it sends (exit 1 on any
+    /// difference).
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The tape (JSON Lines, from `[tape]`).
+    tape: PathBuf,
+    /// Play N times faster than recorded (timing-sensitive calls want 1).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +191,7 @@ async fn run_tool(config: Option<PathBuf>, command: Command) -> anyhow::Result<(
         Command::Call(args) => call(args).await,
         Command::Token(args) => token(config, args),
         Command::Loadtest(args) => loadtest(args).await,
+        Command::Replay(args) => replay(args).await,
         Command::Calls { what } => {
             let config = load(config)?;
             let reader =
@@ -380,4 +393,30 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         println!("reply written to {}", path.display());
     }
     Ok(())
+}
+
+/// `callgate replay`: prints the first difference and exits 1, or says the call matched.
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    callgate_handlers::bridge::install_tls();
+    let text = std::fs::read_to_string(&args.tape)
+        .with_context(|| format!("reading {}", args.tape.display()))?;
+    let tape = callgate::replay::Tape::parse(&text)?;
+    let report = callgate::replay::replay(&tape, args.speed).await?;
+    match report.first() {
+        None => {
+            println!(
+                "{}: replayed, {} messages match",
+                args.tape.display(),
+                report.compared
+            );
+            Ok(())
+        }
+        Some(difference) => {
+            println!("{}: first difference: {difference}", args.tape.display());
+            for other in &report.differences[1..] {
+                println!("  then: {other}");
+            }
+            std::process::exit(1);
+        }
+    }
 }

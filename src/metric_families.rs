@@ -328,6 +328,12 @@ pub const FAMILIES: &[Family] = &[
         series: none,
     },
     Family {
+        name: "callgate_tape_lines_dropped_total",
+        kind: Kind::Counter,
+        help: "Call tape lines dropped because the disk fell behind.",
+        series: none,
+    },
+    Family {
         name: "callgate_sessions_reaped_total",
         kind: Kind::Counter,
         help: "Idle sessions removed by the safety net.",

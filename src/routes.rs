@@ -92,6 +92,8 @@ pub struct AppState {
     pub recordings: Option<crate::recording::Recordings>,
     /// `recording.enabled`: record calls whose route and profile do not say.
     pub record_by_default: bool,
+    /// Call tapes, when on.
+    pub tapes: Option<crate::tape::Tapes>,
     /// `/client` needs no token.
     pub client_feed_open: bool,
     next_id: Arc<AtomicU64>,
@@ -119,6 +121,7 @@ impl AppState {
             records: None,
             recordings: None,
             record_by_default: config.recording.enabled,
+            tapes: None,
             client_feed_open: config.security.client_feed_open,
             next_id: Arc::new(AtomicU64::new(1)),
         }

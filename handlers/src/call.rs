@@ -104,6 +104,8 @@ pub struct CallContext {
     pub start_auth: Option<Arc<dyn StartAuth>>,
     /// The call's span (the context was created inside it); the bridge task runs in it.
     pub span: tracing::Span,
+    /// The call's tape, when taped (handed to the call state at `start`).
+    pub tape: std::sync::OnceLock<Arc<crate::tape::Tape>>,
     started: Mutex<Started>,
 }
 
@@ -147,6 +149,7 @@ impl CallContext {
             identity,
             start_auth,
             span: tracing::Span::current(),
+            tape: std::sync::OnceLock::new(),
             started: Mutex::new(Started::default()),
         })
     }
@@ -176,6 +179,9 @@ impl CallContext {
         let session = self
             .store
             .insert(self.id, self.dialect, start, identity, upstream_audio);
+        if let Some(tape) = self.tape.get() {
+            let _ = session.tape.set(tape.clone());
+        }
         let bridge = bridge::spawn(
             self.bridge_config.clone(),
             session.clone(),

@@ -96,6 +96,8 @@ pub struct CallState {
     pub feed: crate::feed::Feed,
     /// The call's stereo recording, when it is recorded (set once, just after `start`).
     pub recorder: std::sync::OnceLock<crate::recording::Recorder>,
+    /// The call's tape, when taped (set at `start`, before the upstream opens).
+    pub tape: std::sync::OnceLock<Arc<crate::tape::Tape>>,
 }
 
 impl CallState {
@@ -195,6 +197,7 @@ impl CallStore {
             pending_marks: Mutex::new(VecDeque::new()),
             feed: tokio::sync::broadcast::channel(crate::feed::FEED_CAPACITY).0,
             recorder: std::sync::OnceLock::new(),
+            tape: std::sync::OnceLock::new(),
         });
         self.lock().insert(id, session.clone());
         session

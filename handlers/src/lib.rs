@@ -28,6 +28,7 @@ pub mod router;
 pub mod settings;
 pub mod start;
 pub mod stop;
+pub mod tape;
 
 pub use call::{CallContext, Flow, StartAdmission, StartAuth, StartRejected};
 pub use error::EventError;

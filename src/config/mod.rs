@@ -79,6 +79,8 @@ pub struct Config {
     pub records: RecordsConfig,
     /// Stereo recordings of what the caller heard.
     pub recording: crate::recording::RecordingConfig,
+    /// Call tapes, for `callgate replay`.
+    pub tape: crate::tape::TapeConfig,
     /// Per-call settings, greeting and the built-in `end_call` tool.
     pub conversation: ConversationSettings,
     /// Function tools run as webhooks.
@@ -100,6 +102,7 @@ impl Default for Config {
             dtmf: DtmfSettings::default(),
             records: RecordsConfig::default(),
             recording: Default::default(),
+            tape: Default::default(),
             conversation: ConversationSettings::default(),
             tools: Vec::new(),
             routes: Vec::new(),
@@ -180,6 +183,17 @@ impl Config {
                 .profiles
                 .values()
                 .any(|p| p.recording == Some(true))
+    }
+
+    /// A configuration from an already parsed table (no environment), validated.
+    pub fn from_table(table: toml::Table) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let config = deserialize_all(table, &mut errors);
+        config.validate(&mut errors);
+        match errors.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigErrors(errors)),
+        }
     }
 
     fn validate(&self, errors: &mut Vec<String>) {

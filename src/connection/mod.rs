@@ -12,6 +12,7 @@ use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::Frame;
 use callgate_handlers::recording::KeypadSilence;
+use callgate_handlers::tape::{Dir as TapeDir, Tape};
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -87,9 +88,10 @@ pub async fn serve(
         let mut socket = socket;
         let mut queued = VecDeque::new();
         let client_ip = admission.client_ip;
+        let tape = state.tapes.as_ref().map(|tapes| tapes.open(id, &route.path, label));
         let dialect = match route.dialect {
             RouteDialect::Fixed(dialect) => dialect,
-            RouteDialect::Detect => match detect_dialect(&mut socket, &mut queued).await {
+            RouteDialect::Detect => match detect_dialect(&mut socket, &mut queued, tape.as_deref()).await {
                 Ok(dialect) => {
                     tracing::Span::current().record("carrier", dialect.name());
                     dialect
@@ -114,6 +116,7 @@ pub async fn serve(
         let opening = Opening {
             hints: opened,
             queued,
+            tape,
         };
         let run = Call::run(&mut socket, &state, &route, dialect, id, admission, opening);
         let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
@@ -143,14 +146,14 @@ pub async fn serve(
 async fn detect_dialect(
     socket: &mut CarrierSocket,
     queued: &mut VecDeque<Frame>,
+    tape: Option<&Tape>,
 ) -> Result<Dialect, String> {
     let deadline = tokio::time::sleep(Duration::from_secs(5));
     tokio::pin!(deadline);
     while queued.len() < detect::MAX_FRAMES {
         let frame = tokio::select! {
             message = socket.next() => match message {
-                Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
-                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frame_in(message, tape),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 _ => return Err("socket closed before any event".into()),
             },
@@ -172,6 +175,7 @@ async fn detect_dialect(
 struct Opening {
     hints: Hints,
     queued: VecDeque<Frame>,
+    tape: Option<Arc<Tape>>,
 }
 
 /// What the carrier side of a started call needs: its session and its writer.
@@ -199,6 +203,8 @@ struct Call<'a> {
     fallback_until: Option<tokio::time::Instant>,
     /// The route's `recording` setting.
     route_recording: Option<bool>,
+    /// The call's tape, when taped.
+    tape: Option<Arc<Tape>>,
 }
 
 impl Call<'_> {
@@ -211,7 +217,11 @@ impl Call<'_> {
         admission: CallAdmission,
         opening: Opening,
     ) -> CloseReason {
-        let Opening { hints, mut queued } = opening;
+        let Opening {
+            hints,
+            mut queued,
+            tape,
+        } = opening;
         let CallAdmission {
             client_ip,
             identity,
@@ -245,7 +255,11 @@ impl Call<'_> {
             latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
             fallback_until: None,
             route_recording: route.recording,
+            tape: tape.clone(),
         };
+        if let Some(tape) = tape {
+            let _ = call.ctx.tape.set(tape);
+        }
         // Per-socket frame budget, metered below tungstenite (every frame counts, control
         // and continuation frames too): a flood from one socket cannot starve the others.
         let flooded = socket.get_ref().flooded();
@@ -286,8 +300,7 @@ impl Call<'_> {
                 tokio::select! {
                     inbound = socket.next() => {
                         let frame = match inbound {
-                            Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
-                            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frame_in(message, call.tape.as_deref()),
                             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                             // The carrier hung up without `stop`: same as `stop`. tungstenite has
                             // queued the echo of its close frame; flushing sends it, so the peer
@@ -322,7 +335,7 @@ impl Call<'_> {
                     }
                     _ = sleep_until(call.pacer.as_ref().and_then(Pacer::next_due)) => {
                         let frames = call.pacer.as_mut().map(Pacer::release).unwrap_or_default();
-                        if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout).await.is_err() {
+                        if send_frames(&mut *socket, frames, state.calls.carrier_write_timeout, call.tape.as_deref()).await.is_err() {
                             break call.end(Ending::CarrierGone);
                         }
                     }
@@ -470,6 +483,9 @@ impl Call<'_> {
             span.record("otel.status_code", "ERROR");
         }
         if send {
+            if let Some(tape) = &self.tape {
+                tape.carrier_close(reason.code);
+            }
             send_close(socket, &reason).await;
         }
         tracing::info!(
@@ -478,6 +494,25 @@ impl Call<'_> {
             "call closed"
         );
         reason
+    }
+}
+
+/// A carrier frame as the event stack takes it, taped first when the call is taped.
+fn frame_in(message: Message, tape: Option<&Tape>) -> Frame {
+    match message {
+        Message::Binary(bytes) => {
+            if let Some(tape) = tape {
+                tape.binary(TapeDir::CarrierIn, &bytes);
+            }
+            Frame::Binary(bytes)
+        }
+        message => {
+            let text = message.into_text().unwrap_or_default();
+            if let Some(tape) = tape {
+                tape.text(TapeDir::CarrierIn, None, &text);
+            }
+            Frame::Text(text.into())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use callgate_handlers::bridge::Downstream;
 use callgate_handlers::dialect::OutFrame;
 use callgate_handlers::event::Outbound;
+use callgate_handlers::tape::{Dir, Tape};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -36,6 +37,7 @@ impl Call<'_> {
                         &mut *socket,
                         vec![frame],
                         self.state.calls.carrier_write_timeout,
+                        self.tape.as_deref(),
                     )
                     .await;
                 }
@@ -50,6 +52,7 @@ impl Call<'_> {
                         &mut *socket,
                         vec![frame],
                         self.state.calls.carrier_write_timeout,
+                        self.tape.as_deref(),
                     )
                     .await;
                 }
@@ -66,6 +69,7 @@ impl Call<'_> {
                         &mut *socket,
                         vec![frame],
                         self.state.calls.carrier_write_timeout,
+                        self.tape.as_deref(),
                     )
                     .await
                     .is_err()
@@ -162,7 +166,13 @@ impl Call<'_> {
                 .frames_out
                 .fetch_add(frames.len() as u64, Relaxed);
         }
-        send_frames(socket, frames, self.state.calls.carrier_write_timeout).await
+        send_frames(
+            socket,
+            frames,
+            self.state.calls.carrier_write_timeout,
+            self.tape.as_deref(),
+        )
+        .await
     }
 }
 
@@ -172,9 +182,18 @@ pub(super) async fn send_frames(
     socket: &mut CarrierSocket,
     frames: Vec<OutFrame>,
     timeout: Duration,
+    tape: Option<&Tape>,
 ) -> Result<(), WsError> {
     if frames.is_empty() {
         return Ok(());
+    }
+    if let Some(tape) = tape {
+        for frame in &frames {
+            match frame {
+                OutFrame::Text(text) => tape.text(Dir::CarrierOut, None, text),
+                OutFrame::Binary(bytes) => tape.binary(Dir::CarrierOut, bytes),
+            }
+        }
     }
     let send = async {
         for frame in frames {

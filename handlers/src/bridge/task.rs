@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -155,6 +155,8 @@ struct Relay {
     tool_results_tx: mpsc::Sender<(String, String, Result<String, String>)>,
     /// `end_call` was called: hang up once the goodbye has played.
     hangup_requested: Option<Instant>,
+    /// Upstream connections opened so far (numbers them on the tape).
+    connections: u32,
     /// `transfer_call` was called: where to, once the handoff sentence has played.
     transfer: Option<control::PendingTransfer>,
 }
@@ -197,6 +199,7 @@ impl Relay {
             tool_results,
             tool_results_tx,
             hangup_requested: None,
+            connections: 0,
             transfer: None,
             dialect: config.dialect,
             call,
@@ -242,8 +245,14 @@ impl Relay {
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
+            let tap = self
+                .call
+                .tape
+                .get()
+                .map(|tape| (tape.clone(), self.connections));
+            self.connections += 1;
             let connecting = tracing::Instrument::instrument(
-                connect(config),
+                connect(config, tap),
                 tracing::info_span!("upstream.connect", attempt = attempts),
             );
             // The call may end while we connect: then there is nothing to close.

@@ -70,6 +70,9 @@ impl Relay {
                 json!({"error": error}).to_string()
             }
         };
+        if let Some(tape) = self.call.tape.get() {
+            tape.tool(name, &output);
+        }
         send_text(ws, wire::function_output(call_id, &output), config).await?;
         self.request_response(ws, config).await
     }

@@ -1,6 +1,7 @@
 //! The upstream socket: connect with the deployment's credentials, send with a stall
 //! deadline, close cleanly; and upstream error codes as a bounded metric label.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,12 +13,57 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{BridgeConfig, BridgeError, RealtimeDialect, UpstreamAuth};
+use crate::tape::{Dir, Tape};
 
-/// One upstream WebSocket.
-pub(super) type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// One upstream WebSocket, and the call's tape when it is taped (with this connection's
+/// number on the call).
+pub(super) struct Upstream {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    tap: Option<(Arc<Tape>, u32)>,
+}
+
+impl Upstream {
+    /// The next message from the model.
+    pub(super) async fn next(
+        &mut self,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        let message = self.ws.next().await;
+        if let Some((tape, conn)) = &self.tap {
+            match &message {
+                Some(Ok(Message::Text(text))) => tape.text(Dir::UpstreamIn, Some(*conn), text),
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                    tape.upstream_close(*conn, code, false);
+                }
+                None | Some(Err(_)) => tape.upstream_close(*conn, 1006, false),
+                Some(Ok(_)) => {}
+            }
+        }
+        message
+    }
+
+    /// Queues one message for the next [`Self::flush`].
+    pub(super) async fn feed(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        if let (Some((tape, conn)), Message::Text(text)) = (&self.tap, &message) {
+            tape.text(Dir::UpstreamOut, Some(*conn), text);
+        }
+        self.ws.feed(message).await
+    }
+
+    /// Writes what was fed.
+    pub(super) async fn flush(&mut self) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.flush().await
+    }
+}
 
 /// Opens the upstream socket (TCP, TLS, WebSocket) within `connect_timeout`.
-pub(super) async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeError> {
+pub(super) async fn connect(
+    config: &BridgeConfig,
+    tap: Option<(Arc<Tape>, u32)>,
+) -> Result<Upstream, BridgeError> {
     let mut request = config
         .url
         .as_str()
@@ -53,7 +99,12 @@ pub(super) async fn connect(config: &BridgeConfig) -> Result<Upstream, BridgeErr
     match tokio::time::timeout(config.connect_timeout, connecting).await {
         Err(_) => Err(BridgeError::ConnectTimeout),
         Ok(Err(e)) => Err(BridgeError::Connect(e.to_string())),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Ok((ws, _response))) => {
+            if let Some((tape, conn)) = &tap {
+                tape.upstream_open(*conn);
+            }
+            Ok(Upstream { ws, tap })
+        }
     }
 }
 
@@ -87,7 +138,10 @@ pub(super) async fn send(
     message: Message,
     config: &BridgeConfig,
 ) -> Result<(), BridgeError> {
-    match tokio::time::timeout(config.stall_timeout, ws.send(message)).await {
+    if let (Some((tape, conn)), Message::Text(text)) = (&ws.tap, &message) {
+        tape.text(Dir::UpstreamOut, Some(*conn), text);
+    }
+    match tokio::time::timeout(config.stall_timeout, ws.ws.send(message)).await {
         Err(_) => Err(BridgeError::Stalled),
         Ok(result) => result.map_err(closed),
     }
@@ -112,9 +166,12 @@ pub(super) async fn close(ws: &mut Upstream) {
         code: CloseCode::Normal,
         reason: "call ended".into(),
     };
-    if ws.send(Message::Close(Some(frame))).await.is_err() {
+    if let Some((tape, conn)) = &ws.tap {
+        tape.upstream_close(*conn, 1000, true);
+    }
+    if ws.ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let drain = async { while let Some(Ok(_)) = ws.ws.next().await {} };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
