@@ -330,3 +330,58 @@ async fn recordings_are_uploaded_to_an_s3_compatible_store() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_overrides_its_route_and_a_route_overrides_the_default() {
+    let dir = scratch("switches");
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        record_gateway(&dir)(c);
+        c.recording.enabled = false;
+        let mut route = callgate::config::RouteConfig::new(
+            "/twilio",
+            callgate_handlers::dialect::Dialect::Twilio,
+            false,
+        );
+        route.recording = Some(true);
+        c.routes.push(route);
+        c.conversation.profiles.insert(
+            "quiet".into(),
+            callgate_handlers::bridge::Profile {
+                recording: Some(false),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let frames = fixture_frames("caller-booking-8k-mulaw.wav");
+    for (sid, params) in [
+        (SID, json!({})),
+        (
+            "MZ22222222222222222222222222222222",
+            json!({"profile": "quiet"}),
+        ),
+    ] {
+        let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+        carrier.send(twilio_start(sid, params)).await;
+        for n in 0..10 {
+            carrier.send(media(sid, n, &frames[n as usize])).await;
+        }
+        carrier.send(stop(sid)).await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    }
+    let db = dir.join("calls.db");
+    let routed = finished_record(&db).await;
+    assert!(routed.recording_location.is_some(), "the route records");
+    let quiet = eventually(|| {
+        let record = RecordReader::open(&db)
+            .ok()?
+            .show("CA22222222222222222222222222222222")
+            .ok()??;
+        (record.outcome != "in progress or interrupted").then_some(record)
+    })
+    .await;
+    assert_eq!(quiet.recording_location, None, "the profile does not");
+    assert_eq!(std::fs::read_dir(dir.join("rec")).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

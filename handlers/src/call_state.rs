@@ -138,6 +138,9 @@ impl CallState {
 
     /// Records that mark `name` was written to the carrier now.
     pub fn mark_sent(&self, name: &str) {
+        if let Some(recorder) = self.recorder.get() {
+            recorder.mark_sent(name);
+        }
         let mut marks = lock(&self.pending_marks);
         if marks.len() == 64 {
             marks.pop_front();
@@ -147,6 +150,9 @@ impl CallState {
 
     /// The echo of mark `name` arrived: its round trip, if we sent it.
     pub fn mark_echoed(&self, name: &str) -> Option<Duration> {
+        if let Some(recorder) = self.recorder.get() {
+            recorder.mark_played(name);
+        }
         let mut marks = lock(&self.pending_marks);
         let index = marks.iter().position(|(n, _)| n == name)?;
         let (_, sent) = marks.remove(index)?;

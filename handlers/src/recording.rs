@@ -5,7 +5,10 @@
 //! position is the number of caller samples received. Assistant audio is placed where the
 //! carrier starts playing it (when it is sent, or back to back after audio still queued),
 //! and a `clear` cuts whatever was scheduled past the moment of the barge-in, exactly as the
-//! carrier discards it. Samples are handed to the sink in chunks once they are at least
+//! carrier discards it. Where the carrier marks the audio, its echoes say when each piece
+//! really finished playing, in the caller's own time: a piece whose mark comes back later
+//! than planned moves, with everything after it, to where the carrier played it.
+//! Samples are handed to the sink in chunks once they are at least
 //! [`HOLD`] old, so a DTMF event (which carriers send after the tone) can still silence the
 //! tone before it is written. Memory per call is bounded by the hold plus one chunk, and by
 //! the assistant audio queued ahead of playback.
@@ -63,6 +66,10 @@ struct Track {
     voice: VecDeque<i16>,
     /// Caller samples to silence: `[from, until)` timeline ranges, in order.
     mutes: VecDeque<(u64, u64)>,
+    /// Marks sent and not yet echoed: (name, timeline end of the audio before it).
+    marks: VecDeque<(String, u64)>,
+    /// Timeline end of the audio before the last echoed mark.
+    heard_to: u64,
     samples: Vec<i16>,
     bytes: Vec<u8>,
     finished: bool,
@@ -90,6 +97,8 @@ impl Recorder {
                 caller: VecDeque::new(),
                 voice: VecDeque::new(),
                 mutes: VecDeque::new(),
+                marks: VecDeque::new(),
+                heard_to: 0,
                 samples: Vec::new(),
                 bytes: Vec::new(),
                 finished: false,
@@ -145,6 +154,43 @@ impl Recorder {
         let mut track = lock(&self.track);
         let now = track.caller.len();
         track.voice.truncate(now);
+        track.marks.clear();
+    }
+
+    /// Mark `name` went to the carrier after the assistant audio recorded so far.
+    pub fn mark_sent(&self, name: &str) {
+        let mut track = lock(&self.track);
+        let end = track.written + track.voice.len() as u64;
+        track.marks.push_back((name.to_owned(), end));
+    }
+
+    /// The carrier echoed mark `name`: the audio before it finished playing now. If that is
+    /// later than planned, the piece before the mark, and everything after it, moves later
+    /// (what is already written stays).
+    pub fn mark_played(&self, name: &str) {
+        let mut track = lock(&self.track);
+        let Some(index) = track.marks.iter().position(|(mark, _)| mark == name) else {
+            return;
+        };
+        let (_, end) = track.marks.drain(..=index).last().expect("found above");
+        let now = track.written + track.caller.len() as u64;
+        let frame = u64::from(track.rate) / 50;
+        if now > end + frame {
+            let lag = now - end;
+            let from = track.heard_to.max(track.written);
+            let at = (from - track.written) as usize;
+            if at <= track.voice.len() {
+                let tail = track.voice.split_off(at);
+                track.voice.extend(std::iter::repeat_n(0, lag as usize));
+                track.voice.extend(tail);
+                for mark in &mut track.marks {
+                    mark.1 += lag;
+                }
+            }
+            track.heard_to = now;
+        } else {
+            track.heard_to = end;
+        }
     }
 
     /// The caller pressed `digit` (PCI: silence the caller while the sequence lasts).
@@ -293,6 +339,35 @@ mod tests {
             "nothing after the clear"
         );
         assert_eq!(memory.0.lock().unwrap().1, Some(1800 * 8));
+    }
+
+    #[test]
+    fn a_late_mark_moves_the_piece_to_where_it_played() {
+        let memory = Memory::default();
+        let rec = recorder(&memory, false);
+        rec.caller(&pcm(1, 100));
+        // Two 100 ms pieces sent at 100 ms, each followed by its mark.
+        rec.assistant(&pcm(5, 100));
+        rec.mark_sent("a");
+        rec.assistant(&pcm(6, 100));
+        rec.mark_sent("b");
+        // The first piece's mark comes back at 250 ms, not 200: it played 150..250.
+        rec.caller(&pcm(1, 150));
+        rec.mark_played("a");
+        // The second follows it back to back and is echoed on time (350 ms).
+        rec.caller(&pcm(1, 100));
+        rec.mark_played("b");
+        rec.caller(&pcm(1, 150));
+        rec.finish();
+        let (_, right) = memory.channels();
+        let ms = |t: usize| t * 8;
+        assert!(right[..ms(150)].iter().all(|&s| s == 0));
+        assert!(
+            right[ms(150)..ms(250)].iter().all(|&s| s == 5),
+            "moved by the late mark"
+        );
+        assert!(right[ms(250)..ms(350)].iter().all(|&s| s == 6));
+        assert!(right[ms(350)..].iter().all(|&s| s == 0));
     }
 
     #[test]
