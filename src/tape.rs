@@ -51,13 +51,8 @@ pub struct Tapes {
 impl Tapes {
     /// Creates `dir` (0700).
     pub fn new(config: &TapeConfig, pci: bool, settings: Value) -> anyhow::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = PathBuf::from(&config.dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        crate::recording::create_private_dir(&dir)?;
         Ok(Self {
             dir,
             redaction: Redaction {
