@@ -172,7 +172,11 @@ impl Recorder {
         let Some(index) = track.marks.iter().position(|(mark, _)| mark == name) else {
             return;
         };
-        let (_, end) = track.marks.drain(..=index).next_back().expect("found above");
+        let (_, end) = track
+            .marks
+            .drain(..=index)
+            .next_back()
+            .expect("found above");
         let now = track.written + track.caller.len() as u64;
         let frame = u64::from(track.rate) / 50;
         if now > end + frame {
