@@ -80,17 +80,32 @@ async fn twilio_call_passes_audio_through_both_ways() {
         "audio must wait for the session configuration"
     );
 
-    // Model audio comes back as media with the call's streamSid, then an end mark.
+    // Model audio comes back as media with the call's streamSid. Nothing is queued at the
+    // carrier yet, so the first 50 ms delta goes out at once, with its mark (no waiting for
+    // a 100 ms piece or for the response to end).
     let deltas: Vec<String> = (0..3u8).map(|i| B64.encode(vec![i; 400])).collect();
     upstream.send(0, json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})).await;
-    for d in &deltas {
-        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0, "delta": d})).await;
+    let delta = |d: &str| json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0, "delta": d});
+    upstream.send(0, delta(&deltas[0])).await;
+    let first = carrier.recv().await;
+    assert_eq!(first["event"], "media");
+    assert_eq!(first["media"]["payload"], deltas[0].as_str());
+    assert_eq!(
+        first.as_object().unwrap().len(),
+        3,
+        "no extra fields for Twilio: {first}"
+    );
+    assert_eq!(carrier.recv().await["mark"]["name"], "g0/item_9/50");
+    for d in &deltas[1..] {
+        upstream.send(0, delta(d)).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_9", "output_index": 0, "content_index": 0})).await;
-    // Re-chunked into pieces of at most 100 ms (800 bytes), each followed by its mark; the
+    // The rest goes in pieces of at most 100 ms (800 bytes), each followed by its mark; the
     // bytes are the model's, untouched.
-    let mut received = Vec::new();
-    let mut marks = Vec::new();
+    let mut received = B64
+        .decode(first["media"]["payload"].as_str().unwrap())
+        .unwrap();
+    let mut marks = vec!["g0/item_9/50".to_owned()];
     loop {
         let m = carrier.recv().await;
         assert_eq!(m["streamSid"], SID);
@@ -99,11 +114,6 @@ async fn twilio_call_passes_audio_through_both_ways() {
                 let piece = B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap();
                 assert!(piece.len() <= 800);
                 received.extend(piece);
-                assert_eq!(
-                    m.as_object().unwrap().len(),
-                    3,
-                    "no extra fields for Twilio: {m}"
-                );
             }
             "mark" => {
                 let name = m["mark"]["name"].as_str().unwrap().to_owned();
@@ -117,7 +127,7 @@ async fn twilio_call_passes_audio_through_both_ways() {
     }
     let sent: Vec<u8> = deltas.iter().flat_map(|d| B64.decode(d).unwrap()).collect();
     assert_eq!(received, sent);
-    assert_eq!(marks, ["g0/item_9/100", "g0/item_9/150/end"]);
+    assert_eq!(marks.last().unwrap(), "g0/item_9/150/end");
     // The first piece's mark comes back; the caller then speaks: `clear` first, then a
     // truncate at what was heard, never past the end.
     carrier.send(json!({"event": "mark", "sequenceNumber": "900", "streamSid": SID, "mark": {"name": marks[0]}})).await;
@@ -181,8 +191,8 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
     }
     assert_eq!(upstream.wait_appends(0, frames.len()).await, frames);
 
-    // 250 + 250 bytes of model audio make one piece (< 100 ms) at the end of the response:
-    // 480 bytes out in 160-byte multiples, the last 20 padded to 160 before its mark.
+    // 250 + 250 bytes of model audio: out in 160-byte multiples (what does not fill one waits
+    // for the next delta), the last 20 bytes padded to 160 before the end mark.
     upstream
         .send(
             0,
@@ -193,20 +203,34 @@ async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "delta": B64.encode([0x42u8; 250])})).await;
     }
     upstream.send(0, json!({"type": "response.output_audio.done", "response_id": "resp_1", "item_id": "item_1"})).await;
-    let media: Vec<serde_json::Value> = vec![carrier.recv().await, carrier.recv().await];
-    let mark = carrier.recv().await;
+    let mut media = Vec::new();
+    let mark = loop {
+        let m = carrier.recv().await;
+        match m["event"].as_str() {
+            Some("media") => media.push(m),
+            Some("mark") if m["mark"]["name"].as_str().unwrap().ends_with("/end") => break m,
+            _ => {}
+        }
+    };
     let payloads: Vec<Vec<u8>> = media
         .iter()
         .map(|m| B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap())
         .collect();
-    assert_eq!(
-        payloads.iter().map(Vec::len).collect::<Vec<_>>(),
-        [480, 160]
-    );
-    let last = &payloads[1];
     assert!(
-        last[..20].iter().all(|&b| b == 0x42) && last[20..].iter().all(|&b| b == 0xFF),
-        "padded with μ-law silence"
+        payloads.iter().all(|p| p.len() % 160 == 0),
+        "{:?}",
+        payloads.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(payloads.iter().map(Vec::len).sum::<usize>(), 640);
+    let last = payloads.last().unwrap();
+    assert!(
+        last[..last.len() - 140].iter().all(|&b| b == 0x42)
+            && last[last.len() - 140..].iter().all(|&b| b == 0xFF),
+        "padded with μ-law silence: {:?}",
+        payloads
+            .iter()
+            .map(|p| (p.len(), p.iter().filter(|&&b| b == 0xFF).count()))
+            .collect::<Vec<_>>()
     );
     for (i, m) in media.iter().enumerate() {
         assert_eq!(m["media"]["chunk"], json!(i + 1), "numeric chunk counter");

@@ -600,3 +600,50 @@ async fn profiles_allowlists_and_the_greeting() {
     assert_eq!(a.closed().await.0, 1000);
     assert_eq!(b.closed().await.0, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    // One second of audio as fifty 20 ms deltas, as fast as the model streams them.
+    for _ in 0..50 {
+        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": B64.encode([0x55u8; 160])})).await;
+    }
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "i1"}),
+        )
+        .await;
+    let mut sizes = Vec::new();
+    loop {
+        let m = carrier.recv().await;
+        match m["event"].as_str() {
+            Some("media") => sizes.push(
+                B64.decode(m["media"]["payload"].as_str().unwrap())
+                    .unwrap()
+                    .len(),
+            ),
+            Some("mark") if m["mark"]["name"].as_str().unwrap().ends_with("/end") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 8000);
+    // The first 20 ms went out alone, at once; once 100 ms were queued at the carrier, the
+    // rest was gathered into 100 ms pieces (one mark each, not one per delta).
+    assert_eq!(sizes[0], 160, "{sizes:?}");
+    assert!(
+        sizes.iter().filter(|&&n| n == 800).count() >= 8,
+        "{sizes:?}"
+    );
+    assert!(sizes.len() <= 15, "{sizes:?}");
+}

@@ -119,8 +119,16 @@ async fn a_call_is_one_trace_with_the_documented_spans() {
             json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"}),
         )
         .await;
-    carrier.recv().await;
-    let mark = carrier.recv().await;
+    // The media (sent at once, with a mark of its own), then the response's end mark.
+    let mark = loop {
+        let m = carrier.recv().await;
+        if m["mark"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("/end"))
+        {
+            break m;
+        }
+    };
     upstream.send(0, json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 500, "item_id": "u2"})).await;
     assert_eq!(carrier.recv().await["event"], "clear");
     // The carrier echoes the pending mark on clear.

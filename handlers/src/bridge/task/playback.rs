@@ -102,6 +102,31 @@ impl Relay {
         while self.piece.len() >= self.piece_bytes {
             self.send_piece(self.piece_bytes, false).await;
         }
+        // No added latency: while the carrier has less than a piece queued ahead of playback,
+        // what has arrived goes out at once (holding it would only make the caller wait).
+        // Audio that would queue behind unheard audio anyway is gathered into whole pieces,
+        // each with its mark. Exotel takes chunks of at least 100 ms: it always gathers.
+        // Smartflo and the vendor stream take 160-byte multiples: only those go early, or
+        // the writer would pad the rest with silence in mid-sentence.
+        use crate::dialect::Dialect;
+        let multiple = match self.call.dialect {
+            Dialect::Exotel => return,
+            Dialect::Smartflo | Dialect::VendorStream => 160,
+            _ => 1,
+        };
+        let ready = self.piece.len() - self.piece.len() % multiple;
+        if ready > 0
+            && self.queued_ahead_ms() < self.call.outbound_format.duration_ms(self.piece_bytes)
+        {
+            self.send_piece(ready, false).await;
+        }
+    }
+
+    /// Audio sent to the carrier and not yet played, ms.
+    fn queued_ahead_ms(&self) -> u64 {
+        self.playback
+            .sent_ms
+            .saturating_sub(self.playback.played_ms())
     }
 
     /// Sends `len` bytes of the piece buffer as one media message, then its mark.
