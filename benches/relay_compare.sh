@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# callgate beside a minimal relay, same load, same machine: frame round trip (p50/p99) and
+# CPU per call-second of the process under test, pinned to core 0 with the load on core 1
+# (and the echo upstream on core 1 too). Not run in CI.
+#
+#   benches/relay_compare.sh [CALLS] [SECONDS]      (defaults: 100 calls, 20 s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${1:-100}
+SECONDS_=${2:-20}
+cargo build --release --quiet
+cargo bench --bench relay --no-run --quiet 2>/dev/null
+BENCH=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
+GW=target/release/callgate
+TCK=$(getconf CLK_TCK)
+taskset -c 1 "$BENCH" echo 18601 & ECHO=$!
+trap 'kill $ECHO 2>/dev/null || true' EXIT
+sleep 0.5
+cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+run() { # name pid url
+  local t0 t1 out
+  t0=$(cpu "$2")
+  out=$(taskset -c 1 "$BENCH" load "$3" "$CALLS" "$SECONDS_")
+  t1=$(cpu "$2")
+  echo "$1: $out; cpu $(echo "scale=3; ($t1-$t0)*1000/$TCK/($CALLS*$SECONDS_)" | bc) ms per call-second; rss $(awk '/VmRSS/ {print $2}' /proc/$2/status) KiB"
+}
+taskset -c 0 "$BENCH" relay 18602 ws://127.0.0.1:18601 & RELAY=$!
+sleep 0.5
+run "minimal relay" $RELAY ws://127.0.0.1:18602/twilio
+kill $RELAY
+CALLGATE_LISTEN=127.0.0.1:18603 CALLGATE_UPSTREAM_URL=ws://127.0.0.1:18601 \
+  CALLGATE_SECURITY__UPGRADES_PER_IP_PER_SECOND=10000 CALLGATE_SECURITY__UPGRADE_BURST_PER_IP=10000 \
+  CALLGATE_RECORDS__PATH=$(mktemp -d)/calls.db RUST_LOG=warn taskset -c 0 "$GW" >/dev/null 2>&1 & GATE=$!
+sleep 1
+run "callgate (defaults)" $GATE ws://127.0.0.1:18603/twilio
+kill $GATE
