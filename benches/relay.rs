@@ -90,7 +90,7 @@ async fn relay(port: &str, upstream: &str) {
             let (mut to_model, mut from_model) = model.split();
             let sid = Arc::new(Mutex::new(String::new()));
             let stream_sid = sid.clone();
-            let up = tokio::spawn(async move {
+            let mut up = tokio::spawn(async move {
                 while let Some(Ok(Message::Text(text))) = from_carrier.next().await {
                     let event: Value = serde_json::from_str(&text).unwrap_or_default();
                     match event["event"].as_str() {
@@ -113,7 +113,14 @@ async fn relay(port: &str, upstream: &str) {
                     }
                 }
             });
-            while let Some(Ok(Message::Text(text))) = from_model.next().await {
+            loop {
+                let message = tokio::select! {
+                    message = from_model.next() => message,
+                    _ = &mut up => break,
+                };
+                let Some(Ok(Message::Text(text))) = message else {
+                    break;
+                };
                 let event: Value = serde_json::from_str(&text).unwrap_or_default();
                 if event["type"] == "response.output_audio.delta" {
                     let sid = sid.lock().unwrap().clone();
@@ -125,9 +132,6 @@ async fn relay(port: &str, upstream: &str) {
                     {
                         break;
                     }
-                }
-                if up.is_finished() {
-                    break;
                 }
             }
             let _ = to_carrier.send(Message::Close(None)).await;
@@ -152,7 +156,10 @@ async fn load(url: &str, calls: u32, seconds: u64) {
         tasks.push(tokio::spawn(async move {
             // Spread the starts over a second, as calls arrive.
             tokio::time::sleep(Duration::from_millis(u64::from(call) * 1000 / u64::from(calls.max(1)))).await;
-            let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+            // Nagle off, as every real carrier and gateway socket here: with it, small frames
+            // wait for delayed ACKs (40 ms).
+            let connecting = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
+            let Ok((ws, _)) = connecting.await else {
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             };
@@ -166,7 +173,6 @@ async fn load(url: &str, calls: u32, seconds: u64) {
             let sent_by_reader = sent.clone();
             let mine = round_trips.clone();
             let reader = tokio::spawn(async move {
-                let mut local = Vec::new();
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else { continue };
                     let event: Value = serde_json::from_str(&text).unwrap_or_default();
@@ -178,11 +184,10 @@ async fn load(url: &str, calls: u32, seconds: u64) {
                     for chunk in audio.chunks(160).filter(|c| c.len() >= 8) {
                         let n = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
                         if let Some(at) = sent_by_reader.lock().unwrap().remove(&n) {
-                            local.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                            mine.lock().unwrap().push(now.duration_since(at).as_secs_f64() * 1000.0);
                         }
                     }
                 }
-                mine.lock().unwrap().extend(local);
             });
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             for n in 0..(seconds * 50) as u32 {

@@ -11,7 +11,7 @@ SECONDS_=${2:-20}
 cargo build --release --quiet
 cargo bench --bench relay --no-run --quiet 2>/dev/null
 BENCH=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
-GW=target/release/callgate
+GW=${GW:-target/release/callgate}
 TCK=$(getconf CLK_TCK)
 taskset -c 1 "$BENCH" echo 18601 & ECHO=$!
 trap 'kill $ECHO 2>/dev/null || true' EXIT
