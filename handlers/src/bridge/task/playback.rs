@@ -118,7 +118,20 @@ impl Relay {
         if ready > 0
             && self.queued_ahead_ms() < self.call.outbound_format.duration_ms(self.piece_bytes)
         {
-            self.send_piece(ready, false).await;
+            self.send_early(ready).await;
+        }
+    }
+
+    /// Sends `len` bytes at once; its mark waits until a piece's worth has gone out since
+    /// the last one, so truncation keeps the accuracy of a piece without a mark per delta.
+    async fn send_early(&mut self, len: usize) {
+        let piece_ms = self.call.outbound_format.duration_ms(self.piece_bytes);
+        let marked = self.playback.marks.back().map_or(0, |(_, ms)| *ms);
+        let sent_after = self.playback.sent_ms + self.call.outbound_format.duration_ms(len);
+        if sent_after.saturating_sub(marked) >= piece_ms {
+            self.send_piece(len, false).await;
+        } else {
+            self.send_audio(len).await;
         }
     }
 
@@ -131,16 +144,7 @@ impl Relay {
 
     /// Sends `len` bytes of the piece buffer as one media message, then its mark.
     pub(super) async fn send_piece(&mut self, len: usize, last: bool) {
-        let audio = self.piece.split_to(len.min(self.piece.len())).freeze();
-        if !audio.is_empty() {
-            self.call
-                .counters
-                .bytes_out
-                .fetch_add(audio.len() as u64, Relaxed);
-            self.playback.sent_ms += self.call.outbound_format.duration_ms(audio.len());
-            self.playback.first_send.get_or_insert_with(Instant::now);
-            self.emit(Outbound::Media { audio }).await;
-        }
+        self.send_audio(len).await;
         let item = self.playback.item_id.as_deref().unwrap_or("item");
         let mut name = format!("g{}/{}/{}", self.generation, item, self.playback.sent_ms);
         if last {
@@ -154,6 +158,21 @@ impl Relay {
         }
         self.call.counters.marks_sent.fetch_add(1, Relaxed);
         self.emit(Outbound::Mark { name }).await;
+    }
+
+    /// Sends `len` bytes of the piece buffer as one media message (no mark).
+    async fn send_audio(&mut self, len: usize) {
+        let audio = self.piece.split_to(len.min(self.piece.len())).freeze();
+        if audio.is_empty() {
+            return;
+        }
+        self.call
+            .counters
+            .bytes_out
+            .fetch_add(audio.len() as u64, Relaxed);
+        self.playback.sent_ms += self.call.outbound_format.duration_ms(audio.len());
+        self.playback.first_send.get_or_insert_with(Instant::now);
+        self.emit(Outbound::Media { audio }).await;
     }
 
     /// The event belongs to a response interrupted by a barge-in: drop it.
