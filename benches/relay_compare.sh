@@ -17,12 +17,16 @@ taskset -c 1 "$BENCH" echo 18601 & ECHO=$!
 trap 'kill $ECHO 2>/dev/null || true' EXIT
 sleep 0.5
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 run() { # name pid url
-  local t0 t1 out
+  local t0 t1 out idle peak
+  idle=$(rss "$2")
   t0=$(cpu "$2")
+  ( sleep $((SECONDS_ / 2 + 1)); rss "$2" > /tmp/relay-compare-peak ) &
   out=$(taskset -c 1 "$BENCH" load "$3" "$CALLS" "$SECONDS_")
   t1=$(cpu "$2")
-  echo "$1: $out; cpu $(echo "scale=3; ($t1-$t0)*1000/$TCK/($CALLS*$SECONDS_)" | bc) ms per call-second; rss $(awk '/VmRSS/ {print $2}' /proc/$2/status) KiB"
+  peak=$(cat /tmp/relay-compare-peak)
+  echo "$1: $out; cpu $(echo "scale=3; ($t1-$t0)*1000/$TCK/($CALLS*$SECONDS_)" | bc) ms per call-second; rss idle $idle KiB, mid-run $peak KiB ($(( (peak - idle) / CALLS )) KiB per call)"
 }
 taskset -c 0 "$BENCH" relay 18602 ws://127.0.0.1:18601 & RELAY=$!
 sleep 0.5
