@@ -33,13 +33,7 @@ impl Call<'_> {
             Downstream::Hangup => {
                 // The assistant ended the conversation (`end_call`).
                 if let Some(frame) = self.started.as_ref().and_then(|s| s.writer.hangup()) {
-                    let _ = send_frames(
-                        &mut *socket,
-                        vec![frame],
-                        self.state.calls.carrier_write_timeout,
-                        self.tape.as_deref(),
-                    )
-                    .await;
+                    let _ = self.send_one(socket, frame).await;
                 }
                 return Some(self.end(Ending::HungUp));
             }
@@ -48,13 +42,7 @@ impl Call<'_> {
                 let frame =
                     number.and_then(|n| self.started.as_ref().and_then(|s| s.writer.transfer(&n)));
                 if let Some(frame) = frame {
-                    let _ = send_frames(
-                        &mut *socket,
-                        vec![frame],
-                        self.state.calls.carrier_write_timeout,
-                        self.tape.as_deref(),
-                    )
-                    .await;
+                    let _ = self.send_one(socket, frame).await;
                 }
                 tracing::info!(%target, "call transferred; closing the stream");
                 return Some(self.end(Ending::Transferred));
@@ -65,15 +53,7 @@ impl Call<'_> {
                     .as_ref()
                     .and_then(|s| s.writer.send_dtmf(&digits));
                 if let Some(frame) = frame {
-                    if send_frames(
-                        &mut *socket,
-                        vec![frame],
-                        self.state.calls.carrier_write_timeout,
-                        self.tape.as_deref(),
-                    )
-                    .await
-                    .is_err()
-                    {
+                    if self.send_one(socket, frame).await.is_err() {
                         return Some(self.end(Ending::CarrierGone));
                     }
                 }
@@ -105,6 +85,12 @@ impl Call<'_> {
             }
         }
         None
+    }
+
+    /// Writes one frame the writer made for a request of the bridge (hang-up, transfer, DTMF).
+    async fn send_one(&self, socket: &mut CarrierSocket, frame: OutFrame) -> Result<(), WsError> {
+        let timeout = self.state.calls.carrier_write_timeout;
+        send_frames(socket, vec![frame], timeout, self.tape.as_deref()).await
     }
 
     /// Latency of one message from the upstream event that caused it to the carrier write.
