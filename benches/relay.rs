@@ -43,6 +43,9 @@ async fn echo(port: &str) {
         .unwrap();
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(async move {
+            // Nagle off, as on every socket of the gateway: with it, a pong queued beside a
+            // delta held the next delta for the peer's delayed ACK (the 20 ms tails).
+            let _ = stream.set_nodelay(true);
             let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
@@ -84,10 +87,13 @@ async fn relay(port: &str, upstream: &str) {
     while let Ok((stream, _)) = listener.accept().await {
         let upstream = upstream.to_owned();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
             let Ok(carrier) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
-            let Ok((model, _)) = tokio_tungstenite::connect_async(upstream.as_str()).await else {
+            let connecting =
+                tokio_tungstenite::connect_async_with_config(upstream.as_str(), None, true);
+            let Ok((model, _)) = connecting.await else {
                 return;
             };
             let (mut to_carrier, mut from_carrier) = carrier.split();
