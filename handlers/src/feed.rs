@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-/// Events kept for slow listeners before they start missing some.
-pub const FEED_CAPACITY: usize = 256;
+/// Events kept for slow listeners before they start missing some (allocated up front, per
+/// call: 64 covers seconds of transcript deltas for a follower that reads as they come).
+pub const FEED_CAPACITY: usize = 64;
 
 /// One thing that happened on a call.
 #[derive(Debug, Clone, PartialEq, Serialize)]

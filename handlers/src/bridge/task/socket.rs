@@ -92,7 +92,7 @@ pub(super) async fn connect(
     }
     // Small read buffer: tungstenite zero-fills it before every read (ARCHITECTURE.md).
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(16 * 1024 * 1024));
     let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
