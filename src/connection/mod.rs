@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callgate_handlers::call_state::CallState;
-use callgate_handlers::dialect::detect::{self, Detection};
 use callgate_handlers::dialect::{Dialect, Hints, OutFrame, Writer, CONNECTED_GREETING};
 use callgate_handlers::event::Frame;
 use callgate_handlers::recording::KeypadSilence;
-use callgate_handlers::tape::{Dir as TapeDir, Tape};
+use callgate_handlers::tape::Tape;
 use callgate_handlers::{CallContext, Flow};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -25,9 +24,12 @@ use crate::pacer::Pacer;
 
 use crate::close::{rescue, CloseReason, Ending, Rescue};
 
-mod outbound;
 use crate::config::RouteDialect;
 use crate::routes::{AppState, CallAdmission, Route};
+
+mod inbound;
+mod outbound;
+use inbound::{detect_dialect, frame_in};
 use outbound::send_frames;
 
 /// Outbox bound: a few seconds of model audio at typical delta sizes. When full the bridge
@@ -139,35 +141,6 @@ pub async fn serve(
     // Outside the call span: the call is over, only the close handshake is left.
     let (mut socket, close) = closed;
     linger(&mut socket, &close).await;
-}
-
-/// Reads up to [`detect::MAX_FRAMES`] frames (for at most 5 s) to recognise the carrier;
-/// the frames read are queued for the call.
-async fn detect_dialect(
-    socket: &mut CarrierSocket,
-    queued: &mut VecDeque<Frame>,
-    tape: Option<&Tape>,
-) -> Result<Dialect, String> {
-    let deadline = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(deadline);
-    while queued.len() < detect::MAX_FRAMES {
-        let frame = tokio::select! {
-            message = socket.next() => match message {
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frame_in(message, tape),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                _ => return Err("socket closed before any event".into()),
-            },
-            _ = &mut deadline => return Err("no event within 5 s".into()),
-        };
-        let detection = detect::detect(&frame);
-        queued.push_back(frame);
-        match detection {
-            Detection::Found(dialect) => return Ok(dialect),
-            Detection::NeedMore => continue,
-            Detection::Unknown(why) => return Err(why),
-        }
-    }
-    Err("no start event".into())
 }
 
 /// What the socket's opening gave the call: the upgrade request's hints for the decoder,
@@ -494,25 +467,6 @@ impl Call<'_> {
             "call closed"
         );
         reason
-    }
-}
-
-/// A carrier frame as the event stack takes it, taped first when the call is taped.
-fn frame_in(message: Message, tape: Option<&Tape>) -> Frame {
-    match message {
-        Message::Binary(bytes) => {
-            if let Some(tape) = tape {
-                tape.binary(TapeDir::CarrierIn, &bytes);
-            }
-            Frame::Binary(bytes)
-        }
-        message => {
-            let text = message.into_text().unwrap_or_default();
-            if let Some(tape) = tape {
-                tape.text(TapeDir::CarrierIn, None, &text);
-            }
-            Frame::Text(text.into())
-        }
     }
 }
 
