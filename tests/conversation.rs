@@ -647,3 +647,55 @@ async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
     );
     assert!(sizes.len() <= 15, "{sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_sent_early_keeps_the_carriers_framing() {
+    // Telnyx takes whole 20 ms frames: 250-byte deltas go out early only in 160-byte
+    // multiples (the fourth crosses 100 ms and brings a mark, at which the writer would pad a
+    // partial frame in mid-sentence), and only the very end of the response is padded with silence.
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let says = CarrierMessages::new(Dialect::Telnyx, SID);
+    let mut carrier = Carrier::connect(&gw.url("/telnyx")).await;
+    carrier.send(says.start().unwrap()).await;
+    upstream.conn(0).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    for _ in 0..5 {
+        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": B64.encode([0x42u8; 250])})).await;
+    }
+    upstream
+        .send(
+            0,
+            json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "i1"}),
+        )
+        .await;
+    let mut payloads = Vec::new();
+    loop {
+        let m = carrier.recv().await;
+        match m["event"].as_str() {
+            Some("media") => {
+                payloads.push(B64.decode(m["media"]["payload"].as_str().unwrap()).unwrap())
+            }
+            Some("mark") if m["mark"]["name"].as_str().unwrap().ends_with("/end") => break,
+            _ => {}
+        }
+    }
+    let sizes: Vec<usize> = payloads.iter().map(Vec::len).collect();
+    assert!(sizes.iter().all(|n| n % 160 == 0), "{sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        1280,
+        "1250 bytes, the last frame padded"
+    );
+    let (last, before) = payloads.split_last().unwrap();
+    assert!(
+        before.iter().flatten().all(|&b| b == 0x42),
+        "no silence mid-sentence"
+    );
+    assert_eq!(last.iter().filter(|&&b| b == 0xFF).count(), 30);
+}

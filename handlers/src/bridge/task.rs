@@ -143,6 +143,8 @@ struct Relay {
     piece: BytesMut,
     /// Bytes per piece (≤ 100 ms, or the carrier's minimum chunk).
     piece_bytes: usize,
+    /// How the carrier wants its audio cut (what may go out early).
+    framing: crate::dialect::Framing,
     /// DTMF digits collected so far, and when the inter-digit timeout fires.
     digits: String,
     dtmf_deadline: Option<tokio::time::Instant>,
@@ -184,10 +186,9 @@ impl Relay {
         let (settings, greeting) = per_call(&config.session, &config.conversation, &call);
         let (tool_results_tx, tool_results) = mpsc::channel(16);
         let format = call.outbound_format;
-        let piece_bytes = match call.dialect {
-            crate::dialect::Dialect::Exotel => format.bytes_per_ms() * 20 * 10,
-            _ => format.bytes_per_ms() * 100,
-        };
+        let framing = call.dialect.framing(format);
+        // 100 ms, or the carrier's smallest payload when that is longer (Exotel).
+        let piece_bytes = (format.bytes_per_ms() * 100).max(framing.min);
         Ok(Self {
             session_update: wire::session_update(
                 config.dialect,
@@ -227,6 +228,7 @@ impl Relay {
             playback: Playback::default(),
             piece: BytesMut::new(),
             piece_bytes,
+            framing,
             digits: String::new(),
             dtmf_deadline: None,
             response_wanted: false,

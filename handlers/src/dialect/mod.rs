@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::codec::AudioFormat;
 use crate::event::{Dtmf, Event, Frame, Mark, Media, Payload, Start, Stop};
 
-pub use writer::{OutFrame, Writer};
+pub use writer::{Framing, OutFrame, Writer};
 
 /// The greeting the in-house Smartflo integration sent as soon as a socket opened; its
 /// clients wait for it (a per-route setting, never sent to real carriers).

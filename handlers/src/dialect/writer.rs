@@ -26,6 +26,42 @@ impl OutFrame {
     }
 }
 
+/// How a carrier wants outbound audio cut, in payload bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Payload sizes are a multiple of this (1: any size).
+    pub multiple: usize,
+    /// Smallest payload worth sending (the rest waits, or is padded at the end of audio).
+    pub min: usize,
+    /// Largest payload in one message.
+    pub max: usize,
+}
+
+impl Dialect {
+    /// The framing rule of this carrier's outbound audio in `format`.
+    pub fn framing(self, format: AudioFormat) -> Framing {
+        let frame_20ms = format.bytes_per_ms() * 20;
+        let (multiple, min, max) = match self {
+            Dialect::Twilio | Dialect::Plivo | Dialect::Voximplant | Dialect::RawAudio => {
+                (1, 1, usize::MAX)
+            }
+            // Smartflo: multiples of 160 bytes of μ-law (PROTOCOLS.md §3.2).
+            Dialect::Smartflo | Dialect::VendorStream => (frame_20ms, frame_20ms, usize::MAX),
+            // Exotel: at least 3200 bytes and at most 100 KB, in multiples of 320 bytes at
+            // 8 kHz, scaled with the rate (§4.2). Exotel calls 3.2 KB "100 ms"; at 16-bit
+            // 8 kHz it is 200 ms. The byte rule is what its player enforces, so we keep it.
+            Dialect::Exotel => (
+                frame_20ms,
+                frame_20ms * 10,
+                100_000 / frame_20ms * frame_20ms,
+            ),
+            // Telnyx RTP mode: 20 ms to 30 s per chunk (§6.2).
+            Dialect::Telnyx => (frame_20ms, frame_20ms, format.bytes_per_ms() * 30_000),
+        };
+        Framing { multiple, min, max }
+    }
+}
+
 /// Encodes one call's outbound messages: its stream id, counters and framing rules.
 #[derive(Debug)]
 pub struct Writer {
@@ -52,24 +88,7 @@ pub struct Writer {
 impl Writer {
     /// A writer for one call whose carrier-side audio is `format`.
     pub fn new(dialect: Dialect, stream_sid: impl Into<String>, format: AudioFormat) -> Self {
-        let frame_20ms = format.bytes_per_ms() * 20;
-        let (multiple, min, max) = match dialect {
-            Dialect::Twilio | Dialect::Plivo | Dialect::Voximplant | Dialect::RawAudio => {
-                (1, 1, usize::MAX)
-            }
-            // Smartflo: multiples of 160 bytes of μ-law (PROTOCOLS.md §3.2).
-            Dialect::Smartflo | Dialect::VendorStream => (frame_20ms, frame_20ms, usize::MAX),
-            // Exotel: at least 3200 bytes and at most 100 KB, in multiples of 320 bytes at
-            // 8 kHz, scaled with the rate (§4.2). Exotel calls 3.2 KB "100 ms"; at 16-bit
-            // 8 kHz it is 200 ms. The byte rule is what its player enforces, so we keep it.
-            Dialect::Exotel => (
-                frame_20ms,
-                frame_20ms * 10,
-                100_000 / frame_20ms * frame_20ms,
-            ),
-            // Telnyx RTP mode: 20 ms to 30 s per chunk (§6.2).
-            Dialect::Telnyx => (frame_20ms, frame_20ms, format.bytes_per_ms() * 30_000),
-        };
+        let Framing { multiple, min, max } = dialect.framing(format);
         Self {
             dialect,
             format,

@@ -104,22 +104,25 @@ impl Relay {
         }
         // No added latency: while the carrier has less than a piece queued ahead of playback,
         // what has arrived goes out at once (holding it would only make the caller wait).
-        // Audio that would queue behind unheard audio anyway is gathered into whole pieces,
-        // each with its mark. Exotel takes chunks of at least 100 ms: it always gathers.
-        // Smartflo and the vendor stream take 160-byte multiples: only those go early, or
-        // the writer would pad the rest with silence in mid-sentence.
-        use crate::dialect::Dialect;
-        let multiple = match self.call.dialect {
-            Dialect::Exotel => return,
-            Dialect::Smartflo | Dialect::VendorStream => 160,
-            _ => 1,
-        };
-        let ready = self.piece.len() - self.piece.len() % multiple;
+        // Audio that would queue behind unheard audio anyway is gathered into whole pieces.
+        // Only what the carrier's framing takes goes early (whole 20 ms frames for Smartflo
+        // and Telnyx; never for Exotel, whose smallest chunk is a piece), or the writer would
+        // pad the rest with silence in mid-sentence.
+        let framing = self.framing;
+        let ready = self.piece.len() - self.piece.len() % framing.multiple;
         if ready > 0
+            && ready >= framing.min
             && self.queued_ahead_ms() < self.call.outbound_format.duration_ms(self.piece_bytes)
         {
             self.send_early(ready).await;
         }
+    }
+
+    /// Audio sent to the carrier and not yet played, ms.
+    fn queued_ahead_ms(&self) -> u64 {
+        self.playback
+            .sent_ms
+            .saturating_sub(self.playback.played_ms())
     }
 
     /// Sends `len` bytes at once; its mark waits until a piece's worth has gone out since
@@ -133,13 +136,6 @@ impl Relay {
         } else {
             self.send_audio(len).await;
         }
-    }
-
-    /// Audio sent to the carrier and not yet played, ms.
-    fn queued_ahead_ms(&self) -> u64 {
-        self.playback
-            .sent_ms
-            .saturating_sub(self.playback.played_ms())
     }
 
     /// Sends `len` bytes of the piece buffer as one media message, then its mark.
