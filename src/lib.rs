@@ -16,6 +16,9 @@
 //! - [`close`]: the one rescue: every way a call ends → close code, reason, outcome.
 //! - [`security`]: auth modes, limits and caps built from configuration.
 //! - [`records`]: call records and transcripts in SQLite.
+//! - [`recording`]: `[recording]`, stereo WAV files written as calls go, uploaded to S3.
+//! - [`tape`]: `[tape]`, call tapes on disk; [`replay`]: `callgate replay`, which plays a
+//!   tape into a fresh gateway and compares.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
 //! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
 //! - [`telemetry`]: logs, OTLP trace export and the Prometheus registry;

@@ -301,3 +301,28 @@ fn create_private_file(path: &Path) -> anyhow::Result<std::fs::File> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_url_that_is_not_s3_is_refused_at_startup() {
+        let dir = std::env::temp_dir().join(format!("callgate-rec-config-{}", std::process::id()));
+        let config = |url: &str| RecordingConfig {
+            dir: dir.display().to_string(),
+            url: url.into(),
+            ..RecordingConfig::default()
+        };
+        let error = Recordings::new(&config("https://bucket.example/x")).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("must be s3://bucket"),
+            "{error:#}"
+        );
+        assert!(
+            Recordings::new(&config("s3:///prefix")).is_err(),
+            "no bucket"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

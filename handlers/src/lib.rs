@@ -8,6 +8,8 @@
 //! - [`bridge`]: the Realtime client, one task per call: reconnects, rollover, the playback
 //!   ledger and barge-in, DTMF, tools.
 //! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
+//! - [`recording`]: mixing a call's stereo recording as the caller heard it; [`tape`]: what a
+//!   call tape holds and how it is redacted; [`settings`]: reading the sections this crate owns.
 #![warn(missing_docs)]
 
 pub mod audio_pace;

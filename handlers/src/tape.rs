@@ -153,6 +153,11 @@ impl Tape {
     }
 }
 
+/// The length a `len:<n>:<hash>` fingerprint stands for (`None`: not a fingerprint).
+pub fn fingerprinted_len(text: &str) -> Option<usize> {
+    text.strip_prefix("len:")?.split(':').next()?.parse().ok()
+}
+
 /// `len:<n>:<hash>` in place of audio the tape does not keep.
 fn fingerprint(len: usize, bytes: &[u8]) -> String {
     use std::hash::{Hash, Hasher};
@@ -308,6 +313,16 @@ mod tests {
         let media = r#"{"event":"media","media":{"payload":"/w=="}}"#;
         let kept = redact_text(Dir::CarrierIn, media, off);
         assert!(kept.contains("len:1:"), "{kept}");
+        let payload: Value = serde_json::from_str(&kept).unwrap();
+        assert_eq!(
+            fingerprinted_len(payload["media"]["payload"].as_str().unwrap()),
+            Some(1)
+        );
+        assert_eq!(
+            fingerprinted_len("/w=="),
+            None,
+            "audio is not a fingerprint"
+        );
         let append = r#"{"type":"input_audio_buffer.append","audio":"/w8="}"#;
         assert!(redact_text(Dir::UpstreamOut, append, off).contains("len:2:"));
     }

@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 
 use base64::Engine as _;
 use callgate_handlers::codec::BASE64;
-use callgate_handlers::tape::{redact, Dir, Redaction};
+use callgate_handlers::tape::{fingerprinted_len, redact, Dir, Redaction};
 use serde_json::{json, Value};
 
 /// How far a replayed truncate point may be from the taped one.
@@ -84,8 +84,8 @@ pub fn item(
 
 /// A taped binary frame (base64, or a `len:N:hash` fingerprint).
 pub fn taped_binary(t: u64, data: &str) -> Item {
-    let value = match data.strip_prefix("len:") {
-        Some(_) => json!({"binary": fingerprint_value(data)}),
+    let value = match fingerprinted_len(data) {
+        Some(bytes) => json!({"binary": {"bytes": bytes}}),
         None => {
             json!({"binary": audio_of(&BASE64.decode(data).unwrap_or_default(), Redaction { audio: true, pci: false })})
         }
@@ -100,13 +100,12 @@ fn audio_of(bytes: &[u8], redaction: Redaction) -> Value {
     }
 }
 
-fn fingerprint_value(data: &str) -> Value {
-    let bytes = data
-        .split(':')
-        .nth(1)
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_default();
-    json!({"bytes": bytes})
+/// A taped audio payload: its bytes, or for a fingerprint only its length.
+fn audio_in(text: &str) -> (Vec<u8>, u64) {
+    match fingerprinted_len(text) {
+        Some(len) => (Vec::new(), len as u64),
+        None => (BASE64.decode(text).unwrap_or_default(), 0),
+    }
 }
 
 fn hash(bytes: &[u8]) -> String {
@@ -153,13 +152,7 @@ pub fn join_audio(items: Vec<Item>, audio: bool) -> Vec<Item> {
     for item in items {
         match payload(&item.value) {
             Some(text) => {
-                let (decoded, fingerprinted) = match text.strip_prefix("len:") {
-                    Some(_) => (
-                        Vec::new(),
-                        fingerprint_value(text)["bytes"].as_u64().unwrap_or(0),
-                    ),
-                    None => (BASE64.decode(text).unwrap_or_default(), 0),
-                };
+                let (decoded, fingerprinted) = audio_in(text);
                 match &mut run {
                     Some((_, bytes, n)) => {
                         bytes.extend(decoded);
@@ -192,10 +185,9 @@ pub fn caller_audio_whole(items: Vec<Item>, audio: bool) -> Vec<Item> {
     let mut fingerprinted = 0;
     for item in &appends {
         let text = item.value["audio"].as_str().unwrap_or_default();
-        match text.strip_prefix("len:") {
-            Some(_) => fingerprinted += fingerprint_value(text)["bytes"].as_u64().unwrap_or(0),
-            None => bytes.extend(BASE64.decode(text).unwrap_or_default()),
-        }
+        let (decoded, len) = audio_in(text);
+        bytes.extend(decoded);
+        fingerprinted += len;
     }
     let data = match audio {
         true => json!({"bytes": bytes.len(), "hash": hash(&bytes)}),

@@ -286,15 +286,9 @@ async fn wait_for(ready: impl Fn() -> bool) {
 }
 
 fn audio_bytes(data: &str) -> Vec<u8> {
-    match data.strip_prefix("len:") {
+    match callgate_handlers::tape::fingerprinted_len(data) {
         // Audio the tape left out: silence of the same length.
-        Some(rest) => vec![
-            0;
-            rest.split(':')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        ],
+        Some(len) => vec![0; len],
         None => BASE64.decode(data).unwrap_or_default(),
     }
 }
@@ -363,5 +357,28 @@ fn compare(tape: &Tape, heard: Heard) -> Report {
     Report {
         differences,
         compared,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_tape_is_refused_with_the_reason() {
+        let error = |text: &str| format!("{:#}", Tape::parse(text).unwrap_err());
+        assert!(error("").contains("empty tape"));
+        assert!(error("not json").contains("tape header"));
+        let future =
+            r#"{"callgate_tape":2,"path":"/twilio","dialect":"twilio","audio":true,"pci":true}"#;
+        assert!(error(future).contains("tape format 2"));
+        let header =
+            r#"{"callgate_tape":1,"path":"/twilio","dialect":"twilio","audio":true,"pci":true}"#;
+        assert!(error(&format!("{header}\n{{\"t\":1}}")).contains("tape line 2"));
+        let tape = Tape::parse(&format!(
+            "{header}\n{{\"t\":5,\"dir\":\"carrier_in\",\"text\":\"{{}}\"}}\n"
+        ))
+        .unwrap();
+        assert_eq!((tape.entries.len(), tape.entries[0].t), (1, 5));
     }
 }
