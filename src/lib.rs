@@ -86,6 +86,7 @@ pub async fn run(
             &config.upstream.fallback_audio,
         ))?);
     }
+    bridge.warm = warm_pool(&config, &bridge);
     tracing::info!(
         upstream = %bridge.url.split('?').next().unwrap_or_default(),
         dialect = ?bridge.dialect,
@@ -153,9 +154,42 @@ pub async fn run(
         state.hard_stop.clone(),
     ));
     shutdown.cancelled().await;
+    if let Some(pool) = &state.bridge.warm {
+        // No new calls will take them.
+        pool.close().await;
+    }
     drain(&state, config.calls.drain_deadline).await;
     accept.abort();
     Ok(())
+}
+
+/// The warm upstream sessions (`upstream.prewarm`), when asked for and allowed: never for a
+/// provider that bills connected time unless `prewarm_billed_idle` says so.
+fn warm_pool(
+    config: &Config,
+    bridge: &callgate_handlers::bridge::BridgeConfig,
+) -> Option<callgate_handlers::bridge::WarmPool> {
+    let up = &config.upstream;
+    if up.prewarm == 0 {
+        return None;
+    }
+    if bridge.dialect.bills_connected_time() && !up.prewarm_billed_idle {
+        tracing::warn!(
+            prewarm = up.prewarm,
+            "upstream.prewarm is off: this provider bills idle connected time (set upstream.prewarm_billed_idle = true to pay for it)"
+        );
+        return None;
+    }
+    tracing::info!(
+        sessions = up.prewarm,
+        max_age_s = up.prewarm_max_age_s,
+        "keeping upstream sessions warm"
+    );
+    Some(callgate_handlers::bridge::WarmPool::start(
+        Arc::new(bridge.clone()),
+        up.prewarm,
+        Duration::from_secs(up.prewarm_max_age_s),
+    ))
 }
 
 /// Draining: readiness already fails and new upgrades get 503 (both watch `shutdown`); live

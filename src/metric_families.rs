@@ -150,8 +150,31 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "callgate_upstream_connect_seconds",
         kind: Kind::Histogram,
-        help: "Upstream handshake and session setup.",
+        help: "Call start (or reconnect) to upstream socket open.",
         series: none,
+    },
+    Family {
+        name: "callgate_upstream_pool_idle",
+        kind: Kind::Gauge,
+        help: "Warm upstream sessions waiting for a call.",
+        series: none,
+    },
+    Family {
+        name: "callgate_upstream_pool_takes_total",
+        kind: Kind::Counter,
+        help: "Upstream sessions calls asked the warm pool for, by outcome.",
+        series: || each("outcome", &["warm", "cold"]),
+    },
+    Family {
+        name: "callgate_upstream_pool_recycled_total",
+        kind: Kind::Counter,
+        help: "Warm sessions closed before a call took them, and failed opens, by reason.",
+        series: || {
+            each(
+                "reason",
+                &["age", "expiring", "stalled", "closed", "open_failed"],
+            )
+        },
     },
     Family {
         name: "callgate_audio_dropped_total",

@@ -61,6 +61,8 @@ impl Config {
             ),
             carrier_apis: self.carriers.apis(&self.security.twilio.auth_token),
             conversation: self.conversation.clone(),
+            // Started by `run` (it spawns a task).
+            warm: None,
             dtmf: self.dtmf.clone(),
         }
     }

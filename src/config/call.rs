@@ -73,6 +73,12 @@ pub struct UpstreamConfig {
     pub max_rollovers: u32,
     /// WAV file played to the caller when the upstream is gone for good ("" = none).
     pub fallback_audio: String,
+    /// Warm sessions kept connected and configured for calls to take at `start` (0 = off).
+    pub prewarm: usize,
+    /// A warm session not taken within this long is closed and replaced.
+    pub prewarm_max_age_s: u64,
+    /// Keep warm sessions even where the provider bills connected time (idle included).
+    pub prewarm_billed_idle: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -96,6 +102,9 @@ impl Default for UpstreamConfig {
             rollover_margin_s: 60,
             max_rollovers: 24,
             fallback_audio: String::new(),
+            prewarm: 0,
+            prewarm_max_age_s: 600,
+            prewarm_billed_idle: false,
         }
     }
 }

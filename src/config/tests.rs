@@ -221,3 +221,14 @@ idle_timeout_s = 7
         "{errors:?}"
     );
 }
+
+#[test]
+fn warm_pool_settings_are_checked() {
+    let err = load("[upstream]\nprewarm = 5000\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.prewarm"), "{err}");
+    let err = load("[upstream]\nprewarm = 2\nprewarm_max_age_s = 0\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("prewarm_max_age_s"), "{err}");
+    let config = load("", &[("CALLGATE_UPSTREAM__PREWARM", "8")]).unwrap();
+    assert_eq!(config.upstream.prewarm, 8);
+    assert_eq!(config.upstream.prewarm_max_age_s, 600);
+}

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The most warm upstream sessions one replica keeps (`upstream.prewarm`).
+const MAX_PREWARM: usize = 1000;
+
 impl Config {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {
         if self.listen.parse::<SocketAddr>().is_err() {
@@ -81,6 +84,15 @@ impl Config {
                 "upstream.fallback_audio: {} is not a file",
                 self.upstream.fallback_audio
             ));
+        }
+        if self.upstream.prewarm > MAX_PREWARM {
+            errors.push(format!(
+                "upstream.prewarm: {} is more than {MAX_PREWARM} warm sessions",
+                self.upstream.prewarm
+            ));
+        }
+        if self.upstream.prewarm > 0 && self.upstream.prewarm_max_age_s == 0 {
+            errors.push("upstream.prewarm_max_age_s: must be greater than 0".into());
         }
         let mut seen = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {

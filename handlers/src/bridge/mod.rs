@@ -11,6 +11,7 @@
 //! ```
 
 pub mod call_control;
+mod pool;
 mod queue;
 mod settings;
 mod task;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::call_state::CallState;
 use crate::event::Outbound;
 
+pub use pool::WarmPool;
 pub use queue::AudioQueue;
 pub use settings::{
     BridgeConfig, ConversationSettings, DtmfSettings, Profile, RealtimeDialect, ReconnectPolicy,

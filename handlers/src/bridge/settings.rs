@@ -47,6 +47,18 @@ pub enum RealtimeDialect {
     Beta,
 }
 
+impl RealtimeDialect {
+    /// Whether the provider bills a session for the time it is connected, idle included.
+    /// The Realtime API (OpenAI and Azure) bills tokens, so an idle warm session costs
+    /// nothing; a per-minute protocol (GPT-Live) would answer yes, and then the warm pool
+    /// stays off unless `upstream.prewarm_billed_idle` asks for it.
+    pub fn bills_connected_time(self) -> bool {
+        match self {
+            Self::Ga | Self::Beta => false,
+        }
+    }
+}
+
 /// The audio format on the upstream socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,6 +188,8 @@ pub struct BridgeConfig {
     pub carrier_apis: call_control::CarrierApis,
     /// Per-call settings selected by custom parameters, and the greeting.
     pub conversation: ConversationSettings,
+    /// Warm sessions to take before connecting (`upstream.prewarm`), when on.
+    pub warm: Option<super::WarmPool>,
 }
 
 /// The conversation around the model (`[conversation]` in the configuration file): the

@@ -31,6 +31,7 @@ use super::tools;
 use super::wire::{self, ServerEvent, ServerKind};
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
+    WarmPool,
 };
 use crate::call_state::CallState;
 use crate::codec::{decode_base64_into, Transcoder};
@@ -85,7 +86,7 @@ mod memory;
 mod playback;
 mod profile;
 mod rollover;
-mod socket;
+pub(super) mod socket;
 
 use memory::shown;
 use playback::Playback;
@@ -253,24 +254,36 @@ impl Relay {
                 .get()
                 .map(|tape| (tape.clone(), self.connections));
             self.connections += 1;
-            let connecting = tracing::Instrument::instrument(
-                connect(config, tap),
-                tracing::info_span!("upstream.connect", attempt = attempts),
-            );
-            // The call may end while we connect: then there is nothing to close.
-            let Some(connected) = self.until_stop(connecting, control).await else {
-                return Ok(());
+            // A warm session when the pool has one; otherwise connect now.
+            let (connected, warm) = match config.warm.as_ref().and_then(WarmPool::take) {
+                Some(warm) => {
+                    let mut ws = warm.ws;
+                    ws.attach_tape(tap, &warm.setup);
+                    (Ok(ws), Some((warm.created, warm.configured)))
+                }
+                None => {
+                    let connecting = tracing::Instrument::instrument(
+                        connect(config, tap),
+                        tracing::info_span!("upstream.connect", attempt = attempts),
+                    );
+                    // The call may end while we connect: then there is nothing to close.
+                    let Some(connected) = self.until_stop(connecting, control).await else {
+                        return Ok(());
+                    };
+                    (connected, None)
+                }
             };
             let outcome = match connected {
                 Ok(mut ws) => {
                     metrics::histogram!("callgate_upstream_connect_seconds")
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        elapsed_us = started.elapsed().as_micros() as u64,
                         reseed = self.reseed,
+                        warm = warm.is_some(),
                         "upstream connected"
                     );
-                    let outcome = self.relay(&mut ws, config, control).await;
+                    let outcome = self.relay(&mut ws, config, control, warm).await;
                     let expired_at_once = matches!(outcome, Err(BridgeError::ExpiresAtOnce { .. }));
                     if self.ready && !expired_at_once {
                         // The session worked: a later failure gets a fresh budget.
@@ -328,6 +341,7 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
         control: &mut mpsc::Receiver<Control>,
+        warm: Option<(serde_json::Value, Arc<str>)>,
     ) -> Result<SessionEnd, BridgeError> {
         self.last_heard = Instant::now();
         self.rollover_at = None;
@@ -337,6 +351,16 @@ impl Relay {
             // Keys pressed while we were reconnecting: finish the sequence on this session.
             self.dtmf_deadline =
                 Some(tokio::time::Instant::now() + config.dtmf.inter_digit_timeout);
+        }
+        if let Some((created, configured)) = warm {
+            // Configured with the defaults already: send the call's own settings when they
+            // differ and go on at once. The server takes events in order, so the update
+            // applies before the greeting and the first caller audio.
+            self.plan_rollover(Some(&created), config);
+            if *configured != *self.session_update {
+                send_text(ws, self.session_update.clone(), config).await?;
+            }
+            self.become_ready(ws, config).await?;
         }
         let ready_deadline = tokio::time::sleep(config.ready_timeout);
         tokio::pin!(ready_deadline);

@@ -238,7 +238,7 @@ pub struct ServerEvent<'a> {
 }
 
 /// `error.error`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct ErrorBody {
     /// `invalid_request_error`, `server_error`, ...
     #[serde(default, rename = "type")]

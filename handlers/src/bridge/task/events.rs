@@ -51,14 +51,7 @@ impl Relay {
                     span.record("ready_ms", sent.elapsed().as_millis() as u64);
                 }
                 if !self.ready {
-                    if self.reseed {
-                        self.reseed_conversation(ws, config).await?;
-                    } else if !self.greeting.is_empty() {
-                        send_text(ws, wire::greeting(&self.greeting), config).await?;
-                    }
-                    self.ready = true;
-                    tracing::debug!(held = self.audio.len(), "upstream session ready");
-                    self.flush_audio(ws, config).await?;
+                    self.become_ready(ws, config).await?;
                 }
             }
             ServerKind::AudioDelta => self.on_audio_delta(&event).await,
@@ -152,5 +145,24 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+impl Relay {
+    /// The session is configured: re-seed it (not the call's first) or greet, then send the
+    /// caller audio held meanwhile.
+    pub(super) async fn become_ready(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
+        if self.reseed {
+            self.reseed_conversation(ws, config).await?;
+        } else if !self.greeting.is_empty() {
+            send_text(ws, wire::greeting(&self.greeting), config).await?;
+        }
+        self.ready = true;
+        tracing::debug!(held = self.audio.len(), "upstream session ready");
+        self.flush_audio(ws, config).await
     }
 }

@@ -17,14 +17,14 @@ use crate::tape::{Dir, Tape};
 
 /// One upstream WebSocket, and the call's tape when it is taped (with this connection's
 /// number on the call).
-pub(super) struct Upstream {
+pub(in crate::bridge) struct Upstream {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     tap: Option<(Arc<Tape>, u32)>,
 }
 
 impl Upstream {
     /// The next message from the model.
-    pub(super) async fn next(
+    pub(in crate::bridge) async fn next(
         &mut self,
     ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
         let message = self.ws.next().await;
@@ -43,7 +43,7 @@ impl Upstream {
     }
 
     /// Queues one message for the next [`Self::flush`].
-    pub(super) async fn feed(
+    pub(in crate::bridge) async fn feed(
         &mut self,
         message: Message,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -53,14 +53,37 @@ impl Upstream {
         self.ws.feed(message).await
     }
 
+    /// Tapes this (pooled) socket for a call from now on, beginning with what was said
+    /// while it was set up (`true`: from the upstream).
+    pub(in crate::bridge) fn attach_tape(
+        &mut self,
+        tap: Option<(Arc<Tape>, u32)>,
+        setup: &[(bool, String)],
+    ) {
+        if let Some((tape, conn)) = &tap {
+            tape.upstream_open(*conn);
+            for (incoming, text) in setup {
+                let dir = if *incoming {
+                    Dir::UpstreamIn
+                } else {
+                    Dir::UpstreamOut
+                };
+                tape.text(dir, Some(*conn), text);
+            }
+        }
+        self.tap = tap;
+    }
+
     /// Writes what was fed.
-    pub(super) async fn flush(&mut self) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    pub(in crate::bridge) async fn flush(
+        &mut self,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         self.ws.flush().await
     }
 }
 
 /// Opens the upstream socket (TCP, TLS, WebSocket) within `connect_timeout`.
-pub(super) async fn connect(
+pub(in crate::bridge) async fn connect(
     config: &BridgeConfig,
     tap: Option<(Arc<Tape>, u32)>,
 ) -> Result<Upstream, BridgeError> {
@@ -109,7 +132,7 @@ pub(super) async fn connect(
 }
 
 /// Upstream error codes as a bounded metric label.
-pub(super) fn error_code_label(code: Option<&str>) -> &'static str {
+pub(in crate::bridge) fn error_code_label(code: Option<&str>) -> &'static str {
     const KNOWN: &[&str] = &[
         "invalid_event",
         "invalid_value",
@@ -133,7 +156,7 @@ pub(super) fn error_code_label(code: Option<&str>) -> &'static str {
 }
 
 /// Sends one message, treating a write that cannot complete in `stall_timeout` as a stall.
-pub(super) async fn send(
+pub(in crate::bridge) async fn send(
     ws: &mut Upstream,
     message: Message,
     config: &BridgeConfig,
@@ -148,7 +171,7 @@ pub(super) async fn send(
 }
 
 /// Sends one JSON text message (see [`send`]).
-pub(super) async fn send_text(
+pub(in crate::bridge) async fn send_text(
     ws: &mut Upstream,
     text: String,
     config: &BridgeConfig,
@@ -156,12 +179,12 @@ pub(super) async fn send_text(
     send(ws, Message::Text(text.into()), config).await
 }
 
-pub(super) fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {
+pub(in crate::bridge) fn closed(e: tokio_tungstenite::tungstenite::Error) -> BridgeError {
     BridgeError::Closed(e.to_string())
 }
 
 /// Closes the upstream with 1000 and waits briefly for its reply.
-pub(super) async fn close(ws: &mut Upstream) {
+pub(in crate::bridge) async fn close(ws: &mut Upstream) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "call ended".into(),
