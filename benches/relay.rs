@@ -4,20 +4,20 @@
 //! (`benches/relay_compare.sh` runs them):
 //!
 //! - `echo PORT`: a Realtime upstream that answers every `input_audio_buffer.append` at once
-//!   with one `response.output_audio.delta` of the same audio.
+//!   with one `response.output_audio.delta` of the same audio (`ECHO_SETUP_MS`: wait this
+//!   long before `session.created`, as a real model's handshake and setup take).
 //! - `relay PORT UPSTREAM_URL`: the minimal relay, a plain tungstenite loop per call that
 //!   forwards each Twilio media payload upstream and each delta back (no validation, no
 //!   limits, no records): the floor for what a gateway costs.
-//! - `load URL CALLS SECONDS`: CALLS Twilio calls at real time (a 20 ms frame every 20 ms),
-//!   each frame stamped with its call and number; prints the frame round trip (frame out →
-//!   the same audio back) as p50/p99 over every frame, and failed calls.
+//! - `load URL CALLS SECONDS`: the project's stamped load ([`callgate::client::stamped`], also
+//!   `callgate loadtest --stamped`): CALLS Twilio calls at real time started over a second,
+//!   every 20 ms frame stamped with its call and number; prints the frame round trip (frame
+//!   out → the same audio back) as p50/p99, and failed calls by reason.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
+use callgate::client::stamped::{self, StampedReport};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -38,6 +38,12 @@ async fn main() {
 }
 
 async fn echo(port: &str) {
+    let setup = Duration::from_millis(
+        std::env::var("ECHO_SETUP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let listener = TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -50,6 +56,8 @@ async fn echo(port: &str) {
                 return;
             };
             let (mut sink, mut stream) = ws.split();
+            // A real model's TLS + WebSocket handshake and session setup, when simulated.
+            tokio::time::sleep(setup).await;
             let created = json!({"type": "session.created", "session": {"type": "realtime", "expires_at": 0}});
             let _ = sink.send(Message::Text(created.to_string().into())).await;
             // Pings are answered by tungstenite as the stream is read; only text is an event.
@@ -57,27 +65,35 @@ async fn echo(port: &str) {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                let event: Value = serde_json::from_str(&text).unwrap_or_default();
-                let reply = match event["type"].as_str() {
-                    Some("session.update") => {
-                        json!({"type": "session.updated", "session": event["session"]})
+                // Cheap on purpose (the echo shares a core with the load): appends are
+                // answered by string surgery, other events parsed.
+                let reply = if let Some(audio) = append_audio(&text) {
+                    format!(
+                        r#"{{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1","delta":"{audio}"}}"#
+                    )
+                } else {
+                    let event: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if event["type"] != "session.update" {
+                        continue;
                     }
-                    Some("input_audio_buffer.append") => {
-                        json!({"type": "response.output_audio.delta",
-                        "response_id": "r1", "item_id": "i1", "delta": event["audio"]})
-                    }
-                    _ => continue,
+                    json!({"type": "session.updated", "session": event["session"]}).to_string()
                 };
-                if sink
-                    .send(Message::Text(reply.to_string().into()))
-                    .await
-                    .is_err()
-                {
+                if sink.send(Message::Text(reply.into())).await.is_err() {
                     break;
                 }
             }
         });
     }
+}
+
+/// The audio of an `input_audio_buffer.append`, found without parsing.
+fn append_audio(text: &str) -> Option<&str> {
+    if !text.contains("\"input_audio_buffer.append\"") {
+        return None;
+    }
+    const KEY: &str = "\"audio\":\"";
+    let at = text.find(KEY)? + KEY.len();
+    Some(&text[at..at + text[at..].find('"')?])
 }
 
 async fn relay(port: &str, upstream: &str) {
@@ -149,110 +165,21 @@ async fn relay(port: &str, upstream: &str) {
     }
 }
 
-/// A 20 ms μ-law frame carrying its call and number (μ-law bytes pass through untouched).
-fn frame(call: u32, n: u32) -> [u8; 160] {
-    let mut bytes = [0x7fu8; 160];
-    bytes[..4].copy_from_slice(&call.to_be_bytes());
-    bytes[4..8].copy_from_slice(&n.to_be_bytes());
-    bytes
-}
-
 async fn load(url: &str, calls: u32, seconds: u64) {
-    let round_trips = Arc::new(Mutex::new(Vec::<(u32, f64)>::new()));
-    let failed = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut tasks = Vec::new();
-    for call in 0..calls {
-        let (url, round_trips, failed) = (url.to_owned(), round_trips.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            // Spread the starts over a second, as calls arrive.
-            tokio::time::sleep(Duration::from_millis(u64::from(call) * 1000 / u64::from(calls.max(1)))).await;
-            // Nagle off, as every real carrier and gateway socket here: with it, small frames
-            // wait for delayed ACKs (40 ms).
-            let connecting = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
-            let Ok((ws, _)) = connecting.await else {
-                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            };
-            let (mut sink, mut stream) = ws.split();
-            let sid = format!("MZ{call:032}");
-            let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-                "accountSid": "AC1", "streamSid": sid, "callSid": format!("CA{call:032}"), "tracks": ["inbound"],
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": {}}});
-            sink.send(Message::Text(start.to_string().into())).await.unwrap();
-            let sent: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
-            let sent_by_reader = sent.clone();
-            let mine = round_trips.clone();
-            let reader = tokio::spawn(async move {
-                while let Some(Ok(message)) = stream.next().await {
-                    let Message::Text(text) = message else { continue };
-                    let event: Value = serde_json::from_str(&text).unwrap_or_default();
-                    if event["event"] != "media" {
-                        continue;
-                    }
-                    let audio = B64.decode(event["media"]["payload"].as_str().unwrap_or("")).unwrap_or_default();
-                    let now = Instant::now();
-                    for chunk in audio.chunks(160).filter(|c| c.len() >= 8) {
-                        let n = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-                        if let Some(at) = sent_by_reader.lock().unwrap().remove(&n) {
-                            mine.lock().unwrap().push((n, now.duration_since(at).as_secs_f64() * 1000.0));
-                        }
-                    }
-                }
-            });
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            for n in 0..(seconds * 50) as u32 {
-                tick.tick().await;
-                let media = json!({"event": "media", "sequenceNumber": (n + 2).to_string(), "streamSid": sid,
-                    "media": {"track": "inbound", "chunk": (n + 1).to_string(), "timestamp": (n * 20).to_string(),
-                    "payload": B64.encode(frame(call, n))}});
-                sent.lock().unwrap().insert(n, Instant::now());
-                if sink.send(Message::Text(media.to_string().into())).await.is_err() {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let stop = json!({"event": "stop", "sequenceNumber": "999999", "streamSid": sid, "stop": {"accountSid": "AC1", "callSid": "CA1"}});
-            let _ = sink.send(Message::Text(stop.to_string().into())).await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }));
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-    let taken = round_trips.lock().unwrap().clone();
-    let percentiles = |mut times: Vec<f64>| {
-        times.sort_by(f64::total_cmp);
-        let at = |p: f64| {
-            let i = ((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1));
-            times.get(i).copied().unwrap_or(f64::NAN)
-        };
-        (times.len(), at(0.50), at(0.99))
-    };
-    let (n, p50, p99) = percentiles(taken.iter().map(|(_, t)| *t).collect());
-    // After each call's first second: without the session setup every gateway does first.
-    let (_, s50, s99) = percentiles(
-        taken
-            .iter()
-            .filter(|(n, _)| *n >= 50)
-            .map(|(_, t)| *t)
-            .collect(),
-    );
+    let report = stamped::run(url, calls, seconds, Duration::from_secs(1)).await;
     if std::env::var_os("RELAY_BENCH_DEBUG").is_some() {
-        for (from, to) in [(0, 25), (25, 50), (50, 100), (100, 200), (200, 100_000)] {
-            let part = percentiles(
-                taken
+        for (from, to) in [(0, 25), (25, 50), (50, 100), (100, 200), (200, u32::MAX)] {
+            let part = StampedReport {
+                round_trips: report
+                    .round_trips
                     .iter()
                     .filter(|(n, _)| (from..to).contains(n))
-                    .map(|(_, t)| *t)
+                    .copied()
                     .collect(),
-            );
-            eprintln!("frames {from}..{to}: {part:?}");
+                ..StampedReport::default()
+            };
+            eprintln!("frames {from}..{to}: {:?}", part.percentiles(0));
         }
     }
-    let expected = u64::from(calls) * seconds * 50;
-    println!(
-        "frames {n} of {expected} came back; round trip p50 {p50:.2} ms, p99 {p99:.2} ms (after the first second: p50 {s50:.2}, p99 {s99:.2}); failed calls {}",
-        failed.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    println!("{}", report.summary(seconds));
 }

@@ -90,6 +90,14 @@ struct LoadArgs {
     /// Milliseconds between call starts.
     #[arg(long, default_value_t = 50)]
     ramp_ms: u64,
+    /// Play stamped 20 ms frames instead of a file (Twilio, μ-law) and time each frame's
+    /// round trip: for an upstream that echoes audio (`benches/relay.rs echo`).
+    #[arg(long)]
+    stamped: bool,
+    /// The gateway's /metrics, read before and after the run for the latency it added
+    /// (default: http://<the gateway's host:port>/metrics; "" = skip).
+    #[arg(long)]
+    metrics: Option<String>,
     #[command(flatten)]
     call: CallArgs,
 }
@@ -128,9 +136,10 @@ struct CallArgs {
     /// Exotel only: the stream's sample rate (8000, 16000 or 24000).
     #[arg(long, default_value_t = 8000)]
     rate: u32,
-    /// WAV file to play (μ-law, A-law or 16-bit PCM at 8, 16 or 24 kHz, mono).
+    /// WAV file to play (μ-law, A-law or 16-bit PCM at 8, 16 or 24 kHz, mono); needed
+    /// except by `loadtest --stamped`.
     #[arg(long)]
-    play: PathBuf,
+    play: Option<PathBuf>,
     /// Write the reply audio here (16-bit PCM WAV at the call's sample rate).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -297,39 +306,110 @@ async fn wait_for_signal() {
 }
 
 async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
-    let (mut options, _) = call_options(&args.call)?;
-    // The caller takes turns for the whole call.
-    let file = options.audio.clone();
-    options.repeat_for(&file, Duration::from_secs(args.duration));
-    options.linger = Duration::from_secs(3);
-    if options.carrier == Dialect::RawAudio && args.call.url.is_none() {
-        options.url = "ws://127.0.0.1:8080/ws/audio".into();
-    }
-    println!(
-        "{} calls of {} s against {}",
-        args.calls, args.duration, options.url
-    );
+    // What to play: stamped frames, or the file as a caller taking turns for the whole call.
+    let options = if args.stamped {
+        None
+    } else {
+        let (mut options, _) = call_options(&args.call)?;
+        let file = options.audio.clone();
+        options.repeat_for(&file, Duration::from_secs(args.duration));
+        options.linger = Duration::from_secs(3);
+        if options.carrier == Dialect::RawAudio && args.call.url.is_none() {
+            options.url = "ws://127.0.0.1:8080/ws/audio".into();
+        }
+        Some(options)
+    };
+    let url = match (&options, &args.call.url) {
+        (Some(options), _) => options.url.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => "ws://127.0.0.1:8080/twilio".into(),
+    };
+    // The gateway's own view: its latency histograms, read before and after.
+    let metrics_url = args.metrics.clone().unwrap_or_else(|| metrics_url_of(&url));
+    let scrape = || async {
+        if metrics_url.is_empty() {
+            return None;
+        }
+        match client::scrape::get(&metrics_url).await {
+            Ok(text) => Some(text),
+            Err(error) => {
+                println!("gateway metrics unavailable: {error:#}");
+                None
+            }
+        }
+    };
+    let before = scrape().await;
     let started = std::time::Instant::now();
-    let report = client::load(options, args.calls, Duration::from_millis(args.ramp_ms)).await;
-    println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    for (code, n) in &report.closes {
+    if let Some(options) = options {
         println!(
-            "close {:>4}: {n}",
-            code.map_or("none".to_owned(), |c| c.to_string())
+            "{} calls of {} s against {}",
+            args.calls, args.duration, options.url
+        );
+        let report = client::load(options, args.calls, Duration::from_millis(args.ramp_ms)).await;
+        println!("done in {:.1} s", started.elapsed().as_secs_f64());
+        for (code, n) in &report.closes {
+            println!(
+                "close {:>4}: {n}",
+                code.map_or("none".to_owned(), |c| c.to_string())
+            );
+        }
+        println!("failed calls: {}", report.failed());
+        for (reason, n) in report.failures.iter().chain(&report.bad_closes) {
+            println!("  {n} × {reason}");
+        }
+        println!(
+            "frames:     {} sent, {} received",
+            report.frames_sent, report.frames_received
+        );
+        if let (Some(p50), Some(p95)) = (
+            report.first_reply_percentile(50.0),
+            report.first_reply_percentile(95.0),
+        ) {
+            println!("first reply after start: p50 {p50} ms, p95 {p95} ms");
+        }
+    } else {
+        println!(
+            "{} stamped calls of {} s against {url}",
+            args.calls, args.duration
+        );
+        let ramp = Duration::from_millis(args.ramp_ms) * args.calls as u32;
+        let report = client::stamped::run(&url, args.calls as u32, args.duration, ramp).await;
+        println!("done in {:.1} s", started.elapsed().as_secs_f64());
+        println!("{}", report.summary(args.duration));
+    }
+    if let (Some(before), Some(after)) = (before, scrape().await) {
+        use client::scrape::Buckets;
+        let run = |name: &str, labels: &[(&str, &str)]| {
+            Buckets::of(&after, name, labels).since(&Buckets::of(&before, name, labels))
+        };
+        let latency = "callgate_gateway_latency_seconds";
+        println!("gateway-added latency (its histograms, bucket bounds):");
+        println!(
+            "  model → carrier: {}",
+            run(latency, &[("direction", "outbound")]).describe()
+        );
+        println!(
+            "  carrier → model: {}",
+            run(latency, &[("direction", "inbound")]).describe()
+        );
+        println!(
+            "  start → upstream open: {}",
+            run("callgate_upstream_connect_seconds", &[]).describe()
         );
     }
-    println!("errors:     {}", report.errors);
-    println!(
-        "frames:     {} sent, {} received",
-        report.frames_sent, report.frames_received
-    );
-    if let (Some(p50), Some(p95)) = (
-        report.first_reply_percentile(50.0),
-        report.first_reply_percentile(95.0),
-    ) {
-        println!("first reply after start: p50 {p50} ms, p95 {p95} ms");
-    }
     Ok(())
+}
+
+/// `ws://host:port/…` → `http://host:port/metrics` ("" when there is no URL).
+fn metrics_url_of(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return String::new();
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("http://{host}/metrics")
 }
 
 /// Options for one call from the command line (the WAV converted to the carrier's format).
@@ -337,7 +417,8 @@ fn call_options(
     args: &CallArgs,
 ) -> anyhow::Result<(CallOptions, callgate_handlers::codec::AudioFormat)> {
     let dialect = args.carrier;
-    let (wav_format, audio) = wav::read(&args.play)?;
+    let play = args.play.as_ref().context("--play FILE.wav is required")?;
+    let (wav_format, audio) = wav::read(play)?;
     let mut options = CallOptions::new("", dialect, Vec::new());
     if dialect == Dialect::Exotel {
         options.format = callgate_handlers::codec::AudioFormat::Pcm16 { rate: args.rate };
@@ -362,7 +443,10 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         "calling {} as {} with {} ({} ms of audio)",
         options.url,
         dialect.name(),
-        args.play.display(),
+        args.play
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display(),
         format.duration_ms(options.audio.len())
     );
     let summary = client::run(options).await?;

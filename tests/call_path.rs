@@ -173,6 +173,39 @@ async fn eventually_update(upstream: &FakeUpstream) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_20_ms_delta_reaches_the_carrier_before_the_next_is_sent() {
+    // No added latency: a model streaming in 20 ms deltas is never held for a fuller piece.
+    // The upstream sends the next delta only once the carrier has the previous one.
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    carrier
+        .send(media(SID, 1, &B64.encode([0xffu8; 160])))
+        .await;
+    upstream.wait_appends(0, 1).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    for i in 0..5u8 {
+        let delta = B64.encode([i; 160]);
+        upstream
+            .send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": delta}))
+            .await;
+        let got = loop {
+            let message = carrier.recv().await;
+            if message["event"] == "media" {
+                break message;
+            }
+        };
+        assert_eq!(got["media"]["payload"], delta.as_str(), "delta {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smartflo_call_frames_outbound_audio_in_160_byte_multiples() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;

@@ -12,7 +12,7 @@
 //!
 //! A session is only taken by the bridge of a call whose `start` was admitted, so a socket
 //! that never authenticates never spends one. The pool holds at most `prewarm` idle
-//! sessions and opens one at a time, backing off while the upstream refuses.
+//! sessions and opens up to 16 at a time, backing off while the upstream refuses.
 
 use callgate_layers::util::lock;
 use std::collections::VecDeque;
@@ -28,6 +28,9 @@ use super::task::socket::{self, Upstream};
 use super::wire::{self, ServerKind};
 use super::{BridgeConfig, BridgeError, UpstreamAudio};
 use crate::codec::AudioFormat;
+
+/// Sessions opened at once while refilling.
+const MAX_OPENING: usize = 16;
 
 /// One session the pool opened and configured, waiting for a call.
 pub(in crate::bridge) struct Warm {
@@ -142,17 +145,33 @@ async fn keep_warm(pool: std::sync::Weak<Inner>) {
             upkeep(&inner).await;
             last_upkeep = Instant::now();
         }
-        let short = lock(&inner.idle).len() < inner.size;
+        let missing = inner.size.saturating_sub(lock(&inner.idle).len());
+        let short = missing > 0;
         let wait = if short {
-            match open(&inner).await {
-                Ok(warm) => {
-                    failures = 0;
-                    let mut idle = lock(&inner.idle);
-                    idle.push_back(warm);
-                    metrics::gauge!("callgate_upstream_pool_idle").set(idle.len() as f64);
-                    continue;
+            // Several at once, so that a burst of calls is refilled within one setup time.
+            let opening = (0..missing.min(MAX_OPENING)).map(|_| open(&inner));
+            let mut opened = 0;
+            let mut last_error = None;
+            for result in futures_util::future::join_all(opening).await {
+                match result {
+                    Ok(warm) => {
+                        opened += 1;
+                        lock(&inner.idle).push_back(warm);
+                    }
+                    Err(error) => {
+                        metrics::counter!("callgate_upstream_pool_recycled_total", "reason" => "open_failed").increment(1);
+                        last_error = Some(error);
+                    }
                 }
-                Err(error) => {
+            }
+            metrics::gauge!("callgate_upstream_pool_idle").set(lock(&inner.idle).len() as f64);
+            if opened > 0 {
+                failures = 0;
+            }
+            match last_error {
+                None => continue,
+                Some(_) if opened > 0 => continue,
+                Some(error) => {
                     // Back off while the upstream refuses (calls still connect on their own):
                     // 0.5 s doubling, at most 30 s.
                     failures += 1;
@@ -160,7 +179,6 @@ async fn keep_warm(pool: std::sync::Weak<Inner>) {
                         .saturating_mul(1 << failures.min(6))
                         .min(Duration::from_secs(30));
                     tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "could not open a warm upstream session");
-                    metrics::counter!("callgate_upstream_pool_recycled_total", "reason" => "open_failed").increment(1);
                     delay
                 }
             }

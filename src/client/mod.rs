@@ -1,6 +1,9 @@
 //! `callgate call`: plays a WAV file into a gateway as a carrier would, answers marks as a
 //! carrier does, records the reply. Also the integration tests' carrier, for every dialect.
 
+pub mod scrape;
+pub mod stamped;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -327,8 +330,11 @@ where
 pub struct LoadReport {
     /// Calls that ended with each close code (`None`: no close frame).
     pub closes: BTreeMap<Option<u16>, u64>,
-    /// Calls that failed to run (connect errors and the like).
-    pub errors: u64,
+    /// Calls that could not run, by reason (`HTTP 429`, `connect: …`): refused upgrades
+    /// and broken sockets. Calls that ran are in `closes`.
+    pub failures: BTreeMap<String, u64>,
+    /// Calls that ended with a close other than 1000, by code and reason.
+    pub bad_closes: BTreeMap<String, u64>,
     /// Media frames sent and received, over all calls.
     pub frames_sent: u64,
     /// Media messages received.
@@ -337,7 +343,23 @@ pub struct LoadReport {
     pub first_reply_ms: Vec<u64>,
 }
 
+/// A short reason for a call that could not run: the HTTP status of a refused upgrade, or
+/// the error's first line.
+fn failure_reason(error: &anyhow::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.chain().find_map(|e| e.downcast_ref::<Error>()) {
+        Some(Error::Http(response)) => format!("HTTP {}", response.status().as_u16()),
+        Some(other) => format!("socket: {other}"),
+        None => error.to_string(),
+    }
+}
+
 impl LoadReport {
+    /// Calls that could not run or closed other than normally.
+    pub fn failed(&self) -> u64 {
+        (self.failures.values().sum::<u64>()) + self.bad_closes.values().sum::<u64>()
+    }
+
     /// The `p`-th percentile (0–100) of first-reply times.
     pub fn first_reply_percentile(&self, p: f64) -> Option<u64> {
         if self.first_reply_ms.is_empty() {
@@ -371,13 +393,20 @@ pub async fn load(template: CallOptions, calls: usize, ramp: Duration) -> LoadRe
                     .closes
                     .entry(summary.close.as_ref().map(|c| c.0))
                     .or_default() += 1;
+                if let Some((code, reason)) = summary.close.as_ref().filter(|c| c.0 != 1000) {
+                    *report
+                        .bad_closes
+                        .entry(format!("{code} {reason}"))
+                        .or_default() += 1;
+                }
                 report.frames_sent += summary.frames_sent;
                 report.frames_received += summary.frames_received;
                 if let Some(t) = summary.first_reply {
                     report.first_reply_ms.push(t.as_millis() as u64);
                 }
             }
-            _ => report.errors += 1,
+            Ok(Err(error)) => *report.failures.entry(failure_reason(&error)).or_default() += 1,
+            Err(_) => *report.failures.entry("panicked".into()).or_default() += 1,
         }
     }
     report.first_reply_ms.sort_unstable();

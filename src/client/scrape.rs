@@ -1,0 +1,176 @@
+//! Reading the gateway's own latency histograms from `/metrics` around a load run, so that
+//! `callgate loadtest` can report the time the gateway added (model byte in → carrier byte
+//! out) beside what the carrier side saw.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET http://host:port/path`, the body as text (plain HTTP: the metrics listener).
+pub async fn get(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("the metrics URL must be http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("not an HTTP response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{url}: {}",
+        head.lines().next().unwrap_or_default()
+    );
+    Ok(body.to_owned())
+}
+
+/// One histogram series' cumulative bucket counts, by upper bound (seconds).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Buckets(BTreeMap<u64, f64>);
+
+impl Buckets {
+    /// The buckets of `name` whose labels include every `labels` pair, summed.
+    pub fn of(text: &str, name: &str, labels: &[(&str, &str)]) -> Self {
+        let prefix = format!("{name}_bucket{{");
+        let mut buckets = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if !labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+            {
+                continue;
+            }
+            let le = series
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next());
+            let (Some(le), Ok(value)) = (le, value.parse::<f64>()) else {
+                continue;
+            };
+            // +Inf sorts last; bounds are kept in nanoseconds to order them exactly.
+            let bound = le
+                .parse::<f64>()
+                .map_or(u64::MAX, |s| (s * 1e9).round() as u64);
+            *buckets.entry(bound).or_insert(0.0) += value;
+        }
+        Self(buckets)
+    }
+
+    /// What was added between `before` and `self`.
+    pub fn since(&self, before: &Self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(le, n)| (*le, n - before.0.get(le).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+
+    /// Samples counted.
+    pub fn count(&self) -> f64 {
+        self.0.values().last().copied().unwrap_or(0.0)
+    }
+
+    /// The smallest bucket bound (ms) under which at least `q` (0–1) of the samples fall;
+    /// `None` without samples, infinity when only +Inf holds them.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total <= 0.0 {
+            return None;
+        }
+        self.0
+            .iter()
+            .find(|(_, n)| **n >= q * total)
+            .map(|(le, _)| {
+                if *le == u64::MAX {
+                    f64::INFINITY
+                } else {
+                    *le as f64 / 1e6
+                }
+            })
+    }
+
+    /// Share of the samples at or under `ms` (a bucket bound).
+    pub fn share_within_ms(&self, ms: f64) -> Option<f64> {
+        let total = self.count();
+        let bound = (ms * 1e6).round() as u64;
+        (total > 0.0).then(|| self.0.get(&bound).copied().unwrap_or(0.0) / total)
+    }
+
+    /// `p50 ≤ X ms, p99 ≤ Y ms (Z% ≤ 1 ms), N samples`, or `no samples`.
+    pub fn describe(&self) -> String {
+        match (self.quantile_ms(0.5), self.quantile_ms(0.99)) {
+            (Some(p50), Some(p99)) => format!(
+                "p50 ≤ {p50} ms, p99 ≤ {p99} ms ({:.2}% ≤ 1 ms), {} samples",
+                self.share_within_ms(1.0).unwrap_or(0.0) * 100.0,
+                self.count()
+            ),
+            _ => "no samples".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+callgate_gateway_latency_seconds_bucket{direction="outbound",le="0.0005"} 90
+callgate_gateway_latency_seconds_bucket{direction="outbound",le="0.001"} 99
+callgate_gateway_latency_seconds_bucket{direction="outbound",le="0.002"} 100
+callgate_gateway_latency_seconds_bucket{direction="outbound",le="+Inf"} 100
+callgate_gateway_latency_seconds_bucket{direction="inbound",le="0.0005"} 1
+callgate_gateway_latency_seconds_bucket{direction="inbound",le="+Inf"} 2
+"#;
+
+    #[test]
+    fn quantiles_come_from_bucket_bounds() {
+        let out = Buckets::of(
+            TEXT,
+            "callgate_gateway_latency_seconds",
+            &[("direction", "outbound")],
+        );
+        assert_eq!(out.count(), 100.0);
+        assert_eq!(out.quantile_ms(0.5), Some(0.5));
+        assert_eq!(out.quantile_ms(0.99), Some(1.0));
+        assert_eq!(out.quantile_ms(1.0), Some(2.0));
+        assert_eq!(out.share_within_ms(1.0), Some(0.99));
+        let inbound = Buckets::of(
+            TEXT,
+            "callgate_gateway_latency_seconds",
+            &[("direction", "inbound")],
+        );
+        assert_eq!(inbound.quantile_ms(0.99), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn a_run_is_the_difference_of_two_scrapes() {
+        let before = Buckets::of(
+            TEXT,
+            "callgate_gateway_latency_seconds",
+            &[("direction", "outbound")],
+        );
+        let after_text = TEXT
+            .replace("} 100", "} 110")
+            .replace("\"0.001\"} 99", "\"0.001\"} 109");
+        let after = Buckets::of(
+            &after_text,
+            "callgate_gateway_latency_seconds",
+            &[("direction", "outbound")],
+        );
+        let run = after.since(&before);
+        assert_eq!(run.count(), 10.0);
+        assert_eq!(run.quantile_ms(0.99), Some(1.0));
+        assert_eq!(Buckets::default().describe(), "no samples");
+    }
+}
