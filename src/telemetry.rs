@@ -260,12 +260,13 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
-/// Folds recorded histogram samples into their buckets every few seconds, so memory stays
-/// flat between scrapes.
+/// Folds recorded histogram samples into their buckets every second, so memory stays flat
+/// between scrapes: the per-frame latency histograms take 100 samples per call-second, held
+/// (8 bytes each) until folded, which at 5 s was 8 KiB per call.
 pub fn spawn_metrics_upkeep() {
     let handle = metrics();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
             handle.run_upkeep();

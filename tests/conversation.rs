@@ -649,6 +649,58 @@ async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_audio_is_marked_every_piece_even_when_echoes_come_at_once() {
+    // A model streaming 20 ms deltas in real time to a carrier that echoes each mark at
+    // once: every delta goes out early, and a mark follows only each 100 ms of it (a mark
+    // per delta would double the carrier messages for no accuracy).
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |_| {}).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    upstream.conn(0).await;
+    upstream
+        .send(
+            0,
+            json!({"type": "response.created", "response": {"id": "r1"}}),
+        )
+        .await;
+    let mut marks = Vec::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..10 {
+        tick.tick().await;
+        upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": B64.encode([0x55u8; 160])})).await;
+        loop {
+            let m = carrier.recv().await;
+            if m["event"] == "mark" {
+                let name = m["mark"]["name"].as_str().unwrap().to_owned();
+                carrier
+                    .send(json!({"event": "mark", "streamSid": SID, "mark": {"name": name}}))
+                    .await;
+                marks.push(name);
+            }
+            if m["event"] == "media" {
+                break;
+            }
+        }
+    }
+    // The mark of the last delta may still be on its way.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    while let Ok(m) =
+        tokio::time::timeout(std::time::Duration::from_millis(50), carrier.recv()).await
+    {
+        if m["event"] == "mark" {
+            marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        marks,
+        ["g0/i1/100", "g0/i1/200"],
+        "one mark per 100 ms of audio"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_sent_early_keeps_the_carriers_framing() {
     // Telnyx takes whole 20 ms frames: 250-byte deltas go out early only in 160-byte
     // multiples (the fourth crosses 100 ms and brings a mark, at which the writer would pad a

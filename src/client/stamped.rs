@@ -3,6 +3,7 @@
 //! lets every frame's round trip be timed: frame sent → the same audio back at the carrier.
 //! `callgate loadtest --stamped` and `benches/relay.rs` both run it.
 //!
+//! Marks are echoed at once, as a carrier echoes them once what precedes them has played.
 //! Frames are μ-law and the call is Twilio's, so a gateway with `upstream.audio = "pcmu"`
 //! passes the bytes through untouched (any transcoding would erase the stamps).
 
@@ -146,6 +147,9 @@ async fn one_call(
 
     let sent: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
     let sent_by_reader = sent.clone();
+    // Marks are echoed as a carrier does once the audio before them has played; the echo
+    // plays as it arrives, so at once.
+    let (marks_tx, mut marks) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reader = async move {
         let mut times = Vec::with_capacity(seconds as usize * 50);
         let mut audio = Vec::with_capacity(1024);
@@ -160,8 +164,11 @@ async fn one_call(
                 }
                 _ => continue,
             };
-            // Only the payload matters: find it without parsing the whole message.
+            // Only the payload and mark names matter: find them without parsing.
             let Some(payload) = media_payload(&text) else {
+                if let Some(name) = mark_name(&text) {
+                    let _ = marks_tx.send(name.to_owned());
+                }
                 continue;
             };
             audio.clear();
@@ -182,18 +189,25 @@ async fn one_call(
     let reader = tokio::spawn(reader);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut sent_frames = 0;
+    let mut sequence = 1u64;
     let mut failure = None;
-    for n in 0..(seconds * 50) as u32 {
-        tick.tick().await;
-        let media = messages
-            .media(u64::from(n) + 2, u64::from(n) + 1, &frame(call, n))
-            .expect("twilio has media");
-        lock(&sent).insert(n, Instant::now());
-        if sink.send(text(media)).await.is_err() {
+    let frames = (seconds * 50) as u32;
+    while sent_frames < frames {
+        sequence += 1;
+        let message = tokio::select! {
+            biased;
+            Some(name) = marks.recv() => messages.mark(sequence, &name),
+            _ = tick.tick() => {
+                let n = sent_frames;
+                sent_frames += 1;
+                lock(&sent).insert(n, Instant::now());
+                messages.media(sequence, u64::from(n) + 1, &frame(call, n)).expect("twilio has media")
+            }
+        };
+        if sink.send(text(message)).await.is_err() {
             failure = Some("socket closed mid-call");
             break;
         }
-        sent_frames += 1;
     }
     if failure.is_none() {
         // Let the last frames come back, then hang up as the carrier does.
@@ -207,13 +221,23 @@ async fn one_call(
         _ => (Vec::new(), None),
     };
     let mut report = lock(report);
-    report.frames_sent += sent_frames;
+    report.frames_sent += u64::from(sent_frames);
     report.round_trips.extend(times);
     match (failure, close) {
         (_, Some((code, reason))) if code != 1000 => Err(format!("close {code} {reason}")),
         (Some(why), _) => Err(why.to_owned()),
         _ => Ok(()),
     }
+}
+
+/// The name in a mark message, found by its key.
+fn mark_name(text: &str) -> Option<&str> {
+    if !text.contains("\"event\":\"mark\"") {
+        return None;
+    }
+    const KEY: &str = "\"name\":\"";
+    let at = text.find(KEY)? + KEY.len();
+    Some(&text[at..at + text[at..].find('"')?])
 }
 
 /// The base64 payload of a media message, found by its key.
@@ -233,6 +257,9 @@ mod tests {
         let message = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"AAEC"}}"#;
         assert_eq!(media_payload(message), Some("AAEC"));
         assert_eq!(media_payload(r#"{"event":"mark"}"#), None);
+        let mark = r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"g0/i1/100"}}"#;
+        assert_eq!(mark_name(mark), Some("g0/i1/100"));
+        assert_eq!(mark_name(message), None);
     }
 
     #[test]

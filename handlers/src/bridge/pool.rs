@@ -68,8 +68,10 @@ struct Inner {
     /// The defaults every warm session is configured with.
     defaults: Arc<str>,
     idle: Mutex<VecDeque<Warm>>,
-    /// A session was taken: refill now rather than at the next upkeep.
+    /// A session was taken (refill now rather than at the next upkeep), or the pool closes.
     taken: Arc<Notify>,
+    /// Set by [`WarmPool::close`]: open nothing more.
+    closing: std::sync::atomic::AtomicBool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -93,6 +95,7 @@ impl WarmPool {
             defaults: defaults.into(),
             idle: Mutex::new(VecDeque::with_capacity(size)),
             taken: Arc::default(),
+            closing: Default::default(),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(keep_warm(Arc::downgrade(&inner)));
@@ -121,10 +124,21 @@ impl WarmPool {
         lock(&self.inner.idle).len()
     }
 
-    /// Stops refilling and closes every idle session with 1000 (at shutdown).
+    /// Stops refilling and closes every idle session with 1000 (at shutdown). Sessions being
+    /// opened are finished first (at most 2 s), so that none is dropped without a close.
     pub async fn close(&self) {
-        if let Some(task) = lock(&self.inner.task).take() {
-            task.abort();
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.taken.notify_one();
+        let task = lock(&self.inner.task).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         let idle: Vec<Warm> = lock(&self.inner.idle).drain(..).collect();
         metrics::gauge!("callgate_upstream_pool_idle").set(0.0);
@@ -140,6 +154,9 @@ async fn keep_warm(pool: std::sync::Weak<Inner>) {
     let mut last_upkeep = Instant::now();
     loop {
         let Some(inner) = pool.upgrade() else { return };
+        if inner.closing.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let tick = inner.config.ping_interval;
         if last_upkeep.elapsed() >= tick {
             upkeep(&inner).await;

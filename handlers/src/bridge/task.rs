@@ -262,8 +262,10 @@ impl Relay {
                     (Ok(ws), Some((warm.created, warm.configured)))
                 }
                 None => {
+                    // Boxed: the handshake's state (TLS included) is ~10 KB, needed only
+                    // while connecting; inline it would sit in every call's task for good.
                     let connecting = tracing::Instrument::instrument(
-                        connect(config, tap),
+                        Box::pin(connect(config, tap)),
                         tracing::info_span!("upstream.connect", attempt = attempts),
                     );
                     // The call may end while we connect: then there is nothing to close.

@@ -129,7 +129,12 @@ impl Relay {
     /// the last one, so truncation keeps the accuracy of a piece without a mark per delta.
     async fn send_early(&mut self, len: usize) {
         let piece_ms = self.call.outbound_format.duration_ms(self.piece_bytes);
-        let marked = self.playback.marks.back().map_or(0, |(_, ms)| *ms);
+        // The last mark sent: still in flight, or echoed (then `acked_ms` is where it was).
+        let marked = self
+            .playback
+            .marks
+            .back()
+            .map_or(self.playback.acked_ms, |(_, ms)| *ms);
         let sent_after = self.playback.sent_ms + self.call.outbound_format.duration_ms(len);
         if sent_after.saturating_sub(marked) >= piece_ms {
             self.send_piece(len, false).await;
