@@ -1,7 +1,8 @@
 //! The whole-system comparison: callgate beside a minimal relay, under the same load.
 //!
-//! Three roles, each its own process so that they can be pinned to cores
-//! (`benches/relay_compare.sh` runs them):
+//! Two roles, each its own process so that they can be pinned to cores
+//! (`benches/relay_compare.sh` runs them beside the project's own load generator,
+//! `callgate loadtest --stamped`, which stamps every 20 ms frame and times its round trip):
 //!
 //! - `echo PORT`: a Realtime upstream that answers every `input_audio_buffer.append` at once
 //!   with one `response.output_audio.delta` of the same audio (`ECHO_SETUP_MS`: wait this
@@ -9,15 +10,10 @@
 //! - `relay PORT UPSTREAM_URL`: the minimal relay, a plain tungstenite loop per call that
 //!   forwards each Twilio media payload upstream and each delta back (no validation, no
 //!   limits, no records): the floor for what a gateway costs.
-//! - `load URL CALLS SECONDS`: the project's stamped load ([`callgate::client::stamped`], also
-//!   `callgate loadtest --stamped`): CALLS Twilio calls at real time started over a second,
-//!   every 20 ms frame stamped with its call and number; prints the frame round trip (frame
-//!   out → the same audio back) as p50/p99, and failed calls by reason.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callgate::client::stamped::{self, StampedReport};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -32,8 +28,7 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("echo") => echo(&args[1]).await,
         Some("relay") => relay(&args[1], &args[2]).await,
-        Some("load") => load(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()).await,
-        _ => eprintln!("usage: relay echo PORT | relay PORT UPSTREAM | load URL CALLS SECONDS"),
+        _ => eprintln!("usage: relay echo PORT | relay PORT UPSTREAM"),
     }
 }
 
@@ -163,23 +158,4 @@ async fn relay(port: &str, upstream: &str) {
             let _ = to_carrier.send(Message::Close(None)).await;
         });
     }
-}
-
-async fn load(url: &str, calls: u32, seconds: u64) {
-    let report = stamped::run(url, calls, seconds, Duration::from_secs(1)).await;
-    if std::env::var_os("RELAY_BENCH_DEBUG").is_some() {
-        for (from, to) in [(0, 25), (25, 50), (50, 100), (100, 200), (200, u32::MAX)] {
-            let part = StampedReport {
-                round_trips: report
-                    .round_trips
-                    .iter()
-                    .filter(|(n, _)| (from..to).contains(n))
-                    .copied()
-                    .collect(),
-                ..StampedReport::default()
-            };
-            eprintln!("frames {from}..{to}: {:?}", part.percentiles(0));
-        }
-    }
-    println!("{}", report.summary(seconds));
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # callgate beside a minimal relay, same load, same machine: frame round trip (p50/p99) and
-# CPU per call-second of the process under test, pinned to core 0 with the load on core 1
-# (and the echo upstream on core 1 too). Not run in CI.
+# CPU per call-second and RSS of the process under test, pinned to core 0 with the load on
+# core 1 (and the echo upstream on core 1 too); for callgate also the latency it added, from
+# its own histograms. Not run in CI.
 #
 #   benches/relay_compare.sh [CALLS] [SECONDS]      (defaults: 100 calls, 20 s)
 set -euo pipefail
@@ -18,23 +19,30 @@ trap 'kill $ECHO 2>/dev/null || true' EXIT
 sleep 0.5
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
-run() { # name pid url
+anon() { awk '/RssAnon/ {print $2}' /proc/$1/status; }
+run() { # name pid url [metrics url, "" for none]
   local t0 t1 out idle peak
   idle=$(rss "$2")
+  idle_anon=$(anon "$2")
   t0=$(cpu "$2")
-  ( sleep $((SECONDS_ / 2 + 1)); rss "$2" > /tmp/relay-compare-peak ) &
-  out=$(taskset -c 1 "$BENCH" load "$3" "$CALLS" "$SECONDS_")
+  ( sleep $((SECONDS_ / 2 + 1)); rss "$2" > /tmp/relay-compare-peak; anon "$2" > /tmp/relay-compare-anon ) &
+  # The project's stamped load (callgate loadtest --stamped), starts spread over a second.
+  out=$(taskset -c 1 target/release/callgate loadtest --stamped --calls "$CALLS" --duration "$SECONDS_" \
+    --ramp-ms $((1000 / CALLS)) --url "$3" --metrics "${4:-}" | grep -v -e "^done" -e "stamped calls of")
   t1=$(cpu "$2")
   peak=$(cat /tmp/relay-compare-peak)
-  echo "$1: $out; cpu $(echo "scale=3; ($t1-$t0)*1000/$TCK/($CALLS*$SECONDS_)" | bc) ms per call-second; rss idle $idle KiB, mid-run $peak KiB ($(( (peak - idle) / CALLS )) KiB per call)"
+  peak_anon=$(cat /tmp/relay-compare-anon)
+  # VmRSS also counts code pages first touched under load; RssAnon is what was allocated.
+  echo "$1: $out"
+  echo "  $1: cpu $(echo "scale=3; ($t1-$t0)*1000/$TCK/($CALLS*$SECONDS_)" | bc) ms per call-second; rss idle $idle KiB, mid-run $peak KiB ($(( (peak - idle) / CALLS )) KiB per call; anonymous $(( (peak_anon - idle_anon) / CALLS )) KiB per call)"
 }
 taskset -c 0 "$BENCH" relay 18602 ws://127.0.0.1:18601 & RELAY=$!
 sleep 0.5
-run "minimal relay" $RELAY ws://127.0.0.1:18602/twilio
+run "minimal relay" $RELAY ws://127.0.0.1:18602/twilio ""
 kill $RELAY
 CALLGATE_LISTEN=127.0.0.1:18603 CALLGATE_UPSTREAM_URL=ws://127.0.0.1:18601 \
   CALLGATE_SECURITY__UPGRADES_PER_IP_PER_SECOND=10000 CALLGATE_SECURITY__UPGRADE_BURST_PER_IP=10000 \
   CALLGATE_RECORDS__PATH=$(mktemp -d)/calls.db RUST_LOG=warn taskset -c 0 "$GW" >/dev/null 2>&1 & GATE=$!
 sleep 1
-run "callgate (defaults)" $GATE ws://127.0.0.1:18603/twilio
+run "callgate (defaults)" $GATE ws://127.0.0.1:18603/twilio http://127.0.0.1:18603/metrics
 kill $GATE

@@ -393,7 +393,7 @@ async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
             run(latency, &[("direction", "inbound")]).describe()
         );
         println!(
-            "  start → upstream open: {}",
+            "  start → upstream ready: {}",
             run("callgate_upstream_connect_seconds", &[]).describe()
         );
     }

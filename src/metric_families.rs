@@ -150,7 +150,7 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "callgate_upstream_connect_seconds",
         kind: Kind::Histogram,
-        help: "Call start (or reconnect) to upstream socket open.",
+        help: "Call start (or reconnect) to upstream session ready.",
         series: none,
     },
     Family {

@@ -160,6 +160,9 @@ struct Relay {
     hangup_requested: Option<Instant>,
     /// Upstream connections opened so far (numbers them on the tape).
     connections: u32,
+    /// When the current session began to be opened (taken from the pool, or connected), until
+    /// it is ready: `callgate_upstream_connect_seconds`.
+    opening_since: Option<Instant>,
     /// `transfer_call` was called: where to, once the handoff sentence has played.
     transfer: Option<control::PendingTransfer>,
 }
@@ -202,6 +205,7 @@ impl Relay {
             tool_results_tx,
             hangup_requested: None,
             connections: 0,
+            opening_since: None,
             transfer: None,
             dialect: config.dialect,
             call,
@@ -277,8 +281,7 @@ impl Relay {
             };
             let outcome = match connected {
                 Ok(mut ws) => {
-                    metrics::histogram!("callgate_upstream_connect_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    self.opening_since = Some(started);
                     tracing::debug!(
                         elapsed_us = started.elapsed().as_micros() as u64,
                         reseed = self.reseed,

@@ -162,6 +162,10 @@ impl Relay {
             send_text(ws, wire::greeting(&self.greeting), config).await?;
         }
         self.ready = true;
+        if let Some(since) = self.opening_since.take() {
+            metrics::histogram!("callgate_upstream_connect_seconds")
+                .record(since.elapsed().as_secs_f64());
+        }
         tracing::debug!(held = self.audio.len(), "upstream session ready");
         self.flush_audio(ws, config).await
     }

@@ -18,7 +18,9 @@ use crate::tape::{Dir, Tape};
 /// One upstream WebSocket, and the call's tape when it is taped (with this connection's
 /// number on the call).
 pub(in crate::bridge) struct Upstream {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Boxed: with TLS state inline it is ~1.4 KB, and the call's task would hold a copy per
+    /// place it is moved through.
+    ws: Box<WebSocketStream<MaybeTlsStream<TcpStream>>>,
     tap: Option<(Arc<Tape>, u32)>,
 }
 
@@ -126,7 +128,10 @@ pub(in crate::bridge) async fn connect(
             if let Some((tape, conn)) = &tap {
                 tape.upstream_open(*conn);
             }
-            Ok(Upstream { ws, tap })
+            Ok(Upstream {
+                ws: Box::new(ws),
+                tap,
+            })
         }
     }
 }
