@@ -22,6 +22,11 @@ rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 anon() { awk '/RssAnon/ {print $2}' /proc/$1/status; }
 run() { # name pid url [metrics url, "" for none]
   local t0 t1 out idle peak
+  # Warm up first (10 calls, 2 s), so that the idle sample already holds the code and the
+  # allocator's arenas a call touches once: what grows after that is per call.
+  taskset -c 1 target/release/callgate loadtest --stamped --calls 10 --duration 2 --ramp-ms 10 \
+    --url "$3" --metrics "" >/dev/null
+  sleep 1
   idle=$(rss "$2")
   idle_anon=$(anon "$2")
   t0=$(cpu "$2")
