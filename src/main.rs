@@ -325,19 +325,11 @@ async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         (None, None) => "ws://127.0.0.1:8080/twilio".into(),
     };
     // The gateway's own view: its latency histograms, read before and after.
-    let metrics_url = args.metrics.clone().unwrap_or_else(|| metrics_url_of(&url));
-    let scrape = || async {
-        if metrics_url.is_empty() {
-            return None;
-        }
-        match client::scrape::get(&metrics_url).await {
-            Ok(text) => Some(text),
-            Err(error) => {
-                println!("gateway metrics unavailable: {error:#}");
-                None
-            }
-        }
-    };
+    let metrics_url = args
+        .metrics
+        .clone()
+        .unwrap_or_else(|| client::scrape::metrics_url_of(&url));
+    let scrape = || client::scrape::snapshot(&metrics_url);
     let before = scrape().await;
     let started = std::time::Instant::now();
     if let Some(options) = options {
@@ -378,38 +370,9 @@ async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         println!("{}", report.summary(args.duration));
     }
     if let (Some(before), Some(after)) = (before, scrape().await) {
-        use client::scrape::Buckets;
-        let run = |name: &str, labels: &[(&str, &str)]| {
-            Buckets::of(&after, name, labels).since(&Buckets::of(&before, name, labels))
-        };
-        let latency = "callgate_gateway_latency_seconds";
-        println!("gateway-added latency (its histograms, bucket bounds):");
-        println!(
-            "  model → carrier: {}",
-            run(latency, &[("direction", "outbound")]).describe()
-        );
-        println!(
-            "  carrier → model: {}",
-            run(latency, &[("direction", "inbound")]).describe()
-        );
-        println!(
-            "  start → upstream ready: {}",
-            run("callgate_upstream_connect_seconds", &[]).describe()
-        );
+        print!("{}", client::scrape::gateway_latency(&before, &after));
     }
     Ok(())
-}
-
-/// `ws://host:port/…` → `http://host:port/metrics` ("" when there is no URL).
-fn metrics_url_of(url: &str) -> String {
-    let Some(rest) = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-    else {
-        return String::new();
-    };
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("http://{host}/metrics")
 }
 
 /// Options for one call from the command line (the WAV converted to the carrier's format).

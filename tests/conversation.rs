@@ -601,8 +601,8 @@ async fn profiles_allowlists_and_the_greeting() {
     assert_eq!(b.closed().await.0, 1000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
+/// A Twilio call on a fresh gateway whose model has begun response `r1` on connection 0.
+async fn twilio_call_with_response_r1() -> (FakeUpstream, Gateway, Carrier) {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |_| {}).await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
@@ -614,6 +614,12 @@ async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
             json!({"type": "response.created", "response": {"id": "r1"}}),
         )
         .await;
+    (upstream, gw, carrier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_audio_is_never_held_while_the_carrier_has_little_queued() {
+    let (upstream, _gw, mut carrier) = twilio_call_with_response_r1().await;
     // One second of audio as fifty 20 ms deltas, as fast as the model streams them.
     for _ in 0..50 {
         upstream.send(0, json!({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": B64.encode([0x55u8; 160])})).await;
@@ -653,17 +659,7 @@ async fn early_audio_is_marked_every_piece_even_when_echoes_come_at_once() {
     // A model streaming 20 ms deltas in real time to a carrier that echoes each mark at
     // once: every delta goes out early, and a mark follows only each 100 ms of it (a mark
     // per delta would double the carrier messages for no accuracy).
-    let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |_| {}).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    upstream.conn(0).await;
-    upstream
-        .send(
-            0,
-            json!({"type": "response.created", "response": {"id": "r1"}}),
-        )
-        .await;
+    let (upstream, _gw, mut carrier) = twilio_call_with_response_r1().await;
     let mut marks = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,7 @@
 //! `callgate call`: plays a WAV file into a gateway as a carrier would, answers marks as a
 //! carrier does, records the reply. Also the integration tests' carrier, for every dialect.
 
+pub mod echo;
 pub mod scrape;
 pub mod stamped;
 

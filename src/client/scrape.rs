@@ -31,6 +31,46 @@ pub async fn get(url: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
+/// `ws://host:port/…` → `http://host:port/metrics` ("" for anything else).
+pub fn metrics_url_of(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return String::new();
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("http://{host}/metrics")
+}
+
+/// `/metrics` now, or `None` (said on stdout) when it cannot be read or `url` is "".
+pub async fn snapshot(url: &str) -> Option<String> {
+    if url.is_empty() {
+        return None;
+    }
+    match get(url).await {
+        Ok(text) => Some(text),
+        Err(error) => {
+            println!("gateway metrics unavailable: {error:#}");
+            None
+        }
+    }
+}
+
+/// What the gateway's histograms say about a run between two snapshots.
+pub fn gateway_latency(before: &str, after: &str) -> String {
+    let run = |name: &str, labels: &[(&str, &str)]| {
+        Buckets::of(after, name, labels).since(&Buckets::of(before, name, labels))
+    };
+    let latency = "callgate_gateway_latency_seconds";
+    format!(
+        "gateway-added latency (its histograms, bucket bounds):\n  model → carrier: {}\n  carrier → model: {}\n  start → upstream ready: {}\n",
+        run(latency, &[("direction", "outbound")]).describe(),
+        run(latency, &[("direction", "inbound")]).describe(),
+        run("callgate_upstream_connect_seconds", &[]).describe(),
+    )
+}
+
 /// One histogram series' cumulative bucket counts, by upper bound (seconds).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Buckets(BTreeMap<u64, f64>);
@@ -151,6 +191,19 @@ callgate_gateway_latency_seconds_bucket{direction="inbound",le="+Inf"} 2
             &[("direction", "inbound")],
         );
         assert_eq!(inbound.quantile_ms(0.99), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn the_metrics_url_is_the_gateways_own() {
+        assert_eq!(
+            metrics_url_of("ws://127.0.0.1:8080/twilio"),
+            "http://127.0.0.1:8080/metrics"
+        );
+        assert_eq!(
+            metrics_url_of("wss://gw.example.com/twilio?x=1"),
+            "http://gw.example.com/metrics"
+        );
+        assert_eq!(metrics_url_of(""), "");
     }
 
     #[test]

@@ -230,22 +230,25 @@ async fn one_call(
     }
 }
 
-/// The name in a mark message, found by its key.
+/// The name in a mark message.
 fn mark_name(text: &str) -> Option<&str> {
-    if !text.contains("\"event\":\"mark\"") {
-        return None;
-    }
-    const KEY: &str = "\"name\":\"";
-    let at = text.find(KEY)? + KEY.len();
-    Some(&text[at..at + text[at..].find('"')?])
+    text.contains("\"event\":\"mark\"")
+        .then(|| string_field(text, "name"))
+        .flatten()
 }
 
-/// The base64 payload of a media message, found by its key.
+/// The base64 payload of a media message.
 fn media_payload(text: &str) -> Option<&str> {
-    const KEY: &str = "\"payload\":\"";
-    let at = text.find(KEY)? + KEY.len();
-    let len = text[at..].find('"')?;
-    Some(&text[at..at + len])
+    string_field(text, "payload")
+}
+
+/// The first string value of `key` in compact JSON, found without parsing (the load and the
+/// echo upstream share a core with each other, and only this much of a message matters).
+/// Values with escapes are not decoded: base64 and mark names have none.
+pub fn string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let quoted = format!("\"{key}\":\"");
+    let at = text.find(&quoted)? + quoted.len();
+    Some(&text[at..at + text[at..].find('"')?])
 }
 
 #[cfg(test)]

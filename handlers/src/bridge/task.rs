@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The relay's jobs, one file each under `task/`: `socket` (connect, send, close),
-//! `events` (what the server says), `playback` (the outbound audio path and the ledger of
+//! `events` (what the server says), `caller_audio` (the caller's audio to the model),
+//! `playback` (the outbound audio path and the ledger of
 //! what the caller heard: marks, barge-in), `keypad` (DTMF), `functions` (tools and
 //! `end_call`), `control` (transfer, DTMF out, hang-up), `memory` (transcripts kept to
 //! re-seed), `rollover` (fresh sessions before expiry, fallback audio), `profile` (per-call
@@ -78,6 +79,7 @@ async fn report(outbox: &mpsc::Sender<Downstream>, err: BridgeError) {
     let _ = outbox.send(Downstream::End(err)).await;
 }
 
+mod caller_audio;
 mod control;
 mod events;
 mod functions;
@@ -461,52 +463,6 @@ impl Relay {
                 }
             }
         }
-    }
-
-    /// Sends every queued caller chunk, in order, with one flush.
-    async fn flush_audio(
-        &mut self,
-        ws: &mut Upstream,
-        config: &BridgeConfig,
-    ) -> Result<(), BridgeError> {
-        self.batch.clear();
-        self.audio.drain_into(&mut self.batch);
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        let batch = std::mem::take(&mut self.batch);
-        let sending = async {
-            for (_, chunk) in &batch {
-                wire::append(chunk, &mut text);
-                ws.feed(Message::Text(std::mem::take(&mut text).into()))
-                    .await?;
-            }
-            ws.flush().await
-        };
-        let result = match tokio::time::timeout(config.stall_timeout, sending).await {
-            Err(_) => Err(BridgeError::Stalled),
-            Ok(result) => result.map_err(closed),
-        };
-        if result.is_ok() {
-            for (accepted, _) in &batch {
-                self.latency_inbound
-                    .record(accepted.elapsed().as_secs_f64());
-            }
-        }
-        self.batch = batch;
-        self.batch.clear();
-        result
-    }
-
-    /// After `end_call`: the response is done and its audio has played (from marks, or
-    /// from time without them), or 30 s have passed.
-    fn goodbye_played(&self) -> bool {
-        let waited = self
-            .hangup_requested
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
-        let done = self.current_response.is_none() && !self.audible();
-        done || waited
     }
 
     /// Runs `future` to completion unless the call stops first (`None`); control messages

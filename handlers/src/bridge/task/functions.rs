@@ -2,7 +2,7 @@
 //! of their own whose results come back to the model.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -89,5 +89,15 @@ impl Relay {
             self.response_wanted = true;
             Ok(())
         }
+    }
+
+    /// After `end_call`: the response is done and its audio has played (from marks, or
+    /// from time without them), or 30 s have passed.
+    pub(super) fn goodbye_played(&self) -> bool {
+        let waited = self
+            .hangup_requested
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
+        let done = self.current_response.is_none() && !self.audible();
+        done || waited
     }
 }
