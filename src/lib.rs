@@ -111,13 +111,13 @@ pub async fn run(
         tracing::warn!(routes = ?replayable, "twilio_signature routes without require_call_token: a signature is constant per URL, so anyone who has seen one can replay it; add a single-use call token (README, Security)");
     }
     let records = if config.records.enabled {
-        let path = std::path::Path::new(&config.records.path);
+        let location = records::Location::of(&config.records.path, &config.records.url);
         let records = records::Records::open_with_webhook(
-            path,
+            &location,
             Some(&config.records.webhook_url),
             config.records.webhook_retries,
         )?;
-        tracing::info!(path = %config.records.path, "call records on");
+        tracing::info!(at = %location.describe(), "call records on");
         Some(records)
     } else {
         None

@@ -203,33 +203,8 @@ async fn run_tool(config: Option<PathBuf>, command: Command) -> anyhow::Result<(
         Command::Replay(args) => replay(args).await,
         Command::Calls { what } => {
             let config = load(config)?;
-            let reader =
-                callgate::records::RecordReader::open(std::path::Path::new(&config.records.path))?;
-            match what {
-                CallsCommand::List { limit } => {
-                    println!(
-                        "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9} {:>6}",
-                        "KEY", "CALL", "CARRIER", "OUTCOME", "CODE", "SECONDS", "LINES"
-                    );
-                    for r in reader.list(limit)? {
-                        println!(
-                            "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9.1} {:>6}",
-                            r.key,
-                            r.call_sid,
-                            r.carrier,
-                            r.outcome,
-                            r.close_code,
-                            r.duration_ms as f64 / 1000.0,
-                            r.transcript.len()
-                        );
-                    }
-                }
-                CallsCommand::Show { id } => match reader.show(&id)? {
-                    Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
-                    None => anyhow::bail!("no call {id}"),
-                },
-            }
-            Ok(())
+            // The PostgreSQL client is synchronous: read outside the runtime's threads.
+            tokio::task::spawn_blocking(move || calls(&config, what)).await?
         }
     }
 }
@@ -371,6 +346,39 @@ async fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
     }
     if let (Some(before), Some(after)) = (before, scrape().await) {
         print!("{}", client::scrape::gateway_latency(&before, &after));
+    }
+    Ok(())
+}
+
+/// `callgate calls list|show`, from whichever store the configuration names.
+fn calls(config: &Config, what: CallsCommand) -> anyhow::Result<()> {
+    let reader = callgate::records::RecordReader::at(&callgate::records::Location::of(
+        &config.records.path,
+        &config.records.url,
+    ))?;
+    match what {
+        CallsCommand::List { limit } => {
+            println!(
+                "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9} {:>6}",
+                "KEY", "CALL", "CARRIER", "OUTCOME", "CODE", "SECONDS", "LINES"
+            );
+            for r in reader.list(limit)? {
+                println!(
+                    "{:<22} {:<36} {:<14} {:<10} {:>6} {:>9.1} {:>6}",
+                    r.key,
+                    r.call_sid,
+                    r.carrier,
+                    r.outcome,
+                    r.close_code,
+                    r.duration_ms as f64 / 1000.0,
+                    r.transcript.len()
+                );
+            }
+        }
+        CallsCommand::Show { id } => match reader.show(&id)? {
+            Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
+            None => anyhow::bail!("no call {id}"),
+        },
     }
     Ok(())
 }

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use callgate::records::RecordReader;
 use callgate_handlers::bridge::Secret;
 use common::*;
 use futures_util::StreamExt;
@@ -27,11 +26,25 @@ async fn next_json(ws: &mut Carrier) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_feed_and_records_follow_the_call() {
+    live_feed_and_records(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feed_and_records_follow_the_call_in_postgres() {
+    if let Some(url) = postgres_db() {
+        live_feed_and_records(Some(url)).await;
+    }
+}
+
+/// A call with transcripts and DTMF: the live feeds, then the record in SQLite (`None`) or
+/// in the PostgreSQL database at `postgres`.
+async fn live_feed_and_records(postgres: Option<String>) {
     let upstream = FakeUpstream::start().await;
     let mut db = String::new();
     let gw = Gateway::start(Some(&upstream), |c| {
         c.security.admin_token = Secret::new("feed-token");
         db = c.records.path.clone();
+        c.records.url = postgres.clone().unwrap_or_default();
     })
     .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
@@ -127,16 +140,17 @@ async fn live_feed_and_records_follow_the_call() {
 
     // The record: transcript in order, digits redacted, the outcome.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Transcripts are private: the database and its WAL are the owner's alone.
-    for file in [db.clone(), format!("{db}-wal")] {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    if postgres.is_none() {
+        // Transcripts are private: the database and its WAL are the owner's alone.
+        for file in [db.clone(), format!("{db}-wal")] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} is {mode:o}");
+        }
     }
-    let record = RecordReader::open(std::path::Path::new(&db))
-        .unwrap()
-        .show(&call_sid)
-        .unwrap()
+    let location = callgate::records::Location::of(&db, postgres.as_deref().unwrap_or(""));
+    let record = read_record(location, call_sid.clone())
+        .await
         .expect("a record");
     assert_eq!(record.outcome, "completed");
     assert_eq!(record.close_code, 1000);
@@ -160,10 +174,35 @@ async fn live_feed_and_records_follow_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_call_keeps_the_transcript_so_far() {
+    crash_mid_call(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_call_keeps_the_transcript_so_far_in_postgres() {
+    if let Some(url) = postgres_db() {
+        crash_mid_call(Some(url)).await;
+    }
+}
+
+/// SIGKILL mid-call, restart: the record holds every line said, in SQLite (`None`) or in
+/// the PostgreSQL database at `postgres`, and `callgate calls show` prints it.
+async fn crash_mid_call(postgres: Option<String>) {
     use std::process::{Command, Stdio};
     let upstream = FakeUpstream::start().await;
-    let db = std::env::temp_dir().join(format!("callgate-crash-{}.db", std::process::id()));
+    let db = std::env::temp_dir().join(format!(
+        "callgate-crash-{}-{}.db",
+        std::process::id(),
+        postgres.is_some()
+    ));
     let _ = std::fs::remove_file(&db);
+    let location = callgate::records::Location::of(
+        &db.display().to_string(),
+        postgres.as_deref().unwrap_or(""),
+    );
+    let store_env = match &postgres {
+        Some(url) => ("CALLGATE_RECORDS__URL", url.clone()),
+        None => ("CALLGATE_RECORDS__PATH", db.display().to_string()),
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -173,7 +212,7 @@ async fn a_crash_mid_call_keeps_the_transcript_so_far() {
         Command::new(env!("CARGO_BIN_EXE_callgate"))
             .env("CALLGATE_LISTEN", format!("127.0.0.1:{port}"))
             .env("CALLGATE_UPSTREAM_URL", &upstream.url)
-            .env("CALLGATE_RECORDS__PATH", &db)
+            .env(store_env.0, &store_env.1)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -199,10 +238,8 @@ async fn a_crash_mid_call_keeps_the_transcript_so_far() {
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let record = RecordReader::open(&db)
-        .unwrap()
-        .show(&format!("CA{}", &SID[2..]))
-        .unwrap()
+    let record = read_record(location, format!("CA{}", &SID[2..]))
+        .await
         .expect("the call's row");
     let texts: Vec<&str> = record.transcript.iter().map(|l| l.text.as_str()).collect();
     assert_eq!(
@@ -214,7 +251,7 @@ async fn a_crash_mid_call_keeps_the_transcript_so_far() {
     );
     assert_eq!(record.outcome, "in progress or interrupted");
     let output = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .env("CALLGATE_RECORDS__PATH", &db)
+        .env(store_env.0, &store_env.1)
         .args(["calls", "show", &format!("CA{}", &SID[2..])])
         .output()
         .unwrap();

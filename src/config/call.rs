@@ -11,8 +11,10 @@ use callgate_handlers::settings::{millis, secs};
 pub struct RecordsConfig {
     /// Write call records and transcripts.
     pub enabled: bool,
-    /// SQLite database file.
+    /// SQLite database file (when `url` is empty).
     pub path: String,
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`); "" = SQLite at `path`.
+    pub url: String,
     /// Also POST each finished record (JSON) here ("" = no).
     pub webhook_url: String,
     /// Retries of a failed webhook POST (with backoff).
@@ -24,6 +26,7 @@ impl Default for RecordsConfig {
         Self {
             enabled: true,
             path: "callgate.db".into(),
+            url: String::new(),
             webhook_url: String::new(),
             webhook_retries: 3,
         }

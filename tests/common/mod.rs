@@ -594,3 +594,52 @@ pub fn hz(samples: &[i16], rate: u32) -> f64 {
 pub fn rms(samples: &[i16]) -> f64 {
     (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
 }
+
+/// A fresh PostgreSQL database for one test, on the server at `CALLGATE_TEST_POSTGRES_URL`
+/// (default `postgres://postgres@127.0.0.1:5432/postgres`; `.ci/run` makes sure one runs).
+/// `None`, said loudly, when no server answers: the caller skips its PostgreSQL half.
+pub fn postgres_db() -> Option<String> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let server = std::env::var("CALLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!(
+        "callgate_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    // The client runs a runtime of its own: not on a test's runtime thread.
+    let created = std::thread::spawn({
+        let (server, name) = (server.clone(), name.clone());
+        move || -> Result<(), postgres::Error> {
+            let mut client = postgres::Client::connect(&server, postgres::NoTls)?;
+            // Two statements: CREATE DATABASE may not share an implicit transaction.
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+            client.batch_execute(&format!("CREATE DATABASE {name}"))
+        }
+    })
+    .join()
+    .unwrap();
+    match created {
+        Ok(()) => Some(format!("{}/{name}", server.rsplit_once('/').unwrap().0)),
+        Err(error) => {
+            eprintln!("\n!!! SKIPPING the PostgreSQL half: no server at {server} ({error:?}); .ci/run starts one\n");
+            None
+        }
+    }
+}
+
+/// Reads one call's record from `location` (outside the runtime: the PostgreSQL client is
+/// synchronous).
+pub async fn read_record(
+    location: callgate::records::Location,
+    id: String,
+) -> Option<callgate::records::CallRecord> {
+    tokio::task::spawn_blocking(move || {
+        callgate::records::RecordReader::at(&location)
+            .unwrap()
+            .show(&id)
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

@@ -1,9 +1,13 @@
-//! Call records in an embedded SQLite database: a row per call, written when the call starts
-//! and completed when it ends, and its transcript appended line by line as it is spoken, so
-//! a crash loses nothing already said.
+//! Call records: a row per call, written when the call starts and completed when it ends, and
+//! its transcript appended line by line as it is spoken, so a crash loses nothing already
+//! said. Kept in an embedded SQLite file (`records.path`, the default: nothing to install) or
+//! in PostgreSQL (`records.url`, shared by every replica), the same schema in both.
 //!
-//! One thread owns the connection (SQLite is synchronous; nothing blocks the runtime); calls
-//! send it operations over a channel. WAL mode: each line is durable once committed.
+//! One thread owns the store's connection (both clients are synchronous; nothing blocks the
+//! runtime); calls send it operations over a channel.
+
+mod postgres;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -12,7 +16,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use callgate_handlers::call_state::CallState;
 use callgate_handlers::feed::FeedEvent;
-use rusqlite::{params, Connection};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -20,42 +23,6 @@ use crate::recording::RecordingInfo;
 
 /// How long a finished call's record waits for its recording to be written and uploaded.
 const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
-
-/// Columns added after the first schema, created on databases that predate them.
-const ADDED_COLUMNS: &[(&str, &str)] =
-    &[("recording_location", "TEXT"), ("recording_ms", "INTEGER")];
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS calls (
-    key TEXT PRIMARY KEY,
-    call_sid TEXT NOT NULL,
-    stream_sid TEXT NOT NULL,
-    carrier TEXT NOT NULL,
-    tenant TEXT,
-    started_at_ms INTEGER NOT NULL,
-    ended_at_ms INTEGER,
-    duration_ms INTEGER,
-    outcome TEXT,
-    close_code INTEGER,
-    frames_in INTEGER,
-    frames_out INTEGER,
-    audio_dropped INTEGER,
-    barge_ins INTEGER,
-    dtmf INTEGER,
-    tool_calls INTEGER,
-    recording_location TEXT,
-    recording_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS transcript (
-    key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    text TEXT NOT NULL,
-    PRIMARY KEY (key, seq)
-);
-CREATE INDEX IF NOT EXISTS calls_by_sid ON calls (call_sid);
-";
 
 enum Op {
     /// The call's row, from the record's identity fields.
@@ -71,11 +38,68 @@ enum Op {
     End(Box<CallRecord>),
 }
 
+/// Where records are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://user:password@host/db`).
+    Postgres(String),
+}
+
+impl Location {
+    /// PostgreSQL when `url` is set, else the SQLite file at `path`.
+    pub fn of(path: &str, url: &str) -> Self {
+        if url.is_empty() {
+            Self::Sqlite(PathBuf::from(path))
+        } else {
+            Self::Postgres(url.to_owned())
+        }
+    }
+
+    /// For logs: the file, or the database's host and name (never the password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(url) => postgres::describe(url),
+        }
+    }
+
+    /// Opens the store for writing (creating the schema or migrating it).
+    fn open(&self) -> anyhow::Result<Box<dyn Store>> {
+        Ok(match self {
+            Self::Sqlite(path) => Box::new(sqlite::Sqlite::open(path)?),
+            Self::Postgres(url) => Box::new(postgres::Postgres::connect(url)?),
+        })
+    }
+}
+
+/// A store of records, used from one thread.
+trait Store: Send {
+    /// The call's row, from the record's identity fields (a second start is ignored).
+    fn start(&mut self, record: &CallRecord) -> anyhow::Result<()>;
+    /// One transcript line (the same `seq` again replaces it).
+    fn line(
+        &mut self,
+        key: &str,
+        seq: i64,
+        at_ms: i64,
+        role: &str,
+        text: &str,
+    ) -> anyhow::Result<()>;
+    /// The call's outcome and counters.
+    fn end(&mut self, record: &CallRecord) -> anyhow::Result<()>;
+    /// Keys of the most recent calls, newest first.
+    fn recent(&mut self, limit: usize) -> anyhow::Result<Vec<String>>;
+    /// One call by key or call id (the latest with that call id), with its transcript.
+    fn show(&mut self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>>;
+}
+
 /// The writer's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Records {
     ops: mpsc::Sender<Op>,
-    path: Arc<PathBuf>,
+    location: Arc<Location>,
     webhook: Option<Arc<Webhook>>,
 }
 
@@ -126,7 +150,9 @@ impl Webhook {
 
 impl std::fmt::Debug for Records {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Records").field("path", &self.path).finish()
+        f.debug_struct("Records")
+            .field("at", &self.location.describe())
+            .finish()
     }
 }
 
@@ -185,14 +211,15 @@ pub struct TranscriptLine {
 }
 
 impl Records {
-    /// Opens (creating if needed) the database at `path` and starts the writer thread;
-    /// with `webhook_url`, finished records are also POSTed there (`retries` retries).
+    /// Opens (creating or migrating the schema) the store at `location` and starts the
+    /// writer thread; with `webhook_url`, finished records are also POSTed there (`retries`
+    /// retries).
     pub fn open_with_webhook(
-        path: &Path,
+        location: &Location,
         webhook_url: Option<&str>,
         retries: u32,
     ) -> anyhow::Result<Self> {
-        let mut records = Self::open(path)?;
+        let mut records = Self::open(location)?;
         if let Some(url) = webhook_url.filter(|u| !u.is_empty()) {
             let client = callgate_handlers::bridge::tools::https_client();
             records.webhook = Some(Arc::new(Webhook {
@@ -204,17 +231,32 @@ impl Records {
         Ok(records)
     }
 
-    /// Opens (creating if needed) the database at `path` and starts the writer thread.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let connection = open(path)?;
+    /// Opens (creating or migrating the schema) the store at `location` and starts the
+    /// writer thread.
+    pub fn open(location: &Location) -> anyhow::Result<Self> {
         let (ops, rx) = mpsc::channel::<Op>();
+        // The store is opened on its own thread: the PostgreSQL client runs a runtime of its
+        // own, which may not start inside the gateway's. Startup waits for the outcome.
+        let (opened_tx, opened) = mpsc::channel();
+        let at = location.clone();
         std::thread::Builder::new()
             .name("callgate-records".into())
-            .spawn(move || writer(connection, rx))
+            .spawn(move || match at.open() {
+                Ok(store) => {
+                    let _ = opened_tx.send(Ok(()));
+                    writer(store, rx);
+                }
+                Err(error) => {
+                    let _ = opened_tx.send(Err(error));
+                }
+            })
             .context("starting the records thread")?;
+        opened
+            .recv()
+            .context("the records thread ended while opening its store")??;
         Ok(Self {
             ops,
-            path: Arc::new(path.to_owned()),
+            location: Arc::new(location.clone()),
             webhook: None,
         })
     }
@@ -315,9 +357,9 @@ impl Records {
         key
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the records are kept.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 }
 
@@ -332,158 +374,65 @@ fn unix_ms(t: std::time::SystemTime) -> i64 {
         .unwrap_or_default()
 }
 
-fn open(path: &Path) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // Transcripts are private: the database is the owner's alone (0600), and SQLite gives
-    // its -wal and -shm files the database's own mode.
-    create_private(path)?;
-    let connection =
-        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // WAL: a committed line survives a crash of the process; NORMAL sync keeps writes cheap.
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.execute_batch(SCHEMA)?;
-    for (column, kind) in ADDED_COLUMNS {
-        let present: bool = connection
-            .prepare("SELECT 1 FROM pragma_table_info('calls') WHERE name = ?1")?
-            .exists(params![column])?;
-        if !present {
-            connection.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {column} {kind}"))?;
-        }
-    }
-    Ok(connection)
-}
-
-/// Creates `path` with mode 0600 if it does not exist, and tightens it if it does.
-fn create_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    Ok(())
-}
-
-fn writer(connection: Connection, ops: mpsc::Receiver<Op>) {
+/// The writer thread: each operation in order; a failure is counted and logged, and the
+/// next operation is tried (a call's record must never stop the others').
+fn writer(mut store: Box<dyn Store>, ops: mpsc::Receiver<Op>) {
     for op in ops {
         let result = match op {
-            Op::Start(r) => connection.execute(
-                "INSERT OR IGNORE INTO calls (key, call_sid, stream_sid, carrier, tenant, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.key, r.call_sid, r.stream_sid, r.carrier, r.tenant, r.started_at_ms],
-            ),
-            Op::Line { key, seq, at_ms, role, text } => connection.execute(
-                "INSERT OR REPLACE INTO transcript (key, seq, at_ms, role, text) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, seq, at_ms, role, text],
-            ),
-            Op::End(record) => connection.execute(
-                "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?3, outcome = ?4, close_code = ?5, frames_in = ?6, frames_out = ?7,
-                                  audio_dropped = ?8, barge_ins = ?9, dtmf = ?10, tool_calls = ?11,
-                                  recording_location = ?12, recording_ms = ?13 WHERE key = ?1",
-                params![
-                    record.key,
-                    record.ended_at_ms,
-                    record.duration_ms,
-                    record.outcome,
-                    record.close_code,
-                    record.frames_in,
-                    record.frames_out,
-                    record.audio_dropped,
-                    record.barge_ins,
-                    record.dtmf,
-                    record.tool_calls,
-                    record.recording_location,
-                    record.recording_ms
-                ],
-            ),
+            Op::Start(record) => store.start(&record),
+            Op::Line {
+                key,
+                seq,
+                at_ms,
+                role,
+                text,
+            } => store.line(&key, seq, at_ms, &role, &text),
+            Op::End(record) => store.end(&record),
         };
         if let Err(error) = result {
             metrics::counter!("callgate_record_write_errors_total").increment(1);
-            tracing::error!(%error, "writing a call record failed");
+            tracing::error!(error = %format!("{error:#}"), "writing a call record failed");
         }
     }
 }
 
-/// Reads records (the `callgate calls` command and tests).
+/// Reads records (the `callgate calls` command and tests), from either store.
 pub struct RecordReader {
-    connection: Connection,
+    store: std::sync::Mutex<Box<dyn Store>>,
 }
 
 impl RecordReader {
-    /// Opens the database read-only.
+    /// Opens an SQLite database read-only.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let connection =
-            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { connection })
+        Ok(Self {
+            store: std::sync::Mutex::new(Box::new(sqlite::Sqlite::open_read_only(path)?)),
+        })
+    }
+
+    /// Opens the store at `location` (PostgreSQL, or SQLite read-only). The PostgreSQL
+    /// client is synchronous: call this (and read) outside an async runtime, e.g. in
+    /// `spawn_blocking`.
+    pub fn at(location: &Location) -> anyhow::Result<Self> {
+        match location {
+            Location::Sqlite(path) => Self::open(path),
+            Location::Postgres(url) => Ok(Self {
+                store: std::sync::Mutex::new(Box::new(postgres::Postgres::connect(url)?)),
+            }),
+        }
     }
 
     /// The most recent calls, newest first.
     pub fn list(&self, limit: usize) -> anyhow::Result<Vec<CallRecord>> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT key FROM calls ORDER BY started_at_ms DESC LIMIT ?1")?;
-        let keys: Vec<String> = statement
-            .query_map(params![limit as i64], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+        let mut store = callgate_layers::util::lock(&self.store);
+        let keys = store.recent(limit)?;
         // Every listed key is found (nothing deletes rows); a missing one would be skipped.
         keys.iter()
-            .filter_map(|k| self.show(k).transpose())
+            .filter_map(|k| store.show(k).transpose())
             .collect()
     }
 
     /// One call by key or call id (the latest with that call id).
     pub fn show(&self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
-        let mut statement = self.connection.prepare(
-            "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
-                    frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls, recording_location, recording_ms
-             FROM calls WHERE key = ?1 OR call_sid = ?1 ORDER BY started_at_ms DESC LIMIT 1",
-        )?;
-        let mut rows = statement.query(params![key_or_sid])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let key: String = row.get(0)?;
-        let mut record = CallRecord {
-            key: key.clone(),
-            call_sid: row.get(1)?,
-            stream_sid: row.get(2)?,
-            carrier: row.get(3)?,
-            tenant: row.get(4)?,
-            started_at_ms: row.get(5)?,
-            ended_at_ms: row.get::<_, Option<i64>>(6)?.unwrap_or_default(),
-            duration_ms: row.get::<_, Option<i64>>(7)?.unwrap_or_default(),
-            outcome: row
-                .get::<_, Option<String>>(8)?
-                .unwrap_or_else(|| "in progress or interrupted".into()),
-            close_code: row.get::<_, Option<i64>>(9)?.unwrap_or_default(),
-            frames_in: row.get::<_, Option<i64>>(10)?.unwrap_or_default(),
-            frames_out: row.get::<_, Option<i64>>(11)?.unwrap_or_default(),
-            audio_dropped: row.get::<_, Option<i64>>(12)?.unwrap_or_default(),
-            barge_ins: row.get::<_, Option<i64>>(13)?.unwrap_or_default(),
-            dtmf: row.get::<_, Option<i64>>(14)?.unwrap_or_default(),
-            tool_calls: row.get::<_, Option<i64>>(15)?.unwrap_or_default(),
-            recording_location: row.get(16)?,
-            recording_ms: row.get(17)?,
-            transcript: Vec::new(),
-        };
-        let mut lines = self
-            .connection
-            .prepare("SELECT at_ms, role, text FROM transcript WHERE key = ?1 ORDER BY seq")?;
-        record.transcript = lines
-            .query_map(params![key], |row| {
-                Ok(TranscriptLine {
-                    at_ms: row.get(0)?,
-                    role: row.get(1)?,
-                    text: row.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(Some(record))
+        callgate_layers::util::lock(&self.store).show(key_or_sid)
     }
 }
