@@ -31,8 +31,8 @@ async fn live_feed_and_records_follow_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_feed_and_records_follow_the_call_in_postgres() {
-    if let Some(url) = postgres_db() {
-        live_feed_and_records(Some(url)).await;
+    if let Some(db) = postgres_db() {
+        live_feed_and_records(Some(db.url.clone())).await;
     }
 }
 
@@ -179,8 +179,8 @@ async fn a_crash_mid_call_keeps_the_transcript_so_far() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_call_keeps_the_transcript_so_far_in_postgres() {
-    if let Some(url) = postgres_db() {
-        crash_mid_call(Some(url)).await;
+    if let Some(db) = postgres_db() {
+        crash_mid_call(Some(db.url.clone())).await;
     }
 }
 

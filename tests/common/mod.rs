@@ -596,9 +596,10 @@ pub fn rms(samples: &[i16]) -> f64 {
 }
 
 /// A fresh PostgreSQL database for one test, on the server at `CALLGATE_TEST_POSTGRES_URL`
-/// (default `postgres://postgres@127.0.0.1:5432/postgres`; `.ci/run` makes sure one runs).
-/// `None`, said loudly, when no server answers: the caller skips its PostgreSQL half.
-pub fn postgres_db() -> Option<String> {
+/// (default `postgres://postgres@127.0.0.1:5432/postgres`; `.ci/run` makes sure one runs),
+/// dropped when the value is. `None`, said loudly, when no server answers: the caller skips
+/// its PostgreSQL half.
+pub fn postgres_db() -> Option<TestDatabase> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let server = std::env::var("CALLGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -607,24 +608,58 @@ pub fn postgres_db() -> Option<String> {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    // The client runs a runtime of its own: not on a test's runtime thread.
-    let created = std::thread::spawn({
-        let (server, name) = (server.clone(), name.clone());
-        move || -> Result<(), postgres::Error> {
-            let mut client = postgres::Client::connect(&server, postgres::NoTls)?;
-            // Two statements: CREATE DATABASE may not share an implicit transaction.
-            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
-            client.batch_execute(&format!("CREATE DATABASE {name}"))
-        }
-    })
-    .join()
-    .unwrap();
+    // Two statements: CREATE DATABASE may not share an implicit transaction.
+    let created = on_server(
+        &server,
+        &[
+            &format!("DROP DATABASE IF EXISTS {name}"),
+            &format!("CREATE DATABASE {name}"),
+        ],
+    );
     match created {
-        Ok(()) => Some(format!("{}/{name}", server.rsplit_once('/').unwrap().0)),
+        Ok(()) => Some(TestDatabase {
+            url: format!("{}/{name}", server.rsplit_once('/').unwrap().0),
+            name,
+            server,
+        }),
         Err(error) => {
             eprintln!("\n!!! SKIPPING the PostgreSQL half: no server at {server} ({error:?}); .ci/run starts one\n");
             None
         }
+    }
+}
+
+/// Runs `statements` on `server`, off the test's runtime (the client runs one of its own).
+fn on_server(server: &str, statements: &[&str]) -> Result<(), postgres::Error> {
+    let server = server.to_owned();
+    let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    std::thread::spawn(move || -> Result<(), postgres::Error> {
+        let mut client = postgres::Client::connect(&server, postgres::NoTls)?;
+        for statement in &statements {
+            client.batch_execute(statement)?;
+        }
+        Ok(())
+    })
+    .join()
+    .unwrap()
+}
+
+/// A test's own PostgreSQL database; dropped (connections and all) with this value.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    server: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = on_server(
+            &self.server,
+            &[&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )],
+        );
     }
 }
 
