@@ -36,6 +36,46 @@ async fn live_feed_and_records_follow_the_call_in_postgres() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_a_lost_postgres_connection() {
+    let Some(db) = postgres_db() else { return };
+    let upstream = FakeUpstream::start().await;
+    let gw = Gateway::start(Some(&upstream), |c| c.records.url = db.url.clone()).await;
+    let location = callgate::records::Location::of("", &db.url);
+    // The server drops the gateway's connection (a restart, a failover) between two calls.
+    for (n, sid) in [
+        "MZ00000000000000000000000000000001",
+        "MZ00000000000000000000000000000002",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if n == 1 {
+            db.cut_connections();
+        }
+        let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+        carrier.send(twilio_start(sid, json!({}))).await;
+        upstream.conn(n).await;
+        upstream.send(n, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "transcript": "Hello there."})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        carrier.send(stop(sid)).await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    }
+    // The record after the cut was written on a new connection: row, line and outcome.
+    let call_sid = "CA00000000000000000000000000000002".to_owned();
+    let mut record = None;
+    for _ in 0..100 {
+        record = read_record(location.clone(), call_sid.clone()).await;
+        if record.as_ref().is_some_and(|r| r.outcome == "completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = record.expect("the second call's record");
+    assert_eq!(record.outcome, "completed");
+    assert_eq!(record.transcript.len(), 1);
+}
+
 /// A call with transcripts and DTMF: the live feeds, then the record in SQLite (`None`) or
 /// in the PostgreSQL database at `postgres`.
 async fn live_feed_and_records(postgres: Option<String>) {

@@ -50,9 +50,11 @@ const MIGRATIONS: &[&str] = &[
 /// Any number, the same for every replica: the lock migrations take.
 const MIGRATION_LOCK: i64 = 0x6361_6c6c_6761_7465;
 
-/// A PostgreSQL connection.
+/// A PostgreSQL connection, opened again when it breaks (a server restart, a failover, an
+/// idle connection cut by a proxy).
 pub(super) struct Postgres {
     client: Client,
+    url: String,
 }
 
 impl Postgres {
@@ -66,7 +68,28 @@ impl Postgres {
         let mut client = Client::connect(url, NoTls)
             .with_context(|| format!("connecting to PostgreSQL at {}", describe(url)))?;
         migrate(&mut client)?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Runs `query`; if the connection turns out to be broken, connects again and runs it
+    /// once more (an operation that fails twice is counted and logged by the writer).
+    fn run<T>(
+        &mut self,
+        query: impl Fn(&mut Client) -> Result<T, postgres::Error>,
+    ) -> anyhow::Result<T> {
+        match query(&mut self.client) {
+            Err(error) if self.client.is_closed() || lost(&error) => {
+                tracing::warn!(%error, at = %describe(&self.url), "PostgreSQL connection lost; connecting again");
+                self.client = Client::connect(&self.url, NoTls).with_context(|| {
+                    format!("reconnecting to PostgreSQL at {}", describe(&self.url))
+                })?;
+                Ok(query(&mut self.client)?)
+            }
+            result => Ok(result?),
+        }
     }
 }
 
@@ -94,6 +117,16 @@ fn migrate(client: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error says the connection is gone: closed, or ended by the server (SQLSTATE class
+/// 57, operator intervention, e.g. a shutdown or `pg_terminate_backend`; class 08,
+/// connection exception).
+fn lost(error: &postgres::Error) -> bool {
+    error.is_closed()
+        || error
+            .code()
+            .is_some_and(|state| state.code().starts_with("57") || state.code().starts_with("08"))
+}
+
 /// `host:port/db` of a URL, without user or password (for logs and errors).
 pub(super) fn describe(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -103,18 +136,20 @@ pub(super) fn describe(url: &str) -> String {
 
 impl Store for Postgres {
     fn start(&mut self, r: &CallRecord) -> anyhow::Result<()> {
-        self.client.execute(
-            "INSERT INTO calls (key, call_sid, stream_sid, carrier, tenant, started_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
-            &[
-                &r.key,
-                &r.call_sid,
-                &r.stream_sid,
-                &r.carrier,
-                &r.tenant,
-                &r.started_at_ms,
-            ],
-        )?;
+        self.run(|client| {
+            client.execute(
+                "INSERT INTO calls (key, call_sid, stream_sid, carrier, tenant, started_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+                &[
+                    &r.key,
+                    &r.call_sid,
+                    &r.stream_sid,
+                    &r.carrier,
+                    &r.tenant,
+                    &r.started_at_ms,
+                ],
+            )
+        })?;
         Ok(())
     }
 
@@ -126,16 +161,19 @@ impl Store for Postgres {
         role: &str,
         text: &str,
     ) -> anyhow::Result<()> {
-        self.client.execute(
-            "INSERT INTO transcript (key, seq, at_ms, role, text) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (key, seq) DO UPDATE SET at_ms = EXCLUDED.at_ms, role = EXCLUDED.role, text = EXCLUDED.text",
-            &[&key, &seq, &at_ms, &role, &text],
-        )?;
+        self.run(|client| {
+            client.execute(
+                "INSERT INTO transcript (key, seq, at_ms, role, text) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (key, seq) DO UPDATE SET at_ms = EXCLUDED.at_ms, role = EXCLUDED.role, text = EXCLUDED.text",
+                &[&key, &seq, &at_ms, &role, &text],
+            )
+        })?;
         Ok(())
     }
 
     fn end(&mut self, r: &CallRecord) -> anyhow::Result<()> {
-        self.client.execute(
+        self.run(|client| {
+            client.execute(
             "UPDATE calls SET ended_at_ms = $2, duration_ms = $3, outcome = $4, close_code = $5, frames_in = $6,
                               frames_out = $7, audio_dropped = $8, barge_ins = $9, dtmf = $10, tool_calls = $11,
                               recording_location = $12, recording_ms = $13 WHERE key = $1",
@@ -154,36 +192,40 @@ impl Store for Postgres {
                 &r.recording_location,
                 &r.recording_ms,
             ],
-        )?;
+            )
+        })?;
         Ok(())
     }
 
     fn recent(&mut self, limit: usize) -> anyhow::Result<Vec<String>> {
-        let rows = self.client.query(
-            "SELECT key FROM calls ORDER BY started_at_ms DESC LIMIT $1",
-            &[&(limit as i64)],
-        )?;
+        let rows = self.run(|client| {
+            client.query(
+                "SELECT key FROM calls ORDER BY started_at_ms DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+        })?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     fn show(&mut self, key_or_sid: &str) -> anyhow::Result<Option<CallRecord>> {
-        let Some(row) = self.client.query_opt(
+        let Some(row) = self.run(|client| client.query_opt(
             "SELECT key, call_sid, stream_sid, carrier, tenant, started_at_ms, ended_at_ms, duration_ms, outcome, close_code,
                     frames_in, frames_out, audio_dropped, barge_ins, dtmf, tool_calls, recording_location, recording_ms
              FROM calls WHERE key = $1 OR call_sid = $1 ORDER BY started_at_ms DESC LIMIT 1",
             &[&key_or_sid],
-        )?
+        ))?
         else {
             return Ok(None);
         };
         let number = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or_default();
         let key: String = row.get(0);
         let transcript = self
-            .client
-            .query(
-                "SELECT at_ms, role, text FROM transcript WHERE key = $1 ORDER BY seq",
-                &[&key],
-            )?
+            .run(|client| {
+                client.query(
+                    "SELECT at_ms, role, text FROM transcript WHERE key = $1 ORDER BY seq",
+                    &[&key],
+                )
+            })?
             .iter()
             .map(|line| TranscriptLine {
                 at_ms: line.get(0),

@@ -651,6 +651,20 @@ pub struct TestDatabase {
     server: String,
 }
 
+impl TestDatabase {
+    /// Cuts every connection to this database, as a server restart or a failover would.
+    pub fn cut_connections(&self) {
+        on_server(
+            &self.server,
+            &[&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            )],
+        )
+        .unwrap();
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let _ = on_server(
