@@ -232,3 +232,45 @@ fn warm_pool_settings_are_checked() {
     assert_eq!(config.upstream.prewarm, 8);
     assert_eq!(config.upstream.prewarm_max_age_s, 600);
 }
+
+#[test]
+fn the_kubernetes_configuration_loads_with_its_environment() {
+    // The ConfigMap's callgate.toml, with the env the Deployment sets: a gateway that starts
+    // (JWT on every route, on 0.0.0.0: loading refuses unauthenticated public routes) and
+    // writes records to PostgreSQL.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes.yaml");
+    let manifest = std::fs::read_to_string(path).unwrap();
+    let toml_text: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "callgate.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert!(toml_text.contains("default_auth"), "{toml_text}");
+    let config = load(
+        &toml_text,
+        &[
+            ("CALLGATE_CALLS__DRAIN_DEADLINE_S", "30"),
+            (
+                "CALLGATE_RECORDS__URL",
+                "postgres://callgate:pw@postgres:5432/callgate",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.listen, "0.0.0.0:8080");
+    assert_eq!(config.security.default_auth, AuthKind::Jwt);
+    assert_eq!(
+        config.records.url,
+        "postgres://callgate:pw@postgres:5432/callgate"
+    );
+    // terminationGracePeriodSeconds covers the preStop sleep and the drain deadline.
+    let grace: u64 = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(grace >= 5 + config.calls.drain_deadline.as_secs() + 5);
+}
