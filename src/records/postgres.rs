@@ -65,8 +65,7 @@ impl Postgres {
                 "records.url asks for TLS (sslmode), which this build's PostgreSQL client does not speak: connect over the cluster network or through a TLS proxy"
             );
         }
-        let mut client = Client::connect(url, NoTls)
-            .with_context(|| format!("connecting to PostgreSQL at {}", describe(url)))?;
+        let mut client = connect(url)?;
         migrate(&mut client)?;
         Ok(Self {
             client,
@@ -83,14 +82,26 @@ impl Postgres {
         match query(&mut self.client) {
             Err(error) if self.client.is_closed() || lost(&error) => {
                 tracing::warn!(%error, at = %describe(&self.url), "PostgreSQL connection lost; connecting again");
-                self.client = Client::connect(&self.url, NoTls).with_context(|| {
-                    format!("reconnecting to PostgreSQL at {}", describe(&self.url))
-                })?;
+                self.client = connect(&self.url)?;
                 Ok(query(&mut self.client)?)
             }
             result => Ok(result?),
         }
     }
+}
+
+/// Connects to `url`, within 10 s unless the URL sets its own `connect_timeout` (an
+/// unreachable server must not hold startup, or the records thread, for minutes).
+fn connect(url: &str) -> anyhow::Result<Client> {
+    let mut config: postgres::Config = url
+        .parse()
+        .with_context(|| format!("records.url is not a PostgreSQL URL ({})", describe(url)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    config
+        .connect(NoTls)
+        .with_context(|| format!("connecting to PostgreSQL at {}", describe(url)))
 }
 
 /// Applies the migrations not yet applied, in one transaction under an advisory lock.
@@ -270,5 +281,20 @@ mod tests {
             "db.internal:5432/calls"
         );
         assert_eq!(describe("postgres://localhost/calls"), "localhost/calls");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        let error = Postgres::connect("postgres://callgate:pw@db/calls?sslmode=require")
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("TLS"), "{error}");
+        let error = format!(
+            "{:#}",
+            Postgres::connect("postgres://db/calls?bogus_option=1")
+                .err()
+                .unwrap()
+        );
+        assert!(error.contains("not a PostgreSQL URL"), "{error}");
     }
 }
