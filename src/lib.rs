@@ -15,12 +15,13 @@
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: the one rescue: every way a call ends → close code, reason, outcome.
 //! - [`security`]: auth modes, limits and caps built from configuration.
-//! - [`records`]: call records and transcripts in SQLite.
+//! - [`records`]: call records and transcripts in SQLite or PostgreSQL, one store trait.
 //! - [`recording`]: `[recording]`, stereo WAV files written as calls go, uploaded to S3.
 //! - [`tape`]: `[tape]`, call tapes on disk; [`replay`]: `callgate replay`, which plays a
 //!   tape into a fresh gateway and compares.
 //! - [`loopback`]: the embedded Realtime simulator used when no model is configured.
-//! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator.
+//! - [`client`] and [`wav`]: the `callgate call` / `loadtest` carrier simulator, the stamped
+//!   load and the echo upstream the benchmarks use, and the gateway-metrics reader.
 //! - [`telemetry`]: logs, OTLP trace export and the Prometheus registry;
 //!   [`metric_families`]: every metric family, exported from startup.
 //! - [`carriers`]: `[carriers]`, the carriers' REST APIs for call control.

@@ -6,7 +6,7 @@
 //! - [`call_state::CallStore`]: per-call state behind a cheap handle.
 //! - [`codec`]: G.711, PCM16, resampling, base64; pure and synchronous.
 //! - [`bridge`]: the Realtime client, one task per call: reconnects, rollover, the playback
-//!   ledger and barge-in, DTMF, tools.
+//!   ledger and barge-in, DTMF, tools; and the pool of warm upstream sessions.
 //! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
 //! - [`recording`]: mixing a call's stereo recording as the caller heard it; [`tape`]: what a
 //!   call tape holds and how it is redacted; [`settings`]: reading the sections this crate owns.
