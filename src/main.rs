@@ -95,7 +95,7 @@ struct LoadArgs {
     #[arg(long)]
     stamped: bool,
     /// The gateway's /metrics, read before and after the run for the latency it added
-    /// (default: http://<the gateway's host:port>/metrics; "" = skip).
+    /// (default: the gateway's own host:port, http for ws:// and https for wss://; "" = skip).
     #[arg(long)]
     metrics: Option<String>,
     #[command(flatten)]

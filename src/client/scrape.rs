@@ -5,42 +5,40 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET http://host:port/path`, the body as text (plain HTTP: the metrics listener).
+/// `GET url`, the body as text (the gateway's own HTTP client: http:// or https://).
 pub async fn get(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("the metrics URL must be http://")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
-    let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("not an HTTP response")?;
+    use http_body_util::BodyExt;
+    let request = http::Request::get(url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .with_context(|| format!("{url} is not a URL"))?;
+    let client = callgate_handlers::bridge::tools::https_client();
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .with_context(|| format!("{url}: no answer in 10 s"))?
+            .with_context(|| format!("{url}: request failed"))?;
     anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        response.status().is_success(),
         "{url}: {}",
-        head.lines().next().unwrap_or_default()
+        response.status()
     );
-    Ok(body.to_owned())
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// `ws://host:port/…` → `http://host:port/metrics` ("" for anything else).
+/// The gateway's `/metrics` beside its carrier URL: `ws://host:port/…` →
+/// `http://host:port/metrics`, `wss://…` → `https://…` ("" for anything else).
 pub fn metrics_url_of(url: &str) -> String {
-    let Some(rest) = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-    else {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+        ("http", rest)
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        ("https", rest)
+    } else {
         return String::new();
     };
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("http://{host}/metrics")
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}/metrics")
 }
 
 /// `/metrics` now, or `None` (said on stdout) when it cannot be read or `url` is "".
@@ -201,7 +199,7 @@ callgate_gateway_latency_seconds_bucket{direction="inbound",le="+Inf"} 2
         );
         assert_eq!(
             metrics_url_of("wss://gw.example.com/twilio?x=1"),
-            "http://gw.example.com/metrics"
+            "https://gw.example.com/metrics"
         );
         assert_eq!(metrics_url_of(""), "");
     }

@@ -27,7 +27,8 @@ pub struct StampedReport {
     pub round_trips: Vec<(u32, f64)>,
     /// Frames sent in all.
     pub frames_sent: u64,
-    /// Calls that failed, by reason (`HTTP 429`, `close 1011 upstream failed`, `connect: …`).
+    /// Calls that failed, by reason (`HTTP 429`, `close 1011 upstream failed`, `connect: …`,
+    /// `N frames of another call`).
     pub failures: BTreeMap<String, u64>,
     /// Calls run.
     pub calls: u32,
@@ -93,6 +94,13 @@ fn frame(call: u32, n: u32) -> [u8; 160] {
     bytes
 }
 
+/// The call and frame number a frame carries (at least 8 bytes of it).
+fn stamp(chunk: &[u8]) -> (u32, u32) {
+    let word =
+        |at: usize| u32::from_be_bytes([chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]]);
+    (word(0), word(4))
+}
+
 /// Runs `calls` stamped Twilio calls against `url` for `seconds` each, their starts spread
 /// over `ramp`.
 pub async fn run(url: &str, calls: u32, seconds: u64, ramp: Duration) -> StampedReport {
@@ -115,8 +123,7 @@ pub async fn run(url: &str, calls: u32, seconds: u64, ramp: Duration) -> Stamped
     for task in tasks {
         let _ = task.await;
     }
-    let mut report = std::mem::take(&mut *lock(&report));
-    report.calls = calls;
+    let report = std::mem::take(&mut *lock(&report));
     report
 }
 
@@ -152,6 +159,7 @@ async fn one_call(
     let (marks_tx, mut marks) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reader = async move {
         let mut times = Vec::with_capacity(seconds as usize * 50);
+        let mut crossed = 0u64;
         let mut audio = Vec::with_capacity(1024);
         let close = loop {
             let Some(Ok(message)) = stream.next().await else {
@@ -178,13 +186,18 @@ async fn one_call(
             let now = Instant::now();
             let mut sent = lock(&sent_by_reader);
             for chunk in audio.chunks(160).filter(|c| c.len() >= 8) {
-                let n = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+                let (of_call, n) = stamp(chunk);
+                // Another call's audio on this socket would be a gateway bug, not a round trip.
+                if of_call != call {
+                    crossed += 1;
+                    continue;
+                }
                 if let Some(at) = sent.remove(&n) {
                     times.push((n, now.duration_since(at).as_secs_f64() * 1000.0));
                 }
             }
         };
-        (times, close)
+        (times, crossed, close)
     };
     let reader = tokio::spawn(reader);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -216,14 +229,15 @@ async fn one_call(
         let _ = sink.send(text(stop)).await;
     }
     let joined = tokio::time::timeout(Duration::from_secs(5), reader).await;
-    let (times, close) = match joined {
+    let (times, crossed, close) = match joined {
         Ok(Ok(result)) => result,
-        _ => (Vec::new(), None),
+        _ => (Vec::new(), 0, None),
     };
     let mut report = lock(report);
     report.frames_sent += u64::from(sent_frames);
     report.round_trips.extend(times);
     match (failure, close) {
+        _ if crossed > 0 => Err(format!("{crossed} frames of another call")),
         (_, Some((code, reason))) if code != 1000 => Err(format!("close {code} {reason}")),
         (Some(why), _) => Err(why.to_owned()),
         _ => Ok(()),
@@ -263,6 +277,16 @@ mod tests {
         let mark = r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"g0/i1/100"}}"#;
         assert_eq!(mark_name(mark), Some("g0/i1/100"));
         assert_eq!(mark_name(message), None);
+    }
+
+    #[test]
+    fn frames_carry_their_call_and_number() {
+        assert_eq!(stamp(&frame(7, 1234)), (7, 1234));
+        assert_ne!(
+            stamp(&frame(8, 1234)).0,
+            7,
+            "another call's frame is told apart"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ```text
 //! start ─► spawn ─► connect ─► session.created ─► session.update ─► session.updated (READY)
 //!                                 caller audio is held in the queue until READY, then appended
+//! start ─► spawn ─► a warm session from the pool (`pool`) ─► its update if settings differ (READY)
 //! ```
 
 pub mod call_control;

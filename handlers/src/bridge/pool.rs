@@ -17,7 +17,7 @@
 use callgate_layers::util::lock;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -117,11 +117,6 @@ impl WarmPool {
         metrics::counter!("callgate_upstream_pool_takes_total", "outcome" => outcome).increment(1);
         self.inner.taken.notify_one();
         warm
-    }
-
-    /// Idle warm sessions now.
-    pub fn idle(&self) -> usize {
-        lock(&self.inner.idle).len()
     }
 
     /// Stops refilling and closes every idle session with 1000 (at shutdown). Sessions being
@@ -225,7 +220,10 @@ async fn upkeep(inner: &Inner) {
         let verdict = match heard(&mut warm) {
             Err(reason) => Err(reason),
             Ok(()) if warm.opened.elapsed() >= inner.max_age => Err("age"),
-            Ok(()) if expires_within(&warm.created, inner.config.rollover_margin * 2) => {
+            Ok(())
+                if wire::expires_in(&warm.created)
+                    .is_some_and(|left| left < inner.config.rollover_margin * 2) =>
+            {
                 Err("expiring")
             }
             Ok(()) if warm.last_heard.elapsed() >= inner.config.stall_timeout => Err("stalled"),
@@ -262,21 +260,6 @@ fn heard(warm: &mut Warm) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// The session's `expires_at` is less than `margin` away.
-fn expires_within(session: &Value, margin: Duration) -> bool {
-    let Some(expires) = session
-        .get("expires_at")
-        .and_then(Value::as_u64)
-        .filter(|&e| e > 0)
-    else {
-        return false;
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    expires.saturating_sub(now) < margin.as_secs()
 }
 
 /// Opens and configures one session with the deployment's defaults.

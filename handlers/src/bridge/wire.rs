@@ -282,6 +282,19 @@ pub struct ResponseBody {
     pub id: Option<String>,
 }
 
+/// Time left until the session's `expires_at` (Unix seconds; zero when already past), or
+/// `None` when the session does not say (absent or 0).
+pub fn expires_in(session: &Value) -> Option<std::time::Duration> {
+    let expires = session
+        .get("expires_at")
+        .and_then(Value::as_u64)
+        .filter(|&e| e > 0)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(std::time::Duration::from_secs(expires.saturating_sub(now)))
+}
+
 /// The audio format a `session.updated` reports for output, as our enum (None if absent or
 /// unknown).
 pub fn session_output_audio(session: &Value) -> Option<UpstreamAudio> {

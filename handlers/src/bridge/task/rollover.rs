@@ -1,7 +1,7 @@
 //! The end of an upstream session foreseen: the rollover to a fresh session before
 //! `expires_at`, and the fallback audio when the upstream is gone for good.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::{BridgeConfig, BridgeError, Downstream, Relay, Transcoder};
 
@@ -12,20 +12,9 @@ impl Relay {
         session: Option<&serde_json::Value>,
         config: &BridgeConfig,
     ) {
-        let Some(expires) = session
-            .and_then(|s| s.get("expires_at"))
-            .and_then(serde_json::Value::as_u64)
-        else {
+        let Some(left) = session.and_then(super::wire::expires_in) else {
             return;
         };
-        if expires == 0 {
-            return;
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let left = Duration::from_secs(expires.saturating_sub(now));
         // `expires_at` has whole seconds: a session that ends exactly at the margin still
         // gets its rollover; one that ends inside it is a fault.
         if left < config.rollover_margin {
