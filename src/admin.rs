@@ -61,8 +61,8 @@ async fn admin_gate(
         )
             .into_response();
     }
-    let failures = &state.security.admission.failures;
-    let standing = match failures.standing(client_ip.key()) {
+    let limits = &state.security.admission.limits;
+    let standing = match limits.standing(client_ip.key()).await {
         Ok(standing) => standing,
         Err(refusal) => return Rejection::from(refusal).into_response(),
     };
@@ -76,7 +76,7 @@ async fn admin_gate(
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         return next.run(request).await;
     }
-    failures.record_failure(client_ip.key());
+    limits.record_failure(client_ip.key()).await;
     metrics::counter!("callgate_admin_auth_failures_total").increment(1);
     tracing::info!(client = %client_ip.0, "admin API: wrong or missing token");
     match standing {
@@ -93,36 +93,78 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-/// `GET /v1/calls`: live calls and their counters (admin token required).
+/// `GET /v1/calls`: live calls and their counters (admin token required): this replica's,
+/// and in a cluster every other replica's from the call directory (their counters as of
+/// the entry's `as_of`, refreshed every third of `cluster.lease_ttl_s`).
 async fn list_calls(State(state): State<AppState>) -> axum::response::Response {
-    let mut calls: Vec<_> = state.store.all().iter().map(|s| call_json(s)).collect();
-    calls.sort_by_key(|c| c["call_id"].as_u64());
+    let mut calls: Vec<_> = state
+        .store
+        .all()
+        .iter()
+        .map(|s| local_json(&state, s))
+        .collect();
+    if let Some(cluster) = &state.cluster {
+        let here: std::collections::HashSet<_> = calls
+            .iter()
+            .filter_map(|c| c["call_sid"].as_str().map(str::to_owned))
+            .collect();
+        match cluster.calls().await {
+            Some(all) => calls.extend(all.into_iter().filter(|c| {
+                c["call_sid"]
+                    .as_str()
+                    .is_some_and(|sid| !here.contains(sid))
+            })),
+            None => return cluster_unavailable(),
+        }
+    }
+    calls.sort_by_key(|c| c["started_at"].as_u64());
     Json(serde_json::json!({"calls": calls})).into_response()
 }
 
-/// `GET /v1/calls/{call_sid}`: one live call (admin token required).
+/// `GET /v1/calls/{call_sid}`: one live call, here or on any replica (admin token required).
 async fn show_call(
     State(state): State<AppState>,
     axum::extract::Path(call_sid): axum::extract::Path<String>,
 ) -> axum::response::Response {
-    match state.store.find_call(&call_sid) {
-        Some(session) => Json(call_json(&session)).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such live call\n").into_response(),
+    if let Some(session) = state.store.find_call(&call_sid) {
+        return Json(local_json(&state, &session)).into_response();
     }
+    if let Some(cluster) = &state.cluster {
+        if let Some(entry) = cluster.find(&call_sid).await {
+            return Json(entry).into_response();
+        }
+    }
+    (StatusCode::NOT_FOUND, "no such live call\n").into_response()
 }
 
 /// `GET /v1/calls/{call_sid}/events` (WebSocket, admin token): the call's live feed as JSON
-/// events (transcript deltas and finals, DTMF, barge-ins, the end).
+/// events (transcript deltas and finals, DTMF, barge-ins, the end), wherever it runs.
 async fn call_events(
     State(state): State<AppState>,
     axum::extract::Path(call_sid): axum::extract::Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> axum::response::Response {
-    let Some(session) = state.store.find_call(&call_sid) else {
-        return (StatusCode::NOT_FOUND, "no such live call\n").into_response();
-    };
-    let feed = session.feed.subscribe();
-    upgrade.on_upgrade(move |socket| forward_feed(socket, feed, None))
+    if let Some(session) = state.store.find_call(&call_sid) {
+        let feed = session.feed.subscribe();
+        return upgrade.on_upgrade(move |socket| forward_feed(socket, feed, None));
+    }
+    if let Some(cluster) = &state.cluster {
+        if cluster.find(&call_sid).await.is_some() {
+            if let Some(feed) = cluster.subscribe(&call_sid).await {
+                return upgrade.on_upgrade(move |socket| forward_remote(socket, feed, None));
+            }
+            return cluster_unavailable();
+        }
+    }
+    (StatusCode::NOT_FOUND, "no such live call\n").into_response()
+}
+
+fn cluster_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unavailable: the call directory (Redis) cannot be reached\n",
+    )
+        .into_response()
 }
 
 /// `/client`: the original Exotel integration's subscriber protocol. The client sends a call
@@ -141,20 +183,66 @@ async fn client_feed(
                 _ => return,
             }
         };
-        // The subscriber may come before the call: wait for it (up to a minute).
-        let mut session = None;
-        for _ in 0..600 {
+        // The subscriber may come before the call: wait for it (up to a minute), here or,
+        // in a cluster, on any replica.
+        for attempt in 0..600 {
             if let Some(found) = state.store.find_call(&call_sid) {
-                session = Some(found);
-                break;
+                let feed = found.feed.subscribe();
+                return forward_feed(socket, feed, Some(call_sid)).await;
+            }
+            if let Some(cluster) = state.cluster.as_ref().filter(|_| attempt % 5 == 0) {
+                if cluster.find(&call_sid).await.is_some() {
+                    if let Some(feed) = cluster.subscribe(&call_sid).await {
+                        return forward_remote(socket, feed, Some(call_sid)).await;
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let Some(session) = session else {
-            let _ = socket.send(Message::Close(None)).await;
-            return;
-        };
-        forward_feed(socket, session.feed.subscribe(), Some(call_sid)).await;
+        let _ = socket.send(Message::Close(None)).await;
+    })
+}
+
+/// Forwards the feed of a call on another replica (its events as that replica published
+/// them) until the call ends or the subscriber leaves.
+async fn forward_remote(
+    mut socket: axum::extract::ws::WebSocket,
+    feed: impl futures_util::Stream<Item = String> + Send + 'static,
+    client_call: Option<String>,
+) {
+    use axum::extract::ws::Message;
+    use futures_util::StreamExt;
+    let mut feed = std::pin::pin!(feed);
+    loop {
+        tokio::select! {
+            text = feed.next() => {
+                let Some(text) = text else { break };
+                let text = match &client_call {
+                    None => text,
+                    Some(call_sid) => match client_message(call_sid, &text) {
+                        Some(message) => message,
+                        None => continue,
+                    },
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    close_feed(socket).await;
+}
+
+/// A published feed event as the `/client` protocol has it (transcripts only).
+fn client_message(call_sid: &str, text: &str) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_str(text).ok()?;
+    (event["type"] == "transcript").then(|| {
+        serde_json::json!({"call_sid": call_sid, "transcript": event["text"], "is_final": event["is_final"]})
+            .to_string()
     })
 }
 
@@ -164,9 +252,8 @@ async fn forward_feed(
     mut feed: tokio::sync::broadcast::Receiver<callgate_handlers::feed::FeedEvent>,
     client_call: Option<String>,
 ) {
-    use axum::extract::ws::{CloseFrame, Message};
+    use axum::extract::ws::Message;
     use callgate_handlers::feed::FeedEvent;
-    use futures_util::SinkExt;
     loop {
         tokio::select! {
             event = feed.recv() => {
@@ -196,6 +283,13 @@ async fn forward_feed(
             },
         }
     }
+    close_feed(socket).await;
+}
+
+/// Closes a feed socket with 1000 "call ended".
+async fn close_feed(mut socket: axum::extract::ws::WebSocket) {
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures_util::SinkExt;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code: 1000,
@@ -205,7 +299,18 @@ async fn forward_feed(
     let _ = socket.flush().await;
 }
 
-fn call_json(s: &callgate_handlers::call_state::CallState) -> serde_json::Value {
+/// A local call's JSON, with the replica it runs on in a cluster.
+fn local_json(state: &AppState, s: &callgate_handlers::call_state::CallState) -> serde_json::Value {
+    let mut json = call_json(s);
+    if let Some(cluster) = &state.cluster {
+        json["replica"] = cluster.replica.clone().into();
+        json["replica_url"] = cluster.advertise_url.clone().into();
+    }
+    json
+}
+
+/// A call's admin JSON: ids, carrier, tenant, formats and counters.
+pub(crate) fn call_json(s: &callgate_handlers::call_state::CallState) -> serde_json::Value {
     let c = &s.counters;
     let started = s
         .started_at

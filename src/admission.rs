@@ -24,15 +24,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get_service, MethodRouter};
 use callgate_layers::http::admission::{
-    FailedAuthLayer, Gate, GateLayer, GlobalBudget, OriginAllowList, PerIpLimit, Rejection,
-    UpgradeShape,
+    AsyncGate, AsyncGateLayer, FailedAuthLayer, Gate, GateLayer, GlobalBudget, OriginAllowList,
+    PerIpLimit, Rejection, UpgradeShape,
 };
 use callgate_layers::http::auth::{Admitted, AuthLayer, AuthMode};
 use callgate_layers::http::client_ip::{ClientIpLayer, TrustedProxies};
+use callgate_layers::http::limits::Pending;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder};
 
-use crate::caps::CallCaps;
+use crate::caps::{CallCaps, CapExceeded};
 use crate::routes::AppState;
 
 /// The admission stack in front of one carrier route's upgrade `handler`.
@@ -58,15 +59,15 @@ where
         // 426 for anything but a WebSocket upgrade, before any limiter state is touched.
         .layer(GateLayer::new(UpgradeShape))
         // 429 past the per-IP upgrade rate: one address cannot monopolise the handshakes.
-        .layer(GateLayer::new(PerIpLimit(admission.clone())))
+        .layer(AsyncGateLayer::new(PerIpLimit(admission.clone())))
         // Throttles an address with too many failed authentications; counts 401/403 from inside.
         .layer(FailedAuthLayer::new(admission.clone()))
         // The route's credentials: JWT, Twilio signature, Basic or an IP allow-list.
         .layer(AuthLayer::new(auth))
         // 503 past the gateway-wide upgrade rate, spent only by authenticated upgrades.
-        .layer(GateLayer::new(GlobalBudget(admission)))
+        .layer(AsyncGateLayer::new(GlobalBudget(admission)))
         // 503 at `max_calls` or the tenant's cap; the permit rides to the call in extensions.
-        .layer(GateLayer::new(CallCap(state.security.caps.clone())))
+        .layer(AsyncGateLayer::new(CallCap(state.security.caps.clone())))
         .service(handler);
     get_service(stack)
 }
@@ -94,26 +95,36 @@ impl Gate for Draining {
 #[derive(Debug, Clone)]
 struct CallCap(Arc<CallCaps>);
 
-impl Gate for CallCap {
-    fn admit<B>(&self, request: &mut axum::http::Request<B>) -> Result<(), Rejection> {
-        let admitted = request.extensions().get::<Admitted>();
-        if admitted.is_some_and(|a| a.start_token.is_some()) {
-            return Ok(());
-        }
-        let tenant = admitted.and_then(|a| a.identity.tenant.as_deref());
-        match self.0.try_acquire(tenant) {
-            Ok(permit) => {
-                request.extensions_mut().insert(permit);
-                Ok(())
+impl AsyncGate for CallCap {
+    fn admit<B: Send + 'static>(
+        &self,
+        mut request: axum::http::Request<B>,
+    ) -> Pending<'static, Result<axum::http::Request<B>, Rejection>> {
+        let caps = self.0.clone();
+        Box::pin(async move {
+            let admitted = request.extensions().get::<Admitted>();
+            if admitted.is_some_and(|a| a.start_token.is_some()) {
+                return Ok(request);
             }
-            Err(cap) => {
-                tracing::warn!(%cap, "call refused");
-                Err(Rejection::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "call_cap",
-                    Some(Duration::from_secs(1)),
-                ))
+            let tenant = admitted.and_then(|a| a.identity.tenant.clone());
+            match caps.acquire(tenant.as_deref()).await {
+                Ok(permit) => {
+                    request.extensions_mut().insert(permit);
+                    Ok(request)
+                }
+                Err(cap) => {
+                    tracing::warn!(%cap, "call refused");
+                    let reason = match cap {
+                        CapExceeded::Unavailable => "cluster_unavailable",
+                        _ => "call_cap",
+                    };
+                    Err(Rejection::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        reason,
+                        Some(Duration::from_secs(1)),
+                    ))
+                }
             }
-        }
+        })
     }
 }

@@ -14,7 +14,8 @@
 //! - [`connection`]: the per-socket loop (carrier frames in, outbox out, shutdown).
 //! - [`pipeline`]: the per-connection `tower::Service<Frame>` event stack.
 //! - [`close`]: the one rescue: every way a call ends → close code, reason, outcome.
-//! - [`security`]: auth modes, limits and caps built from configuration.
+//! - [`security`]: auth modes, limits and caps built from configuration; [`cluster`]: the
+//!   same limits and caps, single-use tokens and the call directory shared in Redis.
 //! - [`records`]: call records and transcripts in SQLite or PostgreSQL, one store trait.
 //! - [`recording`]: `[recording]`, stereo WAV files written as calls go, uploaded to S3.
 //! - [`tape`]: `[tape]`, call tapes on disk; [`replay`]: `callgate replay`, which plays a
@@ -35,6 +36,7 @@ pub mod carrier_socket;
 pub mod carriers;
 pub mod client;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod loopback;
@@ -97,7 +99,16 @@ pub async fn run(
     if config.calls.event_timeout_ms.is_some() {
         tracing::warn!("calls.event_timeout_ms has no effect (event handlers never wait) and will be removed: delete it from the configuration");
     }
-    let security = security::Security::new(&config.security)?;
+    let cluster = match config.cluster.enabled() {
+        true => {
+            let cluster =
+                cluster::Cluster::new(&config.cluster, &listener.local_addr()?.to_string())?;
+            tracing::info!(replica = %cluster.replica, advertise = %cluster.advertise_url, policy = ?config.cluster.on_redis_error, "cluster mode: caps, limits, single-use tokens and the call directory shared in Redis");
+            Some(cluster)
+        }
+        false => None,
+    };
+    let security = security::Security::new(&config.security, cluster.clone())?;
     let unauthenticated: Vec<String> = config
         .effective_routes()
         .into_iter()
@@ -142,6 +153,10 @@ pub async fn run(
     state.records = records;
     state.recordings = recordings;
     state.tapes = tapes;
+    if let Some(cluster) = &cluster {
+        cluster.spawn_upkeep(state.store.clone(), state.hard_stop.clone());
+    }
+    state.cluster = cluster;
     spawn_sweeper(&state, config.calls.idle_state_timeout);
     spawn_upstream_probe(&state, loopback.is_none());
     let app = routes::router(&config, state.clone())?;
@@ -160,6 +175,10 @@ pub async fn run(
         pool.close().await;
     }
     drain(&state, config.calls.drain_deadline).await;
+    if let Some(cluster) = &state.cluster {
+        // The last calls' slots and directory entries go before the process does.
+        cluster.flush().await;
+    }
     accept.abort();
     Ok(())
 }

@@ -284,10 +284,32 @@ pub const FAMILIES: &[Family] = &[
                     "overloaded",
                     "draining",
                     "call_cap",
+                    "cluster_unavailable",
                     "connection_cap",
                     "connection_cap_per_ip",
                 ],
             )
+        },
+    },
+    Family {
+        name: "callgate_cluster_redis_up",
+        kind: Kind::Gauge,
+        help: "1 while the cluster's Redis answers; 0 while it does not, or with no cluster configured.",
+        series: none,
+    },
+    Family {
+        name: "callgate_cluster_fallbacks_total",
+        kind: Kind::Counter,
+        help: "Admission decisions taken without Redis, by decision and cluster.on_redis_error policy.",
+        series: || {
+            ["local", "closed"]
+                .iter()
+                .flat_map(|policy| {
+                    ["per_ip", "global", "standing", "failed_auth", "jti", "call_cap"]
+                        .iter()
+                        .map(move |what| vec![("what", *what), ("policy", *policy)])
+                })
+                .collect()
         },
     },
     Family {

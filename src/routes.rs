@@ -96,6 +96,8 @@ pub struct AppState {
     pub tapes: Option<crate::tape::Tapes>,
     /// `/client` needs no token.
     pub client_feed_open: bool,
+    /// The state shared with the other replicas (`[cluster]`), when on.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -123,6 +125,7 @@ impl AppState {
             record_by_default: config.recording.enabled,
             tapes: None,
             client_feed_open: config.security.client_feed_open,
+            cluster: None,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::caps::CallCaps;
+use crate::caps::{CallCaps, CapExceeded};
+use crate::cluster::limits::{Rates, SharedLimits, SharedReplayGuard};
+use crate::cluster::Cluster;
 use anyhow::{bail, Context};
 use callgate_handlers::call_state::CallIdentity;
 use callgate_handlers::event::Start;
@@ -18,6 +20,7 @@ use callgate_layers::http::auth::{
 use callgate_layers::http::limit::{
     quota, quota_per_minute, FailureBlocklist, GlobalLimiter, KeyedLimiter,
 };
+use callgate_layers::http::limits::{Limits, LocalLimits, Pending};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use crate::config::{AuthKind, JwtKeyConfig, RouteConfig, SecurityConfig};
@@ -35,8 +38,9 @@ pub struct Security {
 }
 
 impl Security {
-    /// Builds from configuration (reads key files; installs the JWT crypto backend).
-    pub fn new(config: &SecurityConfig) -> anyhow::Result<Self> {
+    /// Builds from configuration (reads key files; installs the JWT crypto backend). With a
+    /// `cluster`, limits, single-use tokens and caps are shared through it.
+    pub fn new(config: &SecurityConfig, cluster: Option<Arc<Cluster>>) -> anyhow::Result<Self> {
         callgate_layers::install_crypto();
         let jwt = if config.jwt.keys.is_empty() {
             None
@@ -47,48 +51,68 @@ impl Security {
                 .iter()
                 .map(decoding_key)
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(Arc::new(JwtVerifier::new(
+            let verifier = JwtVerifier::new(
                 keys,
                 &config.jwt.issuer,
                 &config.jwt.audience,
                 config.jwt.leeway_s,
-            )))
+            );
+            Some(Arc::new(match &cluster {
+                None => verifier,
+                Some(cluster) => verifier.with_replay_guard(Arc::new(SharedReplayGuard::new(
+                    cluster.clone(),
+                    config.jwt.leeway_s,
+                ))),
+            }))
         };
-        let admission = Admission {
-            allowed_origins: config.allowed_origins.clone(),
-            per_ip: KeyedLimiter::new(
-                quota(
-                    config.upgrades_per_ip_per_second,
-                    config.upgrade_burst_per_ip,
-                ),
-                config.max_tracked_ips,
-            ),
-            failures: FailureBlocklist::new(
-                quota_per_minute(
-                    config.failed_auth_per_ip_per_minute,
-                    config.failed_auth_burst,
-                ),
-                quota_per_minute(
-                    config.blocked_attempts_per_minute,
-                    config.blocked_attempts_per_minute.div_ceil(12),
-                ),
-                Duration::from_secs(config.failed_auth_block_s),
-                config.max_tracked_ips,
-            ),
-            global: GlobalLimiter::new(quota(config.upgrades_per_second, config.upgrade_burst)),
+        let per_ip = quota(
+            config.upgrades_per_ip_per_second,
+            config.upgrade_burst_per_ip,
+        );
+        let failures = quota_per_minute(
+            config.failed_auth_per_ip_per_minute,
+            config.failed_auth_burst,
+        );
+        let probation = quota_per_minute(
+            config.blocked_attempts_per_minute,
+            config.blocked_attempts_per_minute.div_ceil(12),
+        );
+        let block_for = Duration::from_secs(config.failed_auth_block_s);
+        let global = quota(config.upgrades_per_second, config.upgrade_burst);
+        let local = LocalLimits {
+            per_ip: KeyedLimiter::new(per_ip, config.max_tracked_ips),
+            failures: FailureBlocklist::new(failures, probation, block_for, config.max_tracked_ips),
+            global: GlobalLimiter::new(global),
+        };
+        let limits: Arc<dyn Limits> = match &cluster {
+            None => Arc::new(local),
+            Some(cluster) => {
+                let rates = Rates {
+                    per_ip: per_ip.into(),
+                    global: global.into(),
+                    failures: failures.into(),
+                    probation: probation.into(),
+                    block_for,
+                };
+                Arc::new(SharedLimits::new(cluster.clone(), rates, local))
+            }
         };
         let tenants: HashMap<String, usize> = config
             .tenants
             .iter()
             .map(|(k, v)| (k.clone(), v.max_calls))
             .collect();
+        let caps = CallCaps::new(config.max_calls, config.max_calls_per_tenant, tenants);
+        let caps = match cluster {
+            None => caps,
+            Some(cluster) => caps.shared(cluster),
+        };
         Ok(Self {
-            admission: Arc::new(admission),
-            caps: Arc::new(CallCaps::new(
-                config.max_calls,
-                config.max_calls_per_tenant,
-                tenants,
-            )),
+            admission: Arc::new(Admission {
+                allowed_origins: config.allowed_origins.clone(),
+                limits,
+            }),
+            caps: Arc::new(caps),
             jwt,
             config: config.clone(),
         })
@@ -246,28 +270,41 @@ struct StartToken {
 }
 
 impl StartAuth for StartToken {
-    fn admit(&self, start: &Start) -> Result<StartAdmission, StartRejected> {
-        let token = start
-            .custom_parameters
-            .get(&self.parameter)
-            .ok_or(StartRejected::Unauthorized)?;
-        let claims = self
-            .verifier
-            .verify_for_call(token, &start.call_sid)
-            .map_err(|error| {
+    fn admit<'a>(&'a self, start: &'a Start) -> Pending<'a, Result<StartAdmission, StartRejected>> {
+        Box::pin(async move {
+            let token = start
+                .custom_parameters
+                .get(&self.parameter)
+                .ok_or(StartRejected::Unauthorized)?;
+            let refused = |error: callgate_layers::http::auth::AuthError| {
                 tracing::info!(%error, "start token refused");
-                StartRejected::Unauthorized
-            })?;
-        let permit = self
-            .caps
-            .try_acquire(claims.tenant.as_deref())
-            .map_err(|_| StartRejected::Overloaded)?;
-        Ok(StartAdmission {
-            identity: CallIdentity {
-                tenant: claims.tenant,
-                subject: claims.sub,
-            },
-            hold: Some(Box::new(permit)),
+                match error {
+                    callgate_layers::http::auth::AuthError::Unavailable => {
+                        StartRejected::Overloaded
+                    }
+                    _ => StartRejected::Unauthorized,
+                }
+            };
+            let claims = self
+                .verifier
+                .verify_for_call(token, &start.call_sid)
+                .map_err(refused)?;
+            self.verifier.spend(&claims).await.map_err(refused)?;
+            let permit =
+                self.caps
+                    .acquire(claims.tenant.as_deref())
+                    .await
+                    .map_err(|cap: CapExceeded| {
+                        tracing::warn!(%cap, "call refused");
+                        StartRejected::Overloaded
+                    })?;
+            Ok(StartAdmission {
+                identity: CallIdentity {
+                    tenant: claims.tenant,
+                    subject: claims.sub,
+                },
+                hold: Some(Box::new(permit)),
+            })
         })
     }
 

@@ -53,8 +53,11 @@ pub(crate) use sync_service;
 /// Checks a call's `start` before anything is spent on it, for routes whose carriers
 /// cannot authenticate the upgrade (a token in `start.customParameters`).
 pub trait StartAuth: Send + Sync + std::fmt::Debug {
-    /// Admits or refuses the call.
-    fn admit(&self, start: &Start) -> Result<StartAdmission, StartRejected>;
+    /// Admits or refuses the call (may ask the cluster's shared state).
+    fn admit<'a>(
+        &'a self,
+        start: &'a Start,
+    ) -> callgate_layers::http::limits::Pending<'a, Result<StartAdmission, StartRejected>>;
     /// The `customParameters` key that carries the credential (removed before the session
     /// stores the parameters).
     fn parameter(&self) -> &str;
@@ -154,8 +157,18 @@ impl CallContext {
         })
     }
 
+    /// True once `start` has created the call.
+    pub fn is_started(&self) -> bool {
+        self.lock().state.is_some()
+    }
+
     /// Creates the call state and opens the upstream; a second `start` is an error.
-    pub(crate) fn begin(&self, mut start: Start) -> Result<Arc<CallState>, EventError> {
+    /// `admission` is what [`StartAuth`] said, on routes that authenticate in `start`.
+    pub(crate) fn begin(
+        &self,
+        mut start: Start,
+        admission: Option<StartAdmission>,
+    ) -> Result<Arc<CallState>, EventError> {
         let mut started = self.lock();
         if started.state.is_some() {
             return Err(EventError::AlreadyStarted);
@@ -164,10 +177,7 @@ impl CallContext {
         let identity = match &self.start_auth {
             None => self.identity.clone(),
             Some(auth) => {
-                let admission = auth.admit(&start).map_err(|rejected| match rejected {
-                    StartRejected::Unauthorized => EventError::Unauthorized,
-                    StartRejected::Overloaded => EventError::Overloaded,
-                })?;
+                let admission = admission.ok_or(EventError::Unauthorized)?;
                 started.hold = admission.hold;
                 // The credential is not call data: it never reaches the session.
                 start.custom_parameters.remove(auth.parameter());

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use callgate_layers::http::limits::Pending;
+use futures_util::future::Either;
 use std::future::Ready;
 use tower::Service;
 
@@ -16,7 +18,8 @@ use crate::start::StartHandler;
 use crate::stop::StopHandler;
 
 /// Dispatches events to one handler service per kind. Handlers do their work synchronously
-/// and return ready futures, so frames of a call are handled strictly in order.
+/// and return ready futures (only the admission of a token-in-start call waits), and the
+/// connection awaits each event before the next, so frames are handled strictly in order.
 #[derive(Debug)]
 pub struct EventRouter {
     start: StartHandler,
@@ -44,7 +47,8 @@ impl EventRouter {
 impl Service<Event> for EventRouter {
     type Response = Flow;
     type Error = EventError;
-    type Future = Ready<Result<Flow, EventError>>;
+    type Future =
+        Either<Ready<Result<Flow, EventError>>, Pending<'static, Result<Flow, EventError>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), EventError>> {
         // Every handler is always ready (they hold no capacity of their own).
@@ -52,8 +56,8 @@ impl Service<Event> for EventRouter {
     }
 
     fn call(&mut self, event: Event) -> Self::Future {
-        match event {
-            Event::Start(e) => self.start.call(e),
+        Either::Left(match event {
+            Event::Start(e) => return self.start.call(e),
             Event::Media(e) => self.media.call(e),
             Event::Dtmf(e) => self.dtmf.call(e),
             Event::Mark(e) => self.mark.call(e),
@@ -66,6 +70,6 @@ impl Service<Event> for EventRouter {
                 tracing::info!(event = ?name, "unknown carrier event ignored");
                 std::future::ready(Ok(Flow::Ignored))
             }
-        }
+        })
     }
 }

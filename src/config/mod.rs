@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 mod bridge;
 mod call;
+mod cluster;
 mod routes;
 mod security;
 #[cfg(test)]
@@ -32,6 +33,7 @@ mod tests;
 mod validate;
 
 pub use call::*;
+pub use cluster::*;
 pub use routes::*;
 pub use security::*;
 
@@ -90,6 +92,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Carriers' REST APIs (call control).
     pub carriers: crate::carriers::CarriersConfig,
+    /// State shared by the replicas (Redis).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             tools: Vec::new(),
             routes: Vec::new(),
             carriers: Default::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -55,6 +55,7 @@ impl Config {
             }
         }
         self.validate_security(errors);
+        self.cluster.validate(errors);
         if self.dtmf.inter_digit_timeout.is_zero() {
             errors.push("dtmf.inter_digit_timeout_ms: must be greater than 0".into());
         }

@@ -389,6 +389,9 @@ impl Call<'_> {
                 if let Some(records) = &self.state.records {
                     records.follow(&session, recording);
                 }
+                if let Some(cluster) = &self.state.cluster {
+                    cluster.follow(&session);
+                }
                 let writer = Writer::new(
                     self.dialect,
                     session.stream_sid.clone(),
@@ -483,11 +486,10 @@ fn record(
             .increment(1);
     }
     if rescue.failed_auth {
-        state
-            .security
-            .admission
-            .failures
-            .record_failure(client_ip.key());
+        // Counted in the background: in a cluster this is a Redis round trip, and the
+        // call is over either way.
+        let limits = state.security.admission.limits.clone();
+        tokio::spawn(async move { limits.record_failure(client_ip.key()).await });
     }
     if rescue.panicked {
         metrics::counter!("callgate_panics_total").increment(1);

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod test_db;
+pub mod test_redis;
 // Only the record tests use it; the other test binaries would call the import unused.
 #[allow(unused_imports)]
 pub use test_db::*;
@@ -272,6 +273,25 @@ impl FakeUpstream {
     pub async fn wait_closed(&self, i: usize) -> u16 {
         let conn = self.conn(i).await;
         eventually(|| conn.lock().unwrap().close_code).await
+    }
+}
+
+/// Polls the async `f` until it returns `Some`, for at most [`WAIT`].
+pub async fn eventually_async<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -20,19 +20,17 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use tower::{Layer, Service};
 
 use super::client_ip::ClientIp;
-use super::limit::{FailureBlocklist, GlobalLimiter, KeyedLimiter, Refusal, Standing};
+use super::limit::{Refusal, Standing};
+use super::limits::{Limits, Pending};
 
 /// The admission policy, shared by every carrier route.
 #[derive(Debug)]
 pub struct Admission {
     /// Allowed `Origin` values; a request without `Origin` (every carrier) passes.
     pub allowed_origins: Vec<String>,
-    /// Upgrade attempts per client IP.
-    pub per_ip: KeyedLimiter,
-    /// Failed authentications per client IP.
-    pub failures: FailureBlocklist,
-    /// Authenticated upgrades for the whole gateway.
-    pub global: GlobalLimiter,
+    /// The rate state: per-IP upgrades, failed authentications, the gateway-wide budget
+    /// (in this process, or shared by the cluster).
+    pub limits: Arc<dyn Limits>,
 }
 
 impl Admission {
@@ -52,8 +50,7 @@ impl Admission {
 
     /// Sweeps idle limiter state (call periodically).
     pub fn sweep(&self) {
-        self.per_ip.sweep();
-        self.failures.sweep();
+        self.limits.sweep();
     }
 }
 
@@ -111,6 +108,11 @@ impl From<Refusal> for Rejection {
             Refusal::Overloaded(wait) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(wait))
             }
+            Refusal::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                Some(Duration::from_secs(1)),
+            ),
         }
     }
 }
@@ -201,6 +203,74 @@ where
     }
 }
 
+/// An admission check that must ask someone else (shared state): takes the request and
+/// gives it back, possibly extended, or refuses it.
+pub trait AsyncGate: Clone + Send + Sync + 'static {
+    /// `Err` answers the request with the rejection; nothing inside runs.
+    fn admit<B: Send + 'static>(
+        &self,
+        request: Request<B>,
+    ) -> Pending<'static, Result<Request<B>, Rejection>>;
+}
+
+/// Applies an [`AsyncGate`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct AsyncGateLayer<G>(G);
+
+impl<G> AsyncGateLayer<G> {
+    /// Check every request with `gate`.
+    pub fn new(gate: G) -> Self {
+        Self(gate)
+    }
+}
+
+impl<G: Clone, S> Layer<S> for AsyncGateLayer<G> {
+    type Service = AsyncGateService<G, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AsyncGateService {
+            gate: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`AsyncGateLayer`].
+#[derive(Debug, Clone)]
+pub struct AsyncGateService<G, S> {
+    gate: G,
+    inner: S,
+}
+
+impl<G, S, B> Service<Request<B>> for AsyncGateService<G, S>
+where
+    G: AsyncGate,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pending<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The service that was polled ready goes into the future; a clone stays behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let admit = self.gate.admit(request);
+        Box::pin(async move {
+            match admit.await {
+                Ok(request) => inner.call(request).await,
+                Err(rejection) => Ok(rejection.into_response()),
+            }
+        })
+    }
+}
+
 /// The client address the client-IP layer outside found.
 fn client_ip<B>(request: &Request<B>) -> ClientIp {
     request
@@ -242,12 +312,16 @@ impl Gate for UpgradeShape {
 #[derive(Debug, Clone)]
 pub struct PerIpLimit(pub Arc<Admission>);
 
-impl Gate for PerIpLimit {
-    fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection> {
-        self.0
-            .per_ip
-            .check(client_ip(request).key())
-            .map_err(Rejection::from)
+impl AsyncGate for PerIpLimit {
+    fn admit<B: Send + 'static>(
+        &self,
+        request: Request<B>,
+    ) -> Pending<'static, Result<Request<B>, Rejection>> {
+        let limits = self.0.limits.clone();
+        Box::pin(async move {
+            limits.per_ip(client_ip(&request).key()).await?;
+            Ok(request)
+        })
     }
 }
 
@@ -256,9 +330,16 @@ impl Gate for PerIpLimit {
 #[derive(Debug, Clone)]
 pub struct GlobalBudget(pub Arc<Admission>);
 
-impl Gate for GlobalBudget {
-    fn admit<B>(&self, _: &mut Request<B>) -> Result<(), Rejection> {
-        self.0.global.check().map_err(Rejection::from)
+impl AsyncGate for GlobalBudget {
+    fn admit<B: Send + 'static>(
+        &self,
+        request: Request<B>,
+    ) -> Pending<'static, Result<Request<B>, Rejection>> {
+        let limits = self.0.limits.clone();
+        Box::pin(async move {
+            limits.global().await?;
+            Ok(request)
+        })
     }
 }
 
@@ -294,7 +375,8 @@ pub struct FailedAuthService<S> {
 
 impl<S, B> Service<Request<B>> for FailedAuthService<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -308,22 +390,20 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let ip = client_ip(&request);
-        let standing = match self.admission.failures.standing(ip.key()) {
-            Ok(standing) => standing,
-            Err(refusal) => {
-                let response = Rejection::from(refusal).into_response();
-                return Box::pin(std::future::ready(Ok(response)));
-            }
-        };
-        let admission = self.admission.clone();
-        let future = self.inner.call(request);
+        let limits = self.admission.limits.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = future.await?;
+            let standing = match limits.standing(ip.key()).await {
+                Ok(standing) => standing,
+                Err(refusal) => return Ok(Rejection::from(refusal).into_response()),
+            };
+            let response = inner.call(request).await?;
             if matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
             ) {
-                admission.failures.record_failure(ip.key());
+                limits.record_failure(ip.key()).await;
                 if let Standing::Probation(wait) = standing {
                     // A blocked address learns nothing from its failures but when to return.
                     return Ok(Rejection::from(Refusal::Blocked(wait)).into_response());

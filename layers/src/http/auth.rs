@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
 use super::client_ip::ClientIp;
+use super::limits::Pending;
 
 /// Who the credentials say is calling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub enum AuthError {
     /// The client address is not in the allow-list.
     #[error("address not allowed")]
     Forbidden,
+    /// The shared single-use memory cannot be reached and the policy is to fail closed.
+    #[error("single-use token memory unavailable")]
+    Unavailable,
 }
 
 /// Twilio's `X-Twilio-Signature` over the configured public `wss://` URL (never the `Host`
@@ -226,29 +230,58 @@ pub enum AuthMode {
     IpAllowlist(Arc<Vec<IpNet>>),
 }
 
+/// Credentials that checked out; a single-use token among them is spent by
+/// [`Checked::spend`] (which may ask the cluster).
+#[derive(Debug)]
+pub struct Checked {
+    /// The decision, once spent.
+    pub admitted: Admitted,
+    token: Option<(Arc<JwtVerifier>, Claims)>,
+}
+
+impl Checked {
+    /// Spends the token's `jti` (a replay is refused) and admits.
+    pub async fn spend(self) -> Result<Admitted, AuthError> {
+        if let Some((verifier, claims)) = &self.token {
+            verifier.spend(claims).await?;
+        }
+        Ok(self.admitted)
+    }
+}
+
 impl AuthMode {
-    /// Decides on an upgrade request.
-    pub fn authenticate<B>(&self, request: &Request<B>) -> Result<Admitted, AuthError> {
+    /// Checks an upgrade request's credentials (CPU only; see [`Checked::spend`]).
+    pub fn authenticate<B>(&self, request: &Request<B>) -> Result<Checked, AuthError> {
+        self.check(request)
+            .map(|(admitted, token)| Checked { admitted, token })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn check<B>(
+        &self,
+        request: &Request<B>,
+    ) -> Result<(Admitted, Option<(Arc<JwtVerifier>, Claims)>), AuthError> {
         let headers = request.headers();
-        match self {
-            Self::None => Ok(Admitted {
+        let admitted = match self {
+            Self::None => Admitted {
                 identity: Identity::default(),
                 start_token: None,
-            }),
+            },
             Self::Jwt { verifier, sources } => {
                 match header_token(request, sources.query.as_deref()) {
                     Some(token) => {
                         let claims = verifier.verify(token)?;
-                        Ok(Admitted {
+                        let admitted = Admitted {
                             identity: Identity::from(&claims),
                             start_token: None,
-                        })
+                        };
+                        return Ok((admitted, Some((verifier.clone(), claims))));
                     }
-                    None if sources.start => Ok(Admitted {
+                    None if sources.start => Admitted {
                         identity: Identity::default(),
                         start_token: Some(verifier.clone()),
-                    }),
-                    None => Err(AuthError::Missing),
+                    },
+                    None => return Err(AuthError::Missing),
                 }
             }
             Self::TwilioSignature {
@@ -262,26 +295,27 @@ impl AuthMode {
                 if !signature.verify(header) {
                     return Err(AuthError::BadSignature);
                 }
-                Ok(Admitted {
+                Admitted {
                     identity: Identity::default(),
                     start_token: call_token.clone(),
-                })
+                }
             }
-            Self::Basic(basic) => Ok(Admitted {
+            Self::Basic(basic) => Admitted {
                 identity: basic.verify(headers)?,
                 start_token: None,
-            }),
+            },
             Self::IpAllowlist(nets) => {
                 let ip: Option<IpAddr> = request.extensions().get::<ClientIp>().map(|c| c.0);
                 match ip {
-                    Some(ip) if nets.iter().any(|n| n.contains(&ip)) => Ok(Admitted {
+                    Some(ip) if nets.iter().any(|n| n.contains(&ip)) => Admitted {
                         identity: Identity::default(),
                         start_token: None,
-                    }),
-                    _ => Err(AuthError::Forbidden),
+                    },
+                    _ => return Err(AuthError::Forbidden),
                 }
             }
-        }
+        };
+        Ok((admitted, None))
     }
 }
 
@@ -341,38 +375,64 @@ pub struct Auth<S> {
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<S::Future, std::future::Ready<Result<Response, S::Error>>>;
+    type Future = Either<S::Future, Pending<'static, Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.mode.authenticate(&request) {
-            Ok(admitted) => {
-                request.extensions_mut().insert(admitted);
-                Either::Left(self.inner.call(request))
-            }
-            Err(error) => {
-                let (status, reason, body) = match error {
-                    AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden\n"),
-                    _ => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized\n"),
-                };
-                tracing::info!(%error, status = status.as_u16(), "upgrade refused");
-                metrics::counter!("callgate_upgrades_rejected_total", "reason" => reason)
-                    .increment(1);
-                Either::Right(std::future::ready(Ok((status, body).into_response())))
-            }
+        let checked = match self.mode.authenticate(&request) {
+            Ok(checked) => checked,
+            Err(error) => return Either::Right(Box::pin(std::future::ready(Ok(refuse(error))))),
+        };
+        if checked.token.is_none() {
+            request.extensions_mut().insert(checked.admitted);
+            return Either::Left(self.inner.call(request));
         }
+        // A single-use token: spend it (maybe in the cluster) before anything inside runs.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            match checked.spend().await {
+                Ok(admitted) => {
+                    request.extensions_mut().insert(admitted);
+                    inner.call(request).await
+                }
+                Err(error) => Ok(refuse(error)),
+            }
+        }))
     }
 }
 
+/// 401 for bad credentials, 403 for an address not allowed (both counted against the client
+/// address outside), 503 when the single-use memory is unreachable (not the client's fault).
+fn refuse(error: AuthError) -> Response {
+    let (status, reason) = match error {
+        AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        AuthError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+        _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
+    };
+    tracing::info!(%error, status = status.as_u16(), "upgrade refused");
+    metrics::counter!("callgate_upgrades_rejected_total", "reason" => reason).increment(1);
+    let mut response = (status, format!("{reason}\n")).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
+    }
+    response
+}
+
 mod jwt;
-pub use jwt::{Claims, JwtKey, JwtVerifier};
+pub use jwt::{Claims, JwtKey, JwtVerifier, LocalReplayGuard, ReplayGuard};
 
 #[cfg(test)]
 mod tests;

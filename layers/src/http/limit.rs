@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+pub use governor::Quota;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum Refusal {
     Blocked(Duration),
     /// The gateway as a whole is over its limit: 503, retry after the duration.
     Overloaded(Duration),
+    /// The shared state (Redis) cannot be reached and the policy is to fail closed: 503.
+    Unavailable,
 }
 
 /// A quota of `per_second` requests a second with a burst of `burst`.

@@ -3,13 +3,14 @@
 //!
 //! [`client_ip`] (trusted proxies), [`admission`] (the gates: origin, upgrade shape, per-IP
 //! limit, failed-auth standing, the gateway-wide budget), [`auth`] (JWT, Twilio signature,
-//! Basic, IP allow-list), and [`limit`]: the limiters, the failure blocklist and the
-//! per-host connection counts.
+//! Basic, IP allow-list), [`limit`]: the limiters, the failure blocklist and the per-host
+//! connection counts, and [`limits`]: the interface to that state, local or shared.
 
 pub mod admission;
 pub mod auth;
 pub mod client_ip;
 pub mod limit;
+pub mod limits;
 
 /// The value of query parameter `name` in `query` (as sent: no percent-decoding, which
 /// tokens, ids and numbers do not need).

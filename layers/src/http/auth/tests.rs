@@ -240,8 +240,8 @@ fn leeway_is_small_and_honoured() {
     assert!(v.verify(&long_expired).is_err());
 }
 
-#[test]
-fn single_use_and_call_bound_tokens() {
+#[tokio::test]
+async fn single_use_and_call_bound_tokens() {
     let v = verifier();
     let once = hs(
         &Claims {
@@ -263,11 +263,21 @@ fn single_use_and_call_bound_tokens() {
         },
         "hs-current",
     );
-    assert!(v.verify_for_call(&fresh, "CA1").is_ok());
-    assert_eq!(
-        v.verify_for_call(&fresh, "CA1").unwrap_err(),
-        AuthError::Replayed
-    );
+    let claims = v.verify_for_call(&fresh, "CA1").unwrap();
+    assert_eq!(v.spend(&claims).await, Ok(()));
+    let again = v.verify_for_call(&fresh, "CA1").unwrap();
+    assert_eq!(v.spend(&again).await.unwrap_err(), AuthError::Replayed);
+    // A token without `jti` is not single-use.
+    let reusable = v.verify(&hs(&claims_of_call("CA1"), "hs-current")).unwrap();
+    assert_eq!(v.spend(&reusable).await, Ok(()));
+    assert_eq!(v.spend(&reusable).await, Ok(()));
+}
+
+fn claims_of_call(call_sid: &str) -> Claims {
+    Claims {
+        call_sid: Some(call_sid.into()),
+        ..claims()
+    }
 }
 
 #[test]
@@ -370,7 +380,7 @@ fn token_sources() {
         },
     };
     let deferred = start.authenticate(&request(&[], "/twilio")).unwrap();
-    assert!(deferred.start_token.is_some(), "deferred to start");
+    assert!(deferred.admitted.start_token.is_some(), "deferred to start");
     let bad = start.authenticate(&request(&[("authorization", "Bearer x.y.z")], "/twilio"));
     assert!(bad.is_err(), "a bad header token is not excused by start");
 }
@@ -384,6 +394,7 @@ fn basic_and_allowlist() {
         basic
             .authenticate(&request(&[("authorization", &good)], "/"))
             .unwrap()
+            .admitted
             .identity
             .subject
             .as_deref(),
