@@ -400,3 +400,46 @@ async fn while_redis_is_down_calls_go_on_and_upgrades_follow_the_policy() {
     }
     drop(fallback);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_rates_and_failed_auth_blocks_span_the_replicas() {
+    let Some(redis) = TestRedis::start().await else {
+        return;
+    };
+    let upstream = FakeUpstream::start().await;
+    let limited = |c: &mut Config| {
+        clustered(c, &redis, 100);
+        c.security.upgrades_per_ip_per_second = 1;
+        c.security.upgrade_burst_per_ip = 4;
+        c.security.failed_auth_per_ip_per_minute = 1;
+        c.security.failed_auth_burst = 2;
+    };
+    let a = Gateway::start(Some(&upstream), limited).await;
+    let b = Gateway::start(Some(&upstream), limited).await;
+    let (good, bad) = (
+        token(None),
+        hs256_token(&json!({"iss": "x"}), Some("k1"), "wrong"),
+    );
+
+    // One address's upgrade budget (burst 4, one a second) is spent across both replicas.
+    assert_eq!(upgrade_status(&a.url("/twilio"), &good).await.0, 101);
+    assert_eq!(upgrade_status(&b.url("/twilio"), &good).await.0, 101);
+    assert_eq!(upgrade_status(&a.url("/twilio"), &bad).await.0, 401);
+    assert_eq!(upgrade_status(&a.url("/twilio"), &good).await.0, 101);
+    let (status, retry_after) = upgrade_status(&b.url("/twilio"), &good).await;
+    assert_eq!(status, 429, "B refuses the fifth upgrade of the address");
+    assert!(!retry_after.is_empty());
+
+    // Failures counted on A block the address on B (quota: 2 failures): a bad token there
+    // answers 429 (probation), while a good one still passes (a shared carrier address is
+    // throttled, not locked out).
+    tokio::time::sleep(Duration::from_secs(4)).await; // the upgrade budget refills
+    assert_eq!(upgrade_status(&a.url("/twilio"), &bad).await.0, 401);
+    assert_eq!(
+        upgrade_status(&a.url("/twilio"), &bad).await.0,
+        401,
+        "the third failure blocks"
+    );
+    assert_eq!(upgrade_status(&b.url("/twilio"), &bad).await.0, 429);
+    assert_eq!(upgrade_status(&b.url("/twilio"), &good).await.0, 101);
+}

@@ -234,6 +234,28 @@ fn warm_pool_settings_are_checked() {
 }
 
 #[test]
+fn cluster_settings_are_checked() {
+    let err = load(
+        "[cluster]\nredis_url = \"rediss://r:6379\"\nlease_ttl_s = 1\nadvertise_url = \"10.0.0.1\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "cluster.redis_url",
+        "cluster.lease_ttl_s",
+        "cluster.advertise_url",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let err = load("[cluster]\non_redis_error = \"maybe\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("on_redis_error"), "{err}");
+    let config = load("", &[("CALLGATE_CLUSTER__ON_REDIS_ERROR", "closed")]).unwrap();
+    assert_eq!(config.cluster.on_redis_error, OnRedisError::Closed);
+    assert!(!config.cluster.enabled(), "no Redis by default");
+}
+
+#[test]
 fn the_kubernetes_configuration_loads_with_its_environment() {
     // The ConfigMap's callgate.toml, with the env the Deployment sets: a gateway that starts
     // (JWT on every route, on 0.0.0.0: loading refuses unauthenticated public routes) and
@@ -256,10 +278,14 @@ fn the_kubernetes_configuration_loads_with_its_environment() {
                 "CALLGATE_RECORDS__URL",
                 "postgres://callgate:pw@postgres:5432/callgate",
             ),
+            ("CALLGATE_CLUSTER__REDIS_URL", "redis://:pw@redis:6379"),
+            ("CALLGATE_CLUSTER__ADVERTISE_URL", "http://10.1.2.3:8080"),
         ],
     )
     .unwrap();
     assert_eq!(config.listen, "0.0.0.0:8080");
+    assert!(config.cluster.enabled());
+    assert_eq!(config.cluster.advertise_url, "http://10.1.2.3:8080");
     assert_eq!(config.security.default_auth, AuthKind::Jwt);
     assert_eq!(
         config.records.url,
