@@ -24,8 +24,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get_service, MethodRouter};
 use callgate_layers::http::admission::{
-    AsyncGate, AsyncGateLayer, FailedAuthLayer, Gate, GateLayer, GlobalBudget, OriginAllowList,
-    PerIpLimit, Rejection, UpgradeShape,
+    AsyncGate, FailedAuthLayer, Gate, GateLayer, GlobalBudget, OriginAllowList, PerIpLimit,
+    Rejection, UpgradeShape,
 };
 use callgate_layers::http::auth::{Admitted, AuthLayer, AuthMode};
 use callgate_layers::http::client_ip::{ClientIpLayer, TrustedProxies};
@@ -59,15 +59,15 @@ where
         // 426 for anything but a WebSocket upgrade, before any limiter state is touched.
         .layer(GateLayer::new(UpgradeShape))
         // 429 past the per-IP upgrade rate: one address cannot monopolise the handshakes.
-        .layer(AsyncGateLayer::new(PerIpLimit(admission.clone())))
+        .layer(GateLayer::new(PerIpLimit(admission.clone())))
         // Throttles an address with too many failed authentications; counts 401/403 from inside.
         .layer(FailedAuthLayer::new(admission.clone()))
         // The route's credentials: JWT, Twilio signature, Basic or an IP allow-list.
         .layer(AuthLayer::new(auth))
         // 503 past the gateway-wide upgrade rate, spent only by authenticated upgrades.
-        .layer(AsyncGateLayer::new(GlobalBudget(admission)))
+        .layer(GateLayer::new(GlobalBudget(admission)))
         // 503 at `max_calls` or the tenant's cap; the permit rides to the call in extensions.
-        .layer(AsyncGateLayer::new(CallCap(state.security.caps.clone())))
+        .layer(GateLayer::new(CallCap(state.security.caps.clone())))
         .service(handler);
     get_service(stack)
 }

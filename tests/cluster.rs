@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use callgate::config::{AuthKind, Config, OnRedisError};
@@ -54,13 +54,8 @@ struct Replica {
 
 impl Replica {
     async fn start(upstream: &FakeUpstream, redis: &TestRedis, max_calls: usize) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let config = std::env::temp_dir().join(format!("callgate-cluster-{port}.toml"));
+        let addr = free_addr();
+        let config = std::env::temp_dir().join(format!("callgate-cluster-{}.toml", addr.port()));
         std::fs::write(
             &config,
             format!(
@@ -93,19 +88,10 @@ lease_ttl_s = {TTL_S}
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "replica B did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = spawn_binary(addr, |command| {
+            command.arg("--config").arg(&config);
+        })
+        .await;
         Self { child, addr }
     }
 

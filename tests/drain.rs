@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,33 +16,18 @@ struct Binary {
 
 impl Binary {
     async fn start(upstream: &FakeUpstream, drain_deadline_s: u64) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .env("CALLGATE_LISTEN", addr.to_string())
-            .env("CALLGATE_UPSTREAM_URL", &upstream.url)
-            .env(
-                "CALLGATE_CALLS__DRAIN_DEADLINE_S",
-                drain_deadline_s.to_string(),
-            )
-            .env("RUST_LOG", "warn")
-            .env("CALLGATE_RECORDS__ENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the binary did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let addr = free_addr();
+        let child = spawn_binary(addr, |command| {
+            command
+                .env("CALLGATE_LISTEN", addr.to_string())
+                .env("CALLGATE_UPSTREAM_URL", &upstream.url)
+                .env(
+                    "CALLGATE_CALLS__DRAIN_DEADLINE_S",
+                    drain_deadline_s.to_string(),
+                )
+                .env("CALLGATE_RECORDS__ENABLED", "false");
+        })
+        .await;
         Self { child, addr }
     }
 

@@ -276,6 +276,41 @@ impl FakeUpstream {
     }
 }
 
+/// A free loopback address for a gateway process (the port is free when this returns).
+pub fn free_addr() -> std::net::SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Runs the `callgate` binary with `configure`'s arguments and environment (its output
+/// discarded) and waits until it listens on `addr`.
+pub async fn spawn_binary(
+    addr: std::net::SocketAddr,
+    configure: impl FnOnce(&mut std::process::Command),
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_callgate"));
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    configure(&mut command);
+    let child = command.spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the binary did not start listening on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
 /// Polls the async `f` until it returns `Some`, for at most [`WAIT`].
 pub async fn eventually_async<T, F, Fut>(mut f: F) -> T
 where

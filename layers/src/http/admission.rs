@@ -146,13 +146,34 @@ pub fn reject(status: StatusCode, reason: &'static str, retry_after: Option<Dura
     response
 }
 
-/// One admission check: inspects (and may extend) a request, or refuses it.
+/// One admission check that decides on its own: inspects (and may extend) a request, or
+/// refuses it. Every `Gate` is an [`AsyncGate`] whose answer is ready at once.
 pub trait Gate {
     /// `Err` answers the request with the rejection; nothing inside runs.
     fn admit<B>(&self, request: &mut Request<B>) -> Result<(), Rejection>;
 }
 
-/// Applies a [`Gate`] in front of a service.
+/// An admission check that must ask someone else (shared state): takes the request and
+/// gives it back, possibly extended, or refuses it.
+pub trait AsyncGate: Clone + Send + Sync + 'static {
+    /// `Err` answers the request with the rejection; nothing inside runs.
+    fn admit<B: Send + 'static>(
+        &self,
+        request: Request<B>,
+    ) -> Pending<'static, Result<Request<B>, Rejection>>;
+}
+
+impl<G: Gate + Clone + Send + Sync + 'static> AsyncGate for G {
+    fn admit<B: Send + 'static>(
+        &self,
+        mut request: Request<B>,
+    ) -> Pending<'static, Result<Request<B>, Rejection>> {
+        let decided = Gate::admit(self, &mut request).map(|()| request);
+        Box::pin(std::future::ready(decided))
+    }
+}
+
+/// Applies a [`Gate`] or an [`AsyncGate`] in front of a service.
 #[derive(Debug, Clone)]
 pub struct GateLayer<G>(G);
 
@@ -182,67 +203,6 @@ pub struct GateService<G, S> {
 
 impl<G, S, B> Service<Request<B>> for GateService<G, S>
 where
-    G: Gate,
-    S: Service<Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        use futures_util::future::Either;
-        match self.gate.admit(&mut request) {
-            Ok(()) => Either::Right(self.inner.call(request)),
-            Err(rejection) => Either::Left(std::future::ready(Ok(rejection.into_response()))),
-        }
-    }
-}
-
-/// An admission check that must ask someone else (shared state): takes the request and
-/// gives it back, possibly extended, or refuses it.
-pub trait AsyncGate: Clone + Send + Sync + 'static {
-    /// `Err` answers the request with the rejection; nothing inside runs.
-    fn admit<B: Send + 'static>(
-        &self,
-        request: Request<B>,
-    ) -> Pending<'static, Result<Request<B>, Rejection>>;
-}
-
-/// Applies an [`AsyncGate`] in front of a service.
-#[derive(Debug, Clone)]
-pub struct AsyncGateLayer<G>(G);
-
-impl<G> AsyncGateLayer<G> {
-    /// Check every request with `gate`.
-    pub fn new(gate: G) -> Self {
-        Self(gate)
-    }
-}
-
-impl<G: Clone, S> Layer<S> for AsyncGateLayer<G> {
-    type Service = AsyncGateService<G, S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AsyncGateService {
-            gate: self.0.clone(),
-            inner,
-        }
-    }
-}
-
-/// See [`AsyncGateLayer`].
-#[derive(Debug, Clone)]
-pub struct AsyncGateService<G, S> {
-    gate: G,
-    inner: S,
-}
-
-impl<G, S, B> Service<Request<B>> for AsyncGateService<G, S>
-where
     G: AsyncGate,
     B: Send + 'static,
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
@@ -261,7 +221,7 @@ where
         // The service that was polled ready goes into the future; a clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let admit = self.gate.admit(request);
+        let admit = AsyncGate::admit(&self.gate, request);
         Box::pin(async move {
             match admit.await {
                 Ok(request) => inner.call(request).await,

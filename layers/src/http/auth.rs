@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use futures_util::future::Either;
@@ -415,20 +415,17 @@ where
 /// 401 for bad credentials, 403 for an address not allowed (both counted against the client
 /// address outside), 503 when the single-use memory is unreachable (not the client's fault).
 fn refuse(error: AuthError) -> Response {
-    let (status, reason) = match error {
-        AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-        AuthError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
-        _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
+    let (status, reason, retry_after) = match error {
+        AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+        AuthError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            Some(std::time::Duration::from_secs(1)),
+        ),
+        _ => (StatusCode::UNAUTHORIZED, "unauthorized", None),
     };
-    tracing::info!(%error, status = status.as_u16(), "upgrade refused");
-    metrics::counter!("callgate_upgrades_rejected_total", "reason" => reason).increment(1);
-    let mut response = (status, format!("{reason}\n")).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
-    }
-    response
+    tracing::info!(%error, "credentials refused");
+    super::admission::reject(status, reason, retry_after)
 }
 
 mod jwt;
