@@ -128,7 +128,9 @@ async fn say_and_call(upstream: &FakeUpstream, n: usize, tool: &str, arguments: 
             json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "a1"}),
         )
         .await;
-    upstream.send(n, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "fc1", "name": tool, "arguments": arguments.to_string()})).await;
+    upstream
+        .send_function_call(n, "fc1", tool, &arguments.to_string())
+        .await;
     upstream
         .send(
             n,
@@ -428,7 +430,9 @@ async fn send_dtmf_by_api_by_stream_or_refused() {
             gw: _gw,
             ..
         } = Scene::start(carrier_name, 0, |_| {}).await;
-        upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "fc1", "name": "send_dtmf", "arguments": json!({"digits": "12#"}).to_string()})).await;
+        upstream
+            .send_function_call(0, "fc1", "send_dtmf", &json!({"digits": "12#"}).to_string())
+            .await;
         let output = tool_output(&upstream).await;
         match carrier_name {
             "telnyx" => {

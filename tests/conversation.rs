@@ -393,8 +393,9 @@ async fn tools_succeed_time_out_and_fail_into_function_call_output() {
         ("c2", "slow_tool"),
         ("c3", "broken_tool"),
     ] {
-        upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "item_id": "f", "output_index": 0,
-            "call_id": call_id, "name": name, "arguments": "{\"order_id\": \"A-17\"}"})).await;
+        upstream
+            .send_function_call(0, call_id, name, "{\"order_id\": \"A-17\"}")
+            .await;
     }
     let outputs = loop {
         let items = upstream.events_of(0, "conversation.item.create").await;
@@ -443,7 +444,7 @@ async fn say_goodbye_and_end_call(upstream: &FakeUpstream, bytes: usize) {
             json!({"type": "response.output_audio.done", "response_id": "r1", "item_id": "bye"}),
         )
         .await;
-    upstream.send(0, json!({"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "c9", "name": "end_call", "arguments": "{}"})).await;
+    upstream.send_function_call(0, "c9", "end_call", "{}").await;
     upstream
         .send(
             0,

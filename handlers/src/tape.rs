@@ -237,6 +237,17 @@ fn redact_said(value: &mut Value) {
             *text = crate::pci::redact_digits(text).into_owned();
         }
     }
+    // A tool's arguments (from the model) and its output (for the model) are said too.
+    if let Some(item) = value.get_mut("item") {
+        for field in ["arguments", "output"] {
+            if let Some(Value::String(text)) = item.get_mut(field) {
+                *text = crate::pci::redact_digits(text).into_owned();
+            }
+        }
+    }
+    if let Some(Value::String(text)) = value.get_mut("arguments") {
+        *text = crate::pci::redact_digits(text).into_owned();
+    }
     if let Some(content) = value
         .get_mut("item")
         .and_then(|i| i.get_mut("content"))
@@ -299,6 +310,16 @@ mod tests {
         assert!(!redact_text(Dir::UpstreamIn, said, KEEP).contains("4111"));
         let told = r#"{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"Caller entered digits: 1234#"}]}}"#;
         assert!(!redact_text(Dir::UpstreamOut, told, KEEP).contains("1234"));
+        // Tools: what the model passes and what it is handed back.
+        let call = r#"{"type":"response.output_item.done","item":{"type":"function_call","name":"pay","arguments":"{\"card\":\"4111 1111\"}"}}"#;
+        let taped = redact_text(Dir::UpstreamIn, call, KEEP);
+        assert!(!taped.contains("4111") && taped.contains("pay"), "{taped}");
+        let args =
+            r#"{"type":"response.function_call_arguments.done","arguments":"{\"pin\":\"9876\"}"}"#;
+        assert!(!redact_text(Dir::UpstreamIn, args, KEEP).contains("9876"));
+        let output = r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"c1","output":"balance 1234"}}"#;
+        let taped = redact_text(Dir::UpstreamOut, output, KEEP);
+        assert!(!taped.contains("1234") && taped.contains("c1"), "{taped}");
         // Audio (base64 is full of digits) is never mistaken for speech.
         let audio = r#"{"type":"response.output_audio.delta","delta":"AAEC1234"}"#;
         assert!(redact_text(Dir::UpstreamIn, audio, KEEP).contains("AAEC1234"));

@@ -276,6 +276,33 @@ impl FakeUpstream {
     }
 }
 
+/// What a Realtime server sends when the model calls a tool, in order: the arguments'
+/// `.done` (with `name` on GA; the beta dialect leaves it out) and the completed output item
+/// (`status` `completed`, or `incomplete` when its response was cancelled).
+pub fn function_call_events(
+    response_id: &str,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+    status: &str,
+) -> [Value; 2] {
+    [
+        json!({"type": "response.function_call_arguments.done", "response_id": response_id, "item_id": format!("fc_{call_id}"),
+            "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments}),
+        json!({"type": "response.output_item.done", "response_id": response_id, "output_index": 0,
+            "item": {"id": format!("fc_{call_id}"), "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}}),
+    ]
+}
+
+impl FakeUpstream {
+    /// Sends the events of a completed function call (see [`function_call_events`]).
+    pub async fn send_function_call(&self, i: usize, call_id: &str, name: &str, arguments: &str) {
+        for event in function_call_events("r1", call_id, name, arguments, "completed") {
+            self.send(i, event).await;
+        }
+    }
+}
+
 /// A free loopback address for a gateway process (the port is free when this returns).
 pub fn free_addr() -> std::net::SocketAddr {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

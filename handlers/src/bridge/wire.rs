@@ -164,8 +164,11 @@ pub enum ServerKind {
     ResponseCreated,
     /// A response ended (any status).
     ResponseDone,
-    /// A function call's arguments are complete.
-    FunctionCall,
+    /// An output item is complete; a `function_call` item is a tool to run. (Acting on the
+    /// item, not on `response.function_call_arguments.done`: the beta dialect leaves `name`
+    /// out of that event, and only the item says whether the call completed or was cut off
+    /// by a barge-in.)
+    OutputItemDone,
     /// An `error` event.
     Error,
     /// Anything else: ignored and counted.
@@ -192,7 +195,7 @@ impl ServerKind {
             }
             "response.created" => Self::ResponseCreated,
             "response.done" => Self::ResponseDone,
-            "response.function_call_arguments.done" => Self::FunctionCall,
+            "response.output_item.done" => Self::OutputItemDone,
             "error" => Self::Error,
             _ => Self::Other,
         }
@@ -226,6 +229,20 @@ pub struct ServerEvent<'a> {
     /// The body of `session.created` / `session.updated`.
     #[serde(default)]
     pub session: Option<Value>,
+    /// The item of `response.output_item.done`.
+    #[serde(default)]
+    pub item: Option<ItemBody>,
+}
+
+/// An output item (`response.output_item.done`'s `item`): a message or a function call.
+#[derive(Debug, Default, Deserialize)]
+pub struct ItemBody {
+    /// `message`, `function_call`, ...
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `completed`, or `incomplete` when its response was cancelled or cut short.
+    #[serde(default)]
+    pub status: Option<String>,
     /// A function call's id.
     #[serde(default)]
     pub call_id: Option<String>,
@@ -235,6 +252,29 @@ pub struct ServerEvent<'a> {
     /// A function call's arguments (JSON text).
     #[serde(default)]
     pub arguments: Option<String>,
+}
+
+impl ItemBody {
+    /// A function call the model finished: `(call_id, name, arguments)`. `None` for other
+    /// items and for calls whose response was cancelled (status other than `completed`).
+    pub fn completed_call(self) -> Option<(String, String, String)> {
+        if self.kind.as_deref() != Some("function_call") {
+            return None;
+        }
+        if self.status.as_deref().is_some_and(|s| s != "completed") {
+            tracing::info!(
+                name = self.name.as_deref(),
+                status = self.status.as_deref(),
+                "function call not completed (its response was cancelled): not run"
+            );
+            return None;
+        }
+        Some((
+            self.call_id?,
+            self.name?,
+            self.arguments.unwrap_or_default(),
+        ))
+    }
 }
 
 /// `error.error`.

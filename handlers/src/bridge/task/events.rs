@@ -70,12 +70,17 @@ impl Relay {
                     self.request_response(ws, config).await?;
                 }
             }
-            ServerKind::FunctionCall => {
-                let (Some(call_id), Some(name)) = (event.call_id, event.name) else {
+            ServerKind::OutputItemDone => {
+                // A call in a response the caller interrupted is not run, whatever its status
+                // says (the model's turn was cut off).
+                if self.cancelled(&event) {
                     return Ok(());
-                };
-                let arguments = event.arguments.unwrap_or_default();
-                self.on_function_call(call_id, name, arguments, config);
+                }
+                if let Some((call_id, name, arguments)) =
+                    event.item.and_then(wire::ItemBody::completed_call)
+                {
+                    self.on_function_call(call_id, name, arguments, config);
+                }
             }
             kind @ (ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta) => {
                 let role = if kind == ServerKind::CallerTranscriptDelta {
