@@ -3,7 +3,25 @@
 //! (`[session]`, `[conversation]`, `[[tools]]`, `[dtmf]`) as they were read.
 
 use super::*;
+use callgate_handlers::bridge::token::TokenSource;
 use callgate_handlers::bridge::tools::Tools;
+
+impl UpstreamConfig {
+    /// Where a bearer token that expires comes from (`azure_token_file` or
+    /// `azure_token_command`), if configured.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        if !self.azure_token_file.is_empty() {
+            return Some(TokenSource::File(self.azure_token_file.clone().into()));
+        }
+        if !self.azure_token_command.is_empty() {
+            return Some(TokenSource::command(
+                self.azure_token_command.clone(),
+                Duration::from_secs(self.azure_token_cache_s),
+            ));
+        }
+        None
+    }
+}
 
 impl Config {
     /// The bridge settings; `loopback_url` is the embedded simulator's URL when it runs.
@@ -26,10 +44,13 @@ impl Config {
             (&up.openai_api_key, &up.azure_api_key)
         };
         let key = if first.is_empty() { second } else { first };
-        let auth = match (loopback_url, key.is_empty(), api_key) {
-            (Some(_), _, _) | (None, true, _) => UpstreamAuth::None,
-            (None, false, true) => UpstreamAuth::ApiKey(key.clone()),
-            (None, false, false) => UpstreamAuth::Bearer(key.clone()),
+        let auth = match (loopback_url, up.token_source(), key.is_empty(), api_key) {
+            (Some(_), _, _, _) => UpstreamAuth::None,
+            // A token that expires, read at each connect, before any static key.
+            (None, Some(source), _, _) => UpstreamAuth::BearerFrom(std::sync::Arc::new(source)),
+            (None, None, true, _) => UpstreamAuth::None,
+            (None, None, false, true) => UpstreamAuth::ApiKey(key.clone()),
+            (None, None, false, false) => UpstreamAuth::Bearer(key.clone()),
         };
         BridgeConfig {
             url,

@@ -53,6 +53,12 @@ pub struct UpstreamConfig {
     /// How keys are sent: `auto` (Azure hosts get `api-key`, others `Authorization: Bearer`),
     /// `bearer` or `api-key`.
     pub auth: AuthStyle,
+    /// A file holding a bearer token (Azure Entra ID), read at every connect ("" = none).
+    pub azure_token_file: String,
+    /// A shell command printing a bearer token (Azure Entra ID) ("" = none).
+    pub azure_token_command: String,
+    /// How long a token printed by `azure_token_command` is used before it runs again.
+    pub azure_token_cache_s: u64,
     /// Handshake time limit.
     pub connect_timeout_ms: u64,
     /// Time from connect to `session.updated`.
@@ -94,6 +100,9 @@ impl Default for UpstreamConfig {
             openai_api_key: Secret::default(),
             azure_api_key: Secret::default(),
             auth: AuthStyle::Auto,
+            azure_token_file: String::new(),
+            azure_token_command: String::new(),
+            azure_token_cache_s: 300,
             connect_timeout_ms: 10_000,
             ready_timeout_ms: 10_000,
             queue_ms: 1_000,

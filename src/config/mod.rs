@@ -248,6 +248,7 @@ impl Config {
         self.upstream.url.is_empty()
             && self.upstream.openai_api_key.is_empty()
             && self.upstream.azure_api_key.is_empty()
+            && self.upstream.token_source().is_none()
     }
 }
 

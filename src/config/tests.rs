@@ -10,7 +10,10 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn load(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
     let dir = std::env::temp_dir().join(format!("callgate-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.toml", toml_text.len() * 31 + vars.len()));
+    // A file per call: tests run in parallel.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{n}.toml"));
     std::fs::write(&path, toml_text).unwrap();
     Config::load(Some(&path), env(vars))
 }
@@ -231,6 +234,29 @@ fn warm_pool_settings_are_checked() {
     let config = load("", &[("CALLGATE_UPSTREAM__PREWARM", "8")]).unwrap();
     assert_eq!(config.upstream.prewarm, 8);
     assert_eq!(config.upstream.prewarm_max_age_s, 600);
+}
+
+#[test]
+fn azure_token_sources_are_checked() {
+    let both = "[upstream]\nurl = \"wss://x.openai.azure.com/openai/realtime\"\nazure_token_file = \"/t\"\nazure_token_command = \"az\"\n";
+    let err = load(both, &[]).unwrap_err().to_string();
+    assert!(err.contains("not both"), "{err}");
+    let no_url = load("[upstream]\nazure_token_file = \"/t\"\n", &[]).unwrap_err();
+    assert!(no_url.to_string().contains("deployment's URL"), "{no_url}");
+    let config = load(
+        "[upstream]\nurl = \"wss://x.openai.azure.com/openai/realtime\"\n",
+        &[(
+            "CALLGATE_UPSTREAM__AZURE_TOKEN_FILE",
+            "/var/run/secrets/token",
+        )],
+    )
+    .unwrap();
+    let bridge = config.bridge_config(None);
+    assert!(
+        matches!(&bridge.auth, UpstreamAuth::BearerFrom(source) if **source == callgate_handlers::bridge::token::TokenSource::File("/var/run/secrets/token".into())),
+        "{:?}",
+        bridge.auth
+    );
 }
 
 #[test]

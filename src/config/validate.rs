@@ -20,6 +20,19 @@ impl Config {
         {
             errors.push("upstream.url: AZURE_OPENAI_API_KEY needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
         }
+        let up = &self.upstream;
+        if !up.azure_token_file.is_empty() && !up.azure_token_command.is_empty() {
+            errors.push(
+                "upstream.azure_token_file: set azure_token_file or azure_token_command, not both"
+                    .into(),
+            );
+        }
+        if up.token_source().is_some() && url.is_empty() {
+            errors.push("upstream.url: an Azure token (azure_token_file or azure_token_command) needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
+        }
+        if !up.azure_token_command.is_empty() && up.azure_token_cache_s == 0 {
+            errors.push("upstream.azure_token_cache_s: must be greater than 0 (the command would run for every call)".into());
+        }
         if !(0.0..=1.0).contains(&self.session.vad_threshold) {
             errors.push("session.vad_threshold: must be between 0 and 1".into());
         }

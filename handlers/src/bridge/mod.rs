@@ -16,6 +16,7 @@ mod pool;
 mod queue;
 mod settings;
 mod task;
+pub mod token;
 pub mod tools;
 pub mod wire;
 

@@ -98,7 +98,7 @@ impl UpstreamAudio {
 }
 
 /// How the bridge authenticates its handshake.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum UpstreamAuth {
     /// No credentials (the embedded loopback, test servers).
     #[default]
@@ -107,6 +107,9 @@ pub enum UpstreamAuth {
     Bearer(Secret),
     /// `api-key: <key>` (Azure OpenAI keys).
     ApiKey(Secret),
+    /// `Authorization: Bearer <token>`, the token read at each connect (Azure Entra ID tokens
+    /// expire; see [`super::token`]).
+    BearerFrom(std::sync::Arc<super::token::TokenSource>),
 }
 
 /// What the session is told in `session.update` (`[session]` in the configuration file).

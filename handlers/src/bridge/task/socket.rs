@@ -111,6 +111,15 @@ pub(in crate::bridge) async fn connect(
             value.set_sensitive(true);
             headers.insert("api-key", value);
         }
+        UpstreamAuth::BearerFrom(source) => {
+            let token = source
+                .token(config.connect_timeout)
+                .await
+                .map_err(BridgeError::Connect)?;
+            let mut value = header(format!("Bearer {}", token.expose()))?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
     }
     if config.dialect == RealtimeDialect::Beta {
         headers.insert("OpenAI-Beta", http::HeaderValue::from_static("realtime=v1"));
