@@ -136,6 +136,21 @@ fn frame_path(c: &mut Criterion) {
             smartflo.write(black_box(&delta), &mut frames);
         })
     });
+    // One 100 ms delta of model audio (μ-law, as the GA server sends it) decoded into the
+    // call core's event: the audio stays borrowed from the message.
+    let upstream_delta =
+        serde_json::json!({"type": "response.output_audio.delta", "event_id": "event_1",
+        "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0,
+        "delta": BASE64.encode(vec![0x55u8; 800])})
+        .to_string();
+    c.bench_function("upstream/decode_100ms_delta", |b| {
+        b.iter(|| {
+            black_box(
+                callgate_handlers::bridge::model::decode_realtime(black_box(&upstream_delta))
+                    .unwrap(),
+            );
+        })
+    });
 }
 
 criterion_group!(benches, frame_path);

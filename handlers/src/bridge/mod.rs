@@ -12,6 +12,7 @@
 //! ```
 
 pub mod call_control;
+pub mod model;
 mod pool;
 mod queue;
 mod settings;

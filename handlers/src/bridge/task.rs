@@ -28,8 +28,9 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::model::{decode_realtime, ModelEvent};
 use super::tools;
-use super::wire::{self, ServerEvent, ServerKind};
+use super::wire;
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
     WarmPool,

@@ -208,8 +208,9 @@ pub struct ServerEvent<'a> {
     /// The event name.
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
-    /// Audio (base64) or transcript delta.
-    #[serde(default, borrow)]
+    /// Audio (base64) or transcript delta, borrowed from the message when it has no
+    /// escapes (serde's own `Option<Cow<str>>` always copies).
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub delta: Option<Cow<'a, str>>,
     /// The item the event belongs to.
     #[serde(default)]
@@ -275,6 +276,16 @@ impl ItemBody {
             self.arguments.unwrap_or_default(),
         ))
     }
+}
+
+/// An optional string, borrowed from the input where it can be.
+fn borrowed<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(deserializer)?.map(|b| b.0))
 }
 
 /// `error.error`.

@@ -1,17 +1,18 @@
-//! What the Realtime server says, event by event: session lifecycle, the model's audio
-//! and transcripts, speech started (barge-in), function calls, errors.
+//! What the model says, event by event ([`ModelEvent`], decoded from the Realtime API's
+//! messages): session lifecycle, the model's audio and transcripts, speech started
+//! (barge-in), tool calls, errors.
 
 use super::*;
 
 impl Relay {
-    /// Handles one upstream event (unparseable or unknown ones are counted and ignored).
+    /// Handles one upstream message (unparseable or unknown ones are counted and ignored).
     pub(super) async fn on_event(
         &mut self,
         text: &str,
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        let event: ServerEvent<'_> = match serde_json::from_str(text) {
+        let event = match decode_realtime(text) {
             Ok(event) => event,
             Err(error) => {
                 metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
@@ -20,14 +21,14 @@ impl Relay {
                 return Ok(());
             }
         };
-        match ServerKind::of(&event.kind) {
-            ServerKind::SessionCreated => {
-                self.plan_rollover(event.session.as_ref(), config);
+        match event {
+            ModelEvent::SessionOpened { session } => {
+                self.plan_rollover(session.as_ref(), config);
                 let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
                 self.configuring = Some((Instant::now(), span));
                 send_text(ws, self.session_update.clone(), config).await?;
             }
-            ServerKind::SessionUpdated => {
+            ModelEvent::SessionReady { session } => {
                 #[cfg(feature = "fault-injection")]
                 if self
                     .call
@@ -38,8 +39,7 @@ impl Relay {
                 {
                     panic!("fault injection: panic_in_bridge");
                 }
-                if let Some(reported) = event.session.as_ref().and_then(wire::session_output_audio)
-                {
+                if let Some(reported) = session.as_ref().and_then(wire::session_output_audio) {
                     if reported != self.call.upstream_audio {
                         tracing::warn!(
                             ?reported,
@@ -54,14 +54,20 @@ impl Relay {
                     self.become_ready(ws, config).await?;
                 }
             }
-            ServerKind::AudioDelta => self.on_audio_delta(&event).await,
-            ServerKind::AudioDone => self.on_audio_done(&event).await,
-            ServerKind::SpeechStarted => self.barge_in(ws, config).await?,
-            ServerKind::ResponseCreated => {
-                self.current_response = event.response.and_then(|r| r.id);
+            ModelEvent::Audio {
+                delta,
+                item_id,
+                response_id,
+            } => {
+                self.on_audio_delta(&delta, item_id, response_id.as_deref())
+                    .await
             }
-            ServerKind::ResponseDone => {
-                let id = event.response.and_then(|r| r.id);
+            ModelEvent::AudioDone { response_id } => {
+                self.on_audio_done(response_id.as_deref()).await
+            }
+            ModelEvent::SpeechStarted => self.barge_in(ws, config).await?,
+            ModelEvent::ResponseStarted { id } => self.current_response = id,
+            ModelEvent::ResponseDone { id } => {
                 if id.is_some() && id == self.current_response {
                     self.current_response = None;
                 }
@@ -70,54 +76,49 @@ impl Relay {
                     self.request_response(ws, config).await?;
                 }
             }
-            ServerKind::OutputItemDone => {
-                // A call in a response the caller interrupted is not run, whatever its status
-                // says (the model's turn was cut off).
-                if self.cancelled(&event) {
-                    return Ok(());
-                }
-                if let Some((call_id, name, arguments)) =
-                    event.item.and_then(wire::ItemBody::completed_call)
-                {
+            ModelEvent::ToolCall {
+                call_id,
+                name,
+                arguments,
+                response_id,
+            } => {
+                // A call in a response the caller interrupted is not run, whatever its
+                // status says (the model's turn was cut off).
+                if !self.cancelled(response_id.as_deref()) {
                     self.on_function_call(call_id, name, arguments, config);
                 }
             }
-            kind @ (ServerKind::CallerTranscriptDelta | ServerKind::AssistantTranscriptDelta) => {
-                let role = if kind == ServerKind::CallerTranscriptDelta {
-                    "user"
-                } else {
-                    "assistant"
-                };
-                if let Some(text) = event.delta.as_deref() {
-                    self.call.publish(FeedEvent::Transcript {
-                        role,
-                        text: shown(text, config).into_owned(),
-                        is_final: false,
-                        at_ms: self.call.at_ms(),
-                    });
-                }
+            ModelEvent::Transcript {
+                role,
+                text,
+                is_final: false,
+                ..
+            } => {
+                self.call.publish(FeedEvent::Transcript {
+                    role,
+                    text: shown(&text, config).into_owned(),
+                    is_final: false,
+                    at_ms: self.call.at_ms(),
+                });
             }
-            kind @ (ServerKind::CallerTranscript | ServerKind::AssistantTranscript) => {
-                let role = if kind == ServerKind::CallerTranscript {
-                    "user"
-                } else {
-                    "assistant"
-                };
+            ModelEvent::Transcript {
+                role,
+                text,
+                is_final: true,
+                item_id,
+            } => {
                 // PCI: what either side said may carry digits (the model reads them back);
                 // they are redacted before the line is logged, published, stored or kept.
-                let text = event.transcript.map(|t| shown(&t, config).into_owned());
+                let text = shown(&text, config).into_owned();
                 tracing::debug!(
-                    item_id = event.item_id.as_deref(),
+                    item_id = item_id.as_deref(),
                     role,
-                    transcript = text.as_deref(),
+                    transcript = text.as_str(),
                     "transcript line"
                 );
                 self.remember(role, text);
             }
-            ServerKind::Error => {
-                let Some(error) = event.error else {
-                    return Ok(());
-                };
+            ModelEvent::Error(error) => {
                 if error.is_fatal() {
                     return Err(BridgeError::Fatal {
                         code: error.code.unwrap_or_default(),
@@ -136,17 +137,17 @@ impl Relay {
                     );
                 }
             }
-            ServerKind::SpeechStopped => {
+            ModelEvent::SpeechStopped { item_id } => {
                 // A turn: from the caller's silence to the model's first audio.
                 let span = tracing::info_span!(
                     "turn",
-                    item_id = event.item_id.as_deref(),
+                    item_id = item_id.as_deref(),
                     latency_ms = tracing::field::Empty
                 );
                 self.turn = Some((self.received, span));
             }
-            ServerKind::Other => {
-                tracing::trace!(kind = &*event.kind, "upstream event");
+            ModelEvent::Other(kind) => {
+                tracing::trace!(kind = &*kind, "upstream event");
             }
         }
         Ok(())

@@ -44,7 +44,7 @@ impl Relay {
             digits: shown.clone(),
             at_ms: self.call.at_ms(),
         });
-        self.remember("user", Some(format!("[DTMF {shown}]")));
+        self.remember("user", format!("[DTMF {shown}]"));
         self.request_response(ws, config).await
     }
 }

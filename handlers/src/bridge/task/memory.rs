@@ -13,10 +13,11 @@ pub(super) fn shown<'a>(text: &'a str, config: &BridgeConfig) -> std::borrow::Co
 }
 
 impl Relay {
-    pub(super) fn remember(&mut self, role: &'static str, text: Option<String>) {
-        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+    /// A whole utterance of `role`: published, and kept to re-seed (blank ones are not).
+    pub(super) fn remember(&mut self, role: &'static str, text: String) {
+        if text.trim().is_empty() {
             return;
-        };
+        }
         self.call.publish(FeedEvent::Transcript {
             role,
             text: text.clone(),

@@ -62,11 +62,14 @@ impl Playback {
 }
 
 impl Relay {
-    pub(super) async fn on_audio_delta(&mut self, event: &ServerEvent<'_>) {
-        let Some(delta) = event.delta.as_deref() else {
-            return;
-        };
-        if self.cancelled(event) {
+    /// A piece of the model's voice (base64) for `item`, in response `response`.
+    pub(super) async fn on_audio_delta(
+        &mut self,
+        delta: &str,
+        item: Option<String>,
+        response: Option<&str>,
+    ) {
+        if self.cancelled(response) {
             metrics::counter!("callgate_audio_dropped_total", "direction" => "outbound", "reason" => "cancelled").increment(1);
             return;
         }
@@ -76,7 +79,6 @@ impl Relay {
                 .increment(1);
             return;
         }
-        let item = event.item_id.clone();
         if item != self.playback.item_id {
             // A new assistant item: its ledger starts from zero (truncation is per item).
             self.playback = Playback {
@@ -176,16 +178,14 @@ impl Relay {
         self.emit(Outbound::Media { audio }).await;
     }
 
-    /// The event belongs to a response interrupted by a barge-in: drop it.
-    pub(super) fn cancelled(&self, event: &ServerEvent<'_>) -> bool {
-        event
-            .response_id
-            .as_ref()
-            .is_some_and(|r| self.cancelled.contains(r))
+    /// `response` was interrupted by a barge-in: what belongs to it is dropped.
+    pub(super) fn cancelled(&self, response: Option<&str>) -> bool {
+        response.is_some_and(|r| self.cancelled.iter().any(|c| c == r))
     }
 
-    pub(super) async fn on_audio_done(&mut self, event: &ServerEvent<'_>) {
-        if self.cancelled(event) {
+    /// The end of one item's audio (in `response`): the tail and the item's end mark go out.
+    pub(super) async fn on_audio_done(&mut self, response: Option<&str>) {
+        if self.cancelled(response) {
             return;
         }
         if let Some(transcoder) = &mut self.transcoder {
