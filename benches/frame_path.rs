@@ -146,7 +146,7 @@ fn frame_path(c: &mut Criterion) {
     c.bench_function("upstream/decode_100ms_delta", |b| {
         b.iter(|| {
             black_box(
-                callgate_handlers::bridge::model::decode_realtime(black_box(&upstream_delta))
+                callgate_handlers::bridge::realtime::decode_realtime(black_box(&upstream_delta))
                     .unwrap(),
             );
         })

@@ -10,11 +10,16 @@
 //!                                 caller audio is held in the queue until READY, then appended
 //! start ─► spawn ─► a warm session from the pool (`pool`) ─► its update if settings differ (READY)
 //! ```
+//!
+//! The task (`task/`) is the call core: it acts on provider-neutral [`model::ModelEvent`]s
+//! and asks the protocol's adapter ([`realtime::Realtime`] for the OpenAI Realtime API) for
+//! every message it sends, so no wire name appears in the core.
 
 pub mod call_control;
 pub mod model;
 mod pool;
 mod queue;
+pub mod realtime;
 mod settings;
 mod task;
 pub mod token;

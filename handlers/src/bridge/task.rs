@@ -28,9 +28,9 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::model::{decode_realtime, ModelEvent};
+use super::model::ModelEvent;
+use super::realtime::Realtime;
 use super::tools;
-use super::wire;
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
     WarmPool,
@@ -108,8 +108,8 @@ struct Relay {
     call: Arc<CallState>,
     outbox: mpsc::Sender<Downstream>,
     audio: Arc<AudioQueue>,
-    session_update: String,
-    dialect: RealtimeDialect,
+    /// The protocol's side: decodes what the model says, writes what the core asks for.
+    protocol: Realtime,
     ready: bool,
     /// This is not the call's first upstream session: re-seed it once configured.
     reseed: bool,
@@ -197,12 +197,7 @@ impl Relay {
         // 100 ms, or the carrier's smallest payload when that is longer (Exotel).
         let piece_bytes = (format.bytes_per_ms() * 100).max(framing.min);
         Ok(Self {
-            session_update: wire::session_update(
-                config.dialect,
-                call.upstream_audio,
-                &settings,
-                &config.tools.declarations(),
-            ),
+            protocol: Realtime::new(config, call.upstream_audio, &settings),
             greeting,
             tool_results,
             tool_results_tx,
@@ -210,7 +205,6 @@ impl Relay {
             connections: 0,
             opening_since: None,
             transfer: None,
-            dialect: config.dialect,
             call,
             outbox,
             audio,
@@ -365,8 +359,8 @@ impl Relay {
             // differ and go on at once. The server takes events in order, so the update
             // applies before the greeting and the first caller audio.
             self.plan_rollover(Some(&created), config);
-            if *configured != *self.session_update {
-                send_text(ws, self.session_update.clone(), config).await?;
+            if *configured != *self.protocol.configure() {
+                send_text(ws, self.protocol.configure().to_owned(), config).await?;
             }
             self.become_ready(ws, config).await?;
         }

@@ -19,7 +19,7 @@ impl Relay {
         let batch = std::mem::take(&mut self.batch);
         let sending = async {
             for (_, chunk) in &batch {
-                wire::append(chunk, &mut text);
+                self.protocol.append_audio(chunk, &mut text);
                 ws.feed(Message::Text(std::mem::take(&mut text).into()))
                     .await?;
             }

@@ -12,7 +12,7 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        let event = match decode_realtime(text) {
+        let event = match self.protocol.decode(text) {
             Ok(event) => event,
             Err(error) => {
                 metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
@@ -26,7 +26,7 @@ impl Relay {
                 self.plan_rollover(session.as_ref(), config);
                 let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
                 self.configuring = Some((Instant::now(), span));
-                send_text(ws, self.session_update.clone(), config).await?;
+                send_text(ws, self.protocol.configure().to_owned(), config).await?;
             }
             ModelEvent::SessionReady { session } => {
                 #[cfg(feature = "fault-injection")]
@@ -39,7 +39,10 @@ impl Relay {
                 {
                     panic!("fault injection: panic_in_bridge");
                 }
-                if let Some(reported) = session.as_ref().and_then(wire::session_output_audio) {
+                if let Some(reported) = session
+                    .as_ref()
+                    .and_then(crate::bridge::wire::session_output_audio)
+                {
                     if reported != self.call.upstream_audio {
                         tracing::warn!(
                             ?reported,
@@ -165,7 +168,7 @@ impl Relay {
         if self.reseed {
             self.reseed_conversation(ws, config).await?;
         } else if !self.greeting.is_empty() {
-            send_text(ws, wire::greeting(&self.greeting), config).await?;
+            send_text(ws, self.protocol.greeting(&self.greeting), config).await?;
         }
         self.ready = true;
         if let Some(since) = self.opening_since.take() {

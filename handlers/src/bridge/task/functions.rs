@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::socket::{send_text, Upstream};
-use super::{tools, wire, BridgeConfig, BridgeError, Relay};
+use super::{tools, BridgeConfig, BridgeError, Relay};
 
 impl Relay {
     /// A function call: `end_call` ends the call once the goodbye has played; other tools
@@ -73,7 +73,7 @@ impl Relay {
         if let Some(tape) = self.call.tape.get() {
             tape.tool(name, &output);
         }
-        send_text(ws, wire::function_output(call_id, &output), config).await?;
+        send_text(ws, self.protocol.tool_output(call_id, &output), config).await?;
         self.request_response(ws, config).await
     }
 
@@ -84,7 +84,7 @@ impl Relay {
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
         if self.current_response.is_none() {
-            send_text(ws, wire::RESPONSE_CREATE.to_owned(), config).await
+            send_text(ws, self.protocol.request_response().to_owned(), config).await
         } else {
             self.response_wanted = true;
             Ok(())

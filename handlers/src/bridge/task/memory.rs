@@ -37,7 +37,7 @@ impl Relay {
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
         for (role, text) in &self.transcript {
-            send_text(ws, wire::text_item(self.dialect, role, text), config).await?;
+            send_text(ws, self.protocol.text(role, text), config).await?;
         }
         metrics::counter!("callgate_upstream_reseeds_total").increment(1);
         tracing::info!(

@@ -239,7 +239,7 @@ impl Relay {
             });
             self.emit(Outbound::Clear).await;
             if let (Some(item), true) = (&self.playback.item_id, played < sent) {
-                send_text(ws, wire::truncate(item, played), config).await?;
+                send_text(ws, self.protocol.truncate(item, played), config).await?;
             }
             if let Some(response) = self.current_response.take() {
                 if self.cancelled.len() == CANCELLED_MEMORY {

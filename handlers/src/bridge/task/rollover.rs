@@ -12,7 +12,7 @@ impl Relay {
         session: Option<&serde_json::Value>,
         config: &BridgeConfig,
     ) {
-        let Some(left) = session.and_then(super::wire::expires_in) else {
+        let Some(left) = session.and_then(crate::bridge::wire::expires_in) else {
             return;
         };
         // `expires_at` has whole seconds: a session that ends exactly at the margin still
