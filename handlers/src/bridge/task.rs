@@ -40,8 +40,6 @@ use crate::codec::{decode_base64_into, Transcoder};
 use crate::event::Outbound;
 use crate::feed::FeedEvent;
 
-/// Responses whose late deltas are dropped after a barge-in; a handful is plenty.
-const CANCELLED_MEMORY: usize = 8;
 /// Transcript lines kept to re-seed a new session (oldest dropped).
 const TRANSCRIPT_MEMORY: usize = 24;
 
@@ -88,6 +86,7 @@ mod keypad;
 mod memory;
 mod playback;
 mod profile;
+mod responses;
 mod rollover;
 pub(super) mod socket;
 
@@ -117,10 +116,10 @@ struct Relay {
     generation: u64,
     /// Audio went to the carrier since the last barge-in.
     speaking: bool,
-    current_response: Option<String>,
-    cancelled: VecDeque<String>,
-    /// What was said so far, (role, text), to re-seed a new session.
-    transcript: VecDeque<(&'static str, String)>,
+    /// The response in progress, one wanted after it, and those a barge-in cut off.
+    responses: responses::Responses,
+    /// What was said so far, to re-seed a new session.
+    conversation: memory::Conversation,
     /// When the current session should be replaced (from `expires_at`).
     rollover_at: Option<tokio::time::Instant>,
     /// Hard limit: roll over even mid-response.
@@ -149,11 +148,8 @@ struct Relay {
     piece_bytes: usize,
     /// How the carrier wants its audio cut (what may go out early).
     framing: crate::dialect::Framing,
-    /// DTMF digits collected so far, and when the inter-digit timeout fires.
-    digits: String,
-    dtmf_deadline: Option<tokio::time::Instant>,
-    /// A `response.create` is due once the current response is done.
-    response_wanted: bool,
+    /// The key-press sequence being typed.
+    keypad: keypad::Keypad,
     /// What the assistant says first ("" = nothing).
     greeting: String,
     /// Tool webhooks report here: (call id, tool name, output or error).
@@ -212,9 +208,8 @@ impl Relay {
             reseed: false,
             generation: 0,
             speaking: false,
-            current_response: None,
-            cancelled: VecDeque::new(),
-            transcript: VecDeque::new(),
+            responses: responses::Responses::default(),
+            conversation: memory::Conversation::new(TRANSCRIPT_MEMORY),
             rollover_at: None,
             expires_at: None,
             expires_at_once: None,
@@ -231,9 +226,7 @@ impl Relay {
             piece: BytesMut::new(),
             piece_bytes,
             framing,
-            digits: String::new(),
-            dtmf_deadline: None,
-            response_wanted: false,
+            keypad: keypad::Keypad::default(),
         })
     }
 
@@ -349,11 +342,9 @@ impl Relay {
         self.rollover_at = None;
         self.expires_at = None;
         self.expires_at_once = None;
-        if !self.digits.is_empty() && self.dtmf_deadline.is_none() {
-            // Keys pressed while we were reconnecting: finish the sequence on this session.
-            self.dtmf_deadline =
-                Some(tokio::time::Instant::now() + config.dtmf.inter_digit_timeout);
-        }
+        // Keys pressed while we were reconnecting: finish the sequence on this session.
+        self.keypad
+            .resume(tokio::time::Instant::now(), &config.dtmf);
         if let Some((created, configured)) = warm {
             // Configured with the defaults already: send the call's own settings when they
             // differ and go on at once. The server takes events in order, so the update
@@ -383,12 +374,12 @@ impl Relay {
                     }
                     Some(Control::MarkPlayed(name)) => self.on_mark_played(&name),
                     Some(Control::Dtmf(digit)) => {
-                        if self.collect_digit(digit, config) {
+                        if self.keypad.press(digit, tokio::time::Instant::now(), &config.dtmf) {
                             self.flush_digits(ws, config).await?;
                         }
                     }
                 },
-                _ = sleep_until(self.dtmf_deadline) => {
+                _ = sleep_until(self.keypad.deadline()) => {
                     self.flush_digits(ws, config).await?;
                 }
                 Some((call_id, name, result)) = self.tool_results.recv() => {
@@ -449,7 +440,7 @@ impl Relay {
                         return Err(fault);
                     }
                     let hard = self.expires_at.is_some_and(|at| tokio::time::Instant::now() >= at);
-                    if self.current_response.is_none() || hard {
+                    if !self.responses.in_progress() || hard {
                         close(ws).await;
                         return Ok(SessionEnd::Rollover);
                     }
@@ -475,9 +466,7 @@ impl Relay {
                     None | Some(Control::Stop) => return None,
                     // Playback is moot without a session; keys wait for the next one.
                     Some(Control::MarkPlayed(_)) => {}
-                    Some(Control::Dtmf(digit)) => {
-                        self.digits.push(digit);
-                    }
+                    Some(Control::Dtmf(digit)) => self.keypad.hold(digit),
                 },
             }
         }

@@ -69,13 +69,10 @@ impl Relay {
                 self.on_audio_done(response_id.as_deref()).await
             }
             ModelEvent::SpeechStarted => self.barge_in(ws, config).await?,
-            ModelEvent::ResponseStarted { id } => self.current_response = id,
+            ModelEvent::ResponseStarted { id } => self.responses.started(id),
             ModelEvent::ResponseDone { id } => {
-                if id.is_some() && id == self.current_response {
-                    self.current_response = None;
-                }
                 // Only one response at a time: one asked for meanwhile (DTMF) goes now.
-                if std::mem::take(&mut self.response_wanted) {
+                if self.responses.done(id) {
                     self.request_response(ws, config).await?;
                 }
             }
@@ -87,7 +84,7 @@ impl Relay {
             } => {
                 // A call in a response the caller interrupted is not run, whatever its
                 // status says (the model's turn was cut off).
-                if !self.cancelled(response_id.as_deref()) {
+                if !self.responses.is_cut_off(response_id.as_deref()) {
                     self.on_function_call(call_id, name, arguments, config);
                 }
             }

@@ -83,11 +83,9 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        if self.current_response.is_none() {
-            send_text(ws, self.protocol.request_response().to_owned(), config).await
-        } else {
-            self.response_wanted = true;
-            Ok(())
+        match self.responses.want() {
+            true => send_text(ws, self.protocol.request_response().to_owned(), config).await,
+            false => Ok(()),
         }
     }
 
@@ -97,7 +95,7 @@ impl Relay {
         let waited = self
             .hangup_requested
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
-        let done = self.current_response.is_none() && !self.audible();
+        let done = !self.responses.in_progress() && !self.audible();
         done || waited
     }
 }

@@ -69,7 +69,7 @@ impl Relay {
         item: Option<String>,
         response: Option<&str>,
     ) {
-        if self.cancelled(response) {
+        if self.responses.is_cut_off(response) {
             metrics::counter!("callgate_audio_dropped_total", "direction" => "outbound", "reason" => "cancelled").increment(1);
             return;
         }
@@ -178,14 +178,9 @@ impl Relay {
         self.emit(Outbound::Media { audio }).await;
     }
 
-    /// `response` was interrupted by a barge-in: what belongs to it is dropped.
-    pub(super) fn cancelled(&self, response: Option<&str>) -> bool {
-        response.is_some_and(|r| self.cancelled.iter().any(|c| c == r))
-    }
-
     /// The end of one item's audio (in `response`): the tail and the item's end mark go out.
     pub(super) async fn on_audio_done(&mut self, response: Option<&str>) {
-        if self.cancelled(response) {
+        if self.responses.is_cut_off(response) {
             return;
         }
         if let Some(transcoder) = &mut self.transcoder {
@@ -241,12 +236,7 @@ impl Relay {
             if let (Some(item), true) = (&self.playback.item_id, played < sent) {
                 send_text(ws, self.protocol.truncate(item, played), config).await?;
             }
-            if let Some(response) = self.current_response.take() {
-                if self.cancelled.len() == CANCELLED_MEMORY {
-                    self.cancelled.pop_front();
-                }
-                self.cancelled.push_back(response);
-            }
+            self.responses.cut_off_current();
             self.playback = Playback::default();
         }
         self.speaking = false;
