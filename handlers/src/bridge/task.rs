@@ -120,12 +120,8 @@ struct Relay {
     responses: responses::Responses,
     /// What was said so far, to re-seed a new session.
     conversation: memory::Conversation,
-    /// When the current session should be replaced (from `expires_at`).
-    rollover_at: Option<tokio::time::Instant>,
-    /// Hard limit: roll over even mid-response.
-    expires_at: Option<tokio::time::Instant>,
-    /// Set when the session began with `expires_at` inside the rollover margin.
-    expires_at_once: Option<BridgeError>,
+    /// When the current session is to be replaced (from its `expires_at`).
+    rollover: rollover::Rollover,
     last_heard: Instant,
     /// Upstream → carrier format, when they differ.
     transcoder: Option<Transcoder>,
@@ -210,9 +206,7 @@ impl Relay {
             speaking: false,
             responses: responses::Responses::default(),
             conversation: memory::Conversation::new(TRANSCRIPT_MEMORY),
-            rollover_at: None,
-            expires_at: None,
-            expires_at_once: None,
+            rollover: rollover::Rollover::default(),
             last_heard: Instant::now(),
             transcoder,
             raw: Vec::new(),
@@ -339,9 +333,7 @@ impl Relay {
         warm: Option<(serde_json::Value, Arc<str>)>,
     ) -> Result<SessionEnd, BridgeError> {
         self.last_heard = Instant::now();
-        self.rollover_at = None;
-        self.expires_at = None;
-        self.expires_at_once = None;
+        self.rollover = rollover::Rollover::default();
         // Keys pressed while we were reconnecting: finish the sequence on this session.
         self.keypad
             .resume(tokio::time::Instant::now(), &config.dtmf);
@@ -434,18 +426,20 @@ impl Relay {
                     }
                     send(ws, Message::Ping(Default::default()), config).await?;
                 }
-                _ = sleep_until(self.rollover_at) => {
-                    if let Some(fault) = self.expires_at_once.take() {
-                        close(ws).await;
-                        return Err(fault);
+                _ = sleep_until(self.rollover.due_at()) => {
+                    let now = tokio::time::Instant::now();
+                    match self.rollover.due(now, self.responses.in_progress()) {
+                        rollover::Due::Fault(fault) => {
+                            close(ws).await;
+                            return Err(fault);
+                        }
+                        rollover::Due::RollOver => {
+                            close(ws).await;
+                            return Ok(SessionEnd::Rollover);
+                        }
+                        // Mid-response: try again between turns.
+                        rollover::Due::Later => {}
                     }
-                    let hard = self.expires_at.is_some_and(|at| tokio::time::Instant::now() >= at);
-                    if !self.responses.in_progress() || hard {
-                        close(ws).await;
-                        return Ok(SessionEnd::Rollover);
-                    }
-                    // Mid-response: try again between turns.
-                    self.rollover_at = Some(tokio::time::Instant::now() + Duration::from_millis(200));
                 }
             }
         }
