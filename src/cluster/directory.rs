@@ -32,6 +32,9 @@ impl Cluster {
             cluster
                 .register(std::slice::from_ref(&session), false)
                 .await;
+            // Only the feed is needed from here: holding the call would keep its feed open
+            // (and this task alive) after the call is gone.
+            drop(session);
             let channel = cluster.key(format_args!("feed:{sid}"));
             loop {
                 let event = match feed.recv().await {
@@ -51,7 +54,6 @@ impl Cluster {
                     break;
                 }
             }
-            drop(session);
             let index = cluster.key(format_args!("calls"));
             let entry = cluster.key(format_args!("call:{sid}"));
             cluster
