@@ -193,7 +193,7 @@ fn warm_pool(
     if up.prewarm == 0 {
         return None;
     }
-    if bridge.dialect.bills_connected_time() && !up.prewarm_billed_idle {
+    if bridge.provider.bills_connected_time() && !up.prewarm_billed_idle {
         tracing::warn!(
             prewarm = up.prewarm,
             "upstream.prewarm is off: this provider bills idle connected time (set upstream.prewarm_billed_idle = true to pay for it)"

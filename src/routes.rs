@@ -117,7 +117,7 @@ impl AppState {
             hard_stop: CancellationToken::new(),
             live: Arc::default(),
             security: Arc::new(security),
-            model: config.upstream.model.as_str().into(),
+            model: config.upstream.model_name().into(),
             upstream_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             admin_token: config.security.admin_token.clone(),
             records: None,

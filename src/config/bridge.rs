@@ -30,7 +30,7 @@ impl Config {
         let url = match (loopback_url, up.url.is_empty()) {
             (Some(loopback), _) => loopback.to_owned(),
             (None, false) => up.url.clone(),
-            (None, true) => format!("wss://api.openai.com/v1/realtime?model={}", up.model),
+            (None, true) => up.provider.default_url(up.model_name()),
         };
         let api_key = match up.auth {
             AuthStyle::Auto => is_azure(&url),
@@ -53,6 +53,13 @@ impl Config {
             (None, None, false, false) => UpstreamAuth::Bearer(key.clone()),
         };
         BridgeConfig {
+            // The loopback speaks the Realtime API.
+            provider: match loopback_url {
+                Some(_) => Provider::OpenaiRealtime,
+                None => up.provider,
+            },
+            model: up.model_name().to_owned(),
+            delegation_model: up.delegation_model.clone(),
             url,
             auth,
             dialect: up.dialect,

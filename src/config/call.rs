@@ -37,13 +37,17 @@ impl Default for RecordsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
-    /// `ws://` or `wss://` Realtime URL; empty: OpenAI when a key is set, else the embedded
-    /// loopback.
+    /// The protocol: `openai-realtime` (the default) or `openai-live`.
+    pub provider: Provider,
+    /// `ws://` or `wss://` URL; empty: the provider's OpenAI URL when a key is set, else the
+    /// embedded loopback.
     pub url: String,
-    /// `ga` or `beta`.
+    /// `ga` or `beta` (Realtime API).
     pub dialect: RealtimeDialect,
-    /// Model (used to build the OpenAI URL when `url` is empty).
+    /// Model ("" = the provider's default: `gpt-realtime`, `gpt-live-1`).
     pub model: String,
+    /// GPT-Live: the Responses model that runs the tools the live model delegates to.
+    pub delegation_model: String,
     /// `pcmu` (μ-law both ways, passthrough for μ-law carriers) or `pcm24k`.
     pub audio: UpstreamAudio,
     /// OpenAI key, sent as `Authorization: Bearer`.
@@ -90,12 +94,24 @@ pub struct UpstreamConfig {
     pub prewarm_billed_idle: bool,
 }
 
+impl UpstreamConfig {
+    /// The model: `model`, or the provider's default.
+    pub fn model_name(&self) -> &str {
+        match self.model.is_empty() {
+            true => self.provider.default_model(),
+            false => &self.model,
+        }
+    }
+}
+
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
+            provider: Provider::OpenaiRealtime,
             url: String::new(),
             dialect: RealtimeDialect::Ga,
-            model: "gpt-realtime".into(),
+            model: String::new(),
+            delegation_model: "gpt-5-mini".into(),
             audio: UpstreamAudio::Pcmu,
             openai_api_key: Secret::default(),
             azure_api_key: Secret::default(),

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use callgate_handlers::bridge::tools::ToolSpec;
 use callgate_handlers::bridge::{
-    BridgeConfig, ConversationSettings, DtmfSettings, RealtimeDialect, Secret, SessionSettings,
-    UpstreamAudio, UpstreamAuth,
+    BridgeConfig, ConversationSettings, DtmfSettings, Provider, RealtimeDialect, Secret,
+    SessionSettings, UpstreamAudio, UpstreamAuth,
 };
 use callgate_handlers::dialect::Dialect;
 use serde::Deserialize;
@@ -41,6 +41,7 @@ pub use security::*;
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("CALLGATE_LISTEN", "listen"),
     ("CALLGATE_UPSTREAM_URL", "upstream.url"),
+    ("CALLGATE_UPSTREAM_PROVIDER", "upstream.provider"),
     ("CALLGATE_REALTIME_DIALECT", "upstream.dialect"),
     ("CALLGATE_MODEL", "upstream.model"),
     ("CALLGATE_UPSTREAM_AUDIO", "upstream.audio"),

@@ -21,6 +21,9 @@ impl Config {
             errors.push("upstream.url: AZURE_OPENAI_API_KEY needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
         }
         let up = &self.upstream;
+        if up.provider == Provider::OpenaiLive && up.prewarm > 0 {
+            errors.push("upstream.prewarm: warm sessions are kept for the Realtime API only (GPT-Live bills every connected minute)".into());
+        }
         if !up.azure_token_file.is_empty() && !up.azure_token_command.is_empty() {
             errors.push(
                 "upstream.azure_token_file: set azure_token_file or azure_token_command, not both"

@@ -80,11 +80,23 @@ pub struct Faults {
     pub stall_conn: Option<usize>,
     /// Every `session.updated` is delayed this long.
     pub delay_ms: u64,
+    /// Speak OpenAI GPT-Live instead of the Realtime API: no greeting; `session.start` is
+    /// answered `session.started`, `session.close` is answered `session.closed`.
+    pub live: bool,
 }
 
 impl FakeUpstream {
     pub async fn start() -> Self {
         Self::start_with(Faults::default()).await
+    }
+
+    /// A fake GPT-Live server (`/v1/live/sessions`).
+    pub async fn start_live() -> Self {
+        Self::start_with(Faults {
+            live: true,
+            ..Faults::default()
+        })
+        .await
     }
 
     pub async fn start_with(faults: Faults) -> Self {
@@ -145,10 +157,11 @@ impl FakeUpstream {
         let (mut sink, mut stream) = ws.split();
         let expires_at = self.faults.expires_in_s.map_or(0, |s| unix_now() + s);
         let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": expires_at}});
-        if sink
-            .send(Message::Text(created.to_string().into()))
-            .await
-            .is_err()
+        if !self.faults.live
+            && sink
+                .send(Message::Text(created.to_string().into()))
+                .await
+                .is_err()
         {
             return;
         }
@@ -163,7 +176,26 @@ impl FakeUpstream {
                         let event: Value = serde_json::from_str(&text).unwrap();
                         let update = event["type"] == "session.update";
                         let session = event["session"].clone();
+                        let kind = event["type"].as_str().unwrap_or_default().to_owned();
                         conn.lock().unwrap().events.push(event);
+                        if self.faults.live {
+                            let reply = match kind.as_str() {
+                                "session.start" => {
+                                    let mut session = session;
+                                    session["id"] = json!(format!("sess_{index}"));
+                                    session["status"] = json!("active");
+                                    session["expires_at"] = json!(expires_at);
+                                    Some(json!({"type": "session.started", "event_id": "e1", "session": session}))
+                                }
+                                "session.close" => Some(json!({"type": "session.closed", "event_id": "e9", "reason": "close_requested",
+                                    "session": {"id": format!("sess_{index}"), "status": "active"}, "usage": {"seconds": 1}})),
+                                _ => None,
+                            };
+                            if let Some(reply) = reply {
+                                let _ = sink.send(Message::Text(reply.to_string().into())).await;
+                            }
+                            continue;
+                        }
                         if update {
                             if self.faults.delay_ms > 0 {
                                 tokio::time::sleep(Duration::from_millis(self.faults.delay_ms)).await;

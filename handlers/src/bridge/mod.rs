@@ -16,8 +16,10 @@
 //! every message it sends, so no wire name appears in the core.
 
 pub mod call_control;
+pub mod live;
 pub mod model;
 mod pool;
+pub mod protocol;
 mod queue;
 pub mod realtime;
 mod settings;
@@ -39,8 +41,8 @@ use crate::event::Outbound;
 pub use pool::WarmPool;
 pub use queue::AudioQueue;
 pub use settings::{
-    BridgeConfig, ConversationSettings, DtmfSettings, Profile, RealtimeDialect, ReconnectPolicy,
-    Secret, SessionSettings, UpstreamAudio, UpstreamAuth,
+    BridgeConfig, ConversationSettings, DtmfSettings, Profile, Provider, RealtimeDialect,
+    ReconnectPolicy, Secret, SessionSettings, UpstreamAudio, UpstreamAuth,
 };
 
 /// Installs rustls' `ring` provider for `wss://` upstreams (the one TLS backend compiled in).

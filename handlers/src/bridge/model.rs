@@ -81,3 +81,13 @@ pub enum ModelEvent<'a> {
     /// Anything the call core has no use for.
     Other(Cow<'a, str>),
 }
+
+/// What one server message said: a whole transcript line it closed (protocols that send
+/// only fragments: the other side began, or a pause), then the message's own event.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// A line of transcript that ended before this message's words.
+    pub closed_line: Option<ModelEvent<'static>>,
+    /// The message's own event.
+    pub event: ModelEvent<'a>,
+}

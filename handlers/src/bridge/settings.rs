@@ -36,6 +36,50 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Which speech-to-speech protocol the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// The OpenAI Realtime API (OpenAI and Azure; GA or beta, see [`RealtimeDialect`]).
+    #[default]
+    OpenaiRealtime,
+    /// OpenAI GPT-Live (`/v1/live/sessions`).
+    OpenaiLive,
+}
+
+impl Provider {
+    /// The URL used when `upstream.url` is empty.
+    pub fn default_url(self, model: &str) -> String {
+        match self {
+            Self::OpenaiRealtime => format!("wss://api.openai.com/v1/realtime?model={model}"),
+            Self::OpenaiLive => "wss://api.openai.com/v1/live/sessions".into(),
+        }
+    }
+
+    /// The model used when `upstream.model` is empty.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Self::OpenaiRealtime => "gpt-realtime",
+            Self::OpenaiLive => "gpt-live-1",
+        }
+    }
+
+    /// Whether the provider bills a session for the time it is connected, idle included:
+    /// the Realtime API bills tokens (an idle warm session costs nothing), GPT-Live bills
+    /// every connected minute, silence included.
+    pub fn bills_connected_time(self) -> bool {
+        matches!(self, Self::OpenaiLive)
+    }
+
+    /// The name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenaiRealtime => "openai-realtime",
+            Self::OpenaiLive => "openai-live",
+        }
+    }
+}
+
 /// Which shape of the Realtime protocol the upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,18 +89,6 @@ pub enum RealtimeDialect {
     Ga,
     /// The beta protocol (`OpenAI-Beta: realtime=v1`; old Azure preview deployments).
     Beta,
-}
-
-impl RealtimeDialect {
-    /// Whether the provider bills a session for the time it is connected, idle included.
-    /// The Realtime API (OpenAI and Azure) bills tokens, so an idle warm session costs
-    /// nothing; a per-minute protocol (GPT-Live) would answer yes, and then the warm pool
-    /// stays off unless `upstream.prewarm_billed_idle` asks for it.
-    pub fn bills_connected_time(self) -> bool {
-        match self {
-            Self::Ga | Self::Beta => false,
-        }
-    }
 }
 
 /// The audio format on the upstream socket.
@@ -151,7 +183,13 @@ impl Default for SessionSettings {
 /// Everything the bridge needs, shared by every call.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// `ws://` or `wss://` Realtime URL, model included.
+    /// The protocol the upstream speaks.
+    pub provider: Provider,
+    /// The model (GPT-Live names it in `session.start`; the Realtime API in the URL).
+    pub model: String,
+    /// GPT-Live: the Responses model that runs the tools the live model delegates to.
+    pub delegation_model: String,
+    /// `ws://` or `wss://` upstream URL.
     pub url: String,
     /// Handshake credentials.
     pub auth: UpstreamAuth,

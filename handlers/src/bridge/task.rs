@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::model::ModelEvent;
-use super::realtime::Realtime;
+use super::protocol::Protocol;
 use super::tools;
 use super::{
     AudioQueue, BridgeConfig, BridgeError, Control, Downstream, RealtimeDialect, UpstreamAuth,
@@ -40,6 +40,11 @@ use crate::codec::{decode_base64_into, Transcoder};
 use crate::event::Outbound;
 use crate::feed::FeedEvent;
 
+/// How long a protocol's own close (GPT-Live `session.close`) may take to be answered.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Protocols without an end-of-audio event: a pause this long in the model's audio ends
+/// its utterance.
+const AUDIO_PAUSE: Duration = Duration::from_millis(300);
 /// Transcript lines kept to re-seed a new session (oldest dropped).
 const TRANSCRIPT_MEMORY: usize = 24;
 
@@ -108,7 +113,7 @@ struct Relay {
     outbox: mpsc::Sender<Downstream>,
     audio: Arc<AudioQueue>,
     /// The protocol's side: decodes what the model says, writes what the core asks for.
-    protocol: Realtime,
+    protocol: Protocol,
     ready: bool,
     /// This is not the call's first upstream session: re-seed it once configured.
     reseed: bool,
@@ -120,6 +125,11 @@ struct Relay {
     responses: responses::Responses,
     /// What was said so far, to re-seed a new session.
     conversation: memory::Conversation,
+    /// Protocols without an end-of-audio event: when a pause in the model's audio ends the
+    /// utterance (its tail and end mark go out).
+    audio_pause: Option<tokio::time::Instant>,
+    /// When the model's audio last arrived.
+    last_model_audio: Option<Instant>,
     /// When the current session is to be replaced (from its `expires_at`).
     rollover: rollover::Rollover,
     last_heard: Instant,
@@ -189,7 +199,7 @@ impl Relay {
         // 100 ms, or the carrier's smallest payload when that is longer (Exotel).
         let piece_bytes = (format.bytes_per_ms() * 100).max(framing.min);
         Ok(Self {
-            protocol: Realtime::new(config, call.upstream_audio, &settings),
+            protocol: Protocol::for_call(config, call.upstream_audio, &settings),
             greeting,
             tool_results,
             tool_results_tx,
@@ -207,6 +217,8 @@ impl Relay {
             responses: responses::Responses::default(),
             conversation: memory::Conversation::new(TRANSCRIPT_MEMORY),
             rollover: rollover::Rollover::default(),
+            audio_pause: None,
+            last_model_audio: None,
             last_heard: Instant::now(),
             transcoder,
             raw: Vec::new(),
@@ -283,6 +295,7 @@ impl Relay {
                 }
                 Err(err) => Err(err),
             };
+            self.keep_open_line(config);
             self.ready = false;
             self.reseed = true;
             match outcome {
@@ -342,10 +355,15 @@ impl Relay {
             // differ and go on at once. The server takes events in order, so the update
             // applies before the greeting and the first caller audio.
             self.plan_rollover(Some(&created), config);
-            if *configured != *self.protocol.configure() {
-                send_text(ws, self.protocol.configure().to_owned(), config).await?;
+            if let Some(update) = self.protocol.configure().filter(|u| **u != *configured) {
+                send_text(ws, update.to_owned(), config).await?;
             }
             self.become_ready(ws, config).await?;
+        } else if let Some(opening) = self.protocol.opening(self.conversation.lines()) {
+            // Protocols where the client speaks first (GPT-Live), history included.
+            let span = tracing::info_span!("session.start", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
+            self.configuring = Some((Instant::now(), span));
+            send_text(ws, opening, config).await?;
         }
         let ready_deadline = tokio::time::sleep(config.ready_timeout);
         tokio::pin!(ready_deadline);
@@ -361,7 +379,7 @@ impl Relay {
                 biased;
                 message = control.recv() => match message {
                     None | Some(Control::Stop) => {
-                        close(ws).await;
+                        self.close_session(ws, config).await;
                         return Ok(SessionEnd::Stopped);
                     }
                     Some(Control::MarkPlayed(name)) => self.on_mark_played(&name),
@@ -383,12 +401,12 @@ impl Relay {
                             None => {
                                 tracing::info!("end_call: the goodbye has played; hanging up");
                                 self.hang_up(config).await;
-                                close(ws).await;
+                                self.close_session(ws, config).await;
                                 return Ok(SessionEnd::Stopped);
                             }
                             Some(transfer) => match self.carry_out(&transfer, config).await {
                                 Ok(()) => {
-                                    close(ws).await;
+                                    self.close_session(ws, config).await;
                                     return Ok(SessionEnd::Stopped);
                                 }
                                 // The call stays up: the model hears why and tells the caller.
@@ -418,6 +436,11 @@ impl Relay {
                     }
                 }
                 _ = self.audio.notified(), if self.ready => self.flush_audio(ws, config).await?,
+                // Protocols that do not mark where an utterance ends: a pause does.
+                _ = sleep_until(self.audio_pause) => {
+                    self.audio_pause = None;
+                    self.on_audio_done(None).await;
+                }
                 _ = &mut ready_deadline, if !self.ready => return Err(BridgeError::NotReady),
                 _ = ping.tick() => {
                     // A peer that stopped reading answers no ping: that is a stall.
@@ -430,11 +453,11 @@ impl Relay {
                     let now = tokio::time::Instant::now();
                     match self.rollover.due(now, self.responses.in_progress()) {
                         rollover::Due::Fault(fault) => {
-                            close(ws).await;
+                            self.close_session(ws, config).await;
                             return Err(fault);
                         }
                         rollover::Due::RollOver => {
-                            close(ws).await;
+                            self.close_session(ws, config).await;
                             return Ok(SessionEnd::Rollover);
                         }
                         // Mid-response: try again between turns.
@@ -442,6 +465,37 @@ impl Relay {
                     }
                 }
             }
+        }
+    }
+
+    /// Ends the session: the protocol's own close first where it has one (GPT-Live
+    /// `session.close`, then its `session.closed`, for at most `upstream_close_wait`; the
+    /// line being spoken is kept), then the socket's close handshake.
+    async fn close_session(&mut self, ws: &mut Upstream, config: &BridgeConfig) {
+        if let Some(closing) = self.protocol.closing() {
+            if send_text(ws, closing.to_owned(), config).await.is_ok() {
+                let closed = async {
+                    while let Some(Ok(message)) = ws.next().await {
+                        if let Message::Text(text) = message {
+                            if self.protocol.is_closed(&text) {
+                                return;
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(SESSION_CLOSE_WAIT, closed).await;
+            }
+        }
+        self.keep_open_line(config);
+        close(ws).await;
+    }
+
+    /// A session ended: the transcript line it was still building is kept (and so given to
+    /// the next session).
+    fn keep_open_line(&mut self, config: &BridgeConfig) {
+        if let Some(ModelEvent::Transcript { role, text, .. }) = self.protocol.finish_lines() {
+            let text = memory::shown(&text, config).into_owned();
+            self.remember(role, text);
         }
     }
 

@@ -279,7 +279,7 @@ impl ItemBody {
 }
 
 /// An optional string, borrowed from the input where it can be.
-fn borrowed<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
+pub(crate) fn borrowed<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

@@ -13,7 +13,13 @@ impl Relay {
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
         let event = match self.protocol.decode(text) {
-            Ok(event) => event,
+            Ok(decoded) => {
+                if let Some(ModelEvent::Transcript { role, text, .. }) = decoded.closed_line {
+                    let text = shown(&text, config).into_owned();
+                    self.remember(role, text);
+                }
+                decoded.event
+            }
             Err(error) => {
                 metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
                     .increment(1);
@@ -26,7 +32,9 @@ impl Relay {
                 self.plan_rollover(session.as_ref(), config);
                 let span = tracing::info_span!("session.update", audio = ?self.call.upstream_audio, ready_ms = tracing::field::Empty);
                 self.configuring = Some((Instant::now(), span));
-                send_text(ws, self.protocol.configure().to_owned(), config).await?;
+                if let Some(update) = self.protocol.configure() {
+                    send_text(ws, update.to_owned(), config).await?;
+                }
             }
             ModelEvent::SessionReady { session } => {
                 #[cfg(feature = "fault-injection")]
@@ -49,6 +57,10 @@ impl Relay {
                             "upstream reports a different output format than configured"
                         );
                     }
+                }
+                if self.rollover.due_at().is_none() {
+                    // Protocols whose session is only described once ready (GPT-Live).
+                    self.plan_rollover(session.as_ref(), config);
                 }
                 if let Some((sent, span)) = self.configuring.take() {
                     span.record("ready_ms", sent.elapsed().as_millis() as u64);
@@ -165,7 +177,10 @@ impl Relay {
         if self.reseed {
             self.reseed_conversation(ws, config).await?;
         } else if !self.greeting.is_empty() {
-            send_text(ws, self.protocol.greeting(&self.greeting), config).await?;
+            match self.protocol.greeting(&self.greeting) {
+                Some(greeting) => send_text(ws, greeting, config).await?,
+                None => tracing::warn!("this provider has no way to make the model speak first: conversation.greeting is not used"),
+            }
         }
         self.ready = true;
         if let Some(since) = self.opening_since.take() {

@@ -73,8 +73,12 @@ impl Relay {
         if let Some(tape) = self.call.tape.get() {
             tape.tool(name, &output);
         }
-        send_text(ws, self.protocol.tool_output(call_id, &output), config).await?;
-        self.request_response(ws, config).await
+        let (item, respond) = self.protocol.tool_output(call_id, &output);
+        send_text(ws, item, config).await?;
+        match respond {
+            true => self.request_response(ws, config).await,
+            false => Ok(()),
+        }
     }
 
     /// Asks for a response now, or once the current one is done (only one may run).
@@ -95,7 +99,12 @@ impl Relay {
         let waited = self
             .hangup_requested
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
-        let done = !self.responses.in_progress() && !self.audible();
+        // Without response events (GPT-Live) the goodbye is over once it has played and the
+        // model has been silent for a second since it asked to hang up or last spoke.
+        let last_word = self.last_model_audio.max(self.hangup_requested);
+        let quiet = self.protocol.reports_turns()
+            || last_word.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let done = !self.responses.in_progress() && !self.audible() && quiet;
         done || waited
     }
 }

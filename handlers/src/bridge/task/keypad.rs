@@ -67,7 +67,7 @@ impl Relay {
             self.barge_in(ws, config).await?;
         }
         let text = format!("Caller entered digits: {digits}");
-        send_text(ws, self.protocol.text("user", &text), config).await?;
+        send_text(ws, self.protocol.user_text(&text), config).await?;
         // PCI: digits never reach logs, spans, metrics or stored transcripts.
         let shown = if config.dtmf.pci {
             "[redacted]".to_owned()

@@ -64,8 +64,11 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
+        // Protocols that take history only at the start have been given it there.
         for (role, text) in self.conversation.lines() {
-            send_text(ws, self.protocol.text(role, text), config).await?;
+            if let Some(line) = self.protocol.history_text(role, text) {
+                send_text(ws, line, config).await?;
+            }
         }
         metrics::counter!("callgate_upstream_reseeds_total").increment(1);
         tracing::info!(

@@ -96,6 +96,10 @@ impl Relay {
             }
         }
         self.speaking = true;
+        self.last_model_audio = Some(Instant::now());
+        if !self.protocol.reports_turns() {
+            self.audio_pause = Some(tokio::time::Instant::now() + super::AUDIO_PAUSE);
+        }
         if let Some((stopped, span)) = self.turn.take() {
             let latency = stopped.elapsed();
             span.record("latency_ms", latency.as_millis() as u64);
@@ -234,7 +238,9 @@ impl Relay {
             });
             self.emit(Outbound::Clear).await;
             if let (Some(item), true) = (&self.playback.item_id, played < sent) {
-                send_text(ws, self.protocol.truncate(item, played), config).await?;
+                if let Some(truncate) = self.protocol.truncate(item, played) {
+                    send_text(ws, truncate, config).await?;
+                }
             }
             self.responses.cut_off_current();
             self.playback = Playback::default();

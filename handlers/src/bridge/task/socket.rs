@@ -121,7 +121,9 @@ pub(in crate::bridge) async fn connect(
             headers.insert(http::header::AUTHORIZATION, value);
         }
     }
-    if config.dialect == RealtimeDialect::Beta {
+    if config.provider == crate::bridge::Provider::OpenaiRealtime
+        && config.dialect == RealtimeDialect::Beta
+    {
         headers.insert("OpenAI-Beta", http::HeaderValue::from_static("realtime=v1"));
     }
     // Small read buffer: tungstenite zero-fills it before every read (ARCHITECTURE.md).
