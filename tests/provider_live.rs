@@ -397,3 +397,76 @@ async fn end_call_hangs_up_once_the_goodbye_has_played_and_the_model_paused() {
     let sent = upstream.conn(0).await.lock().unwrap().events.clone();
     assert_eq!(sent.last().unwrap()["type"], "session.close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_model_audio_is_paced_so_the_carrier_holds_little_unplayed() {
+    // GPT-Live has no barge-in signal: the model just stops. What the carrier already holds
+    // still plays, so it is never sent more than ~200 ms ahead of playback.
+    let upstream = FakeUpstream::start_live().await;
+    let gw = Gateway::start(Some(&upstream), on_live).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    wait_events(&upstream, 0, "session.start", 1).await;
+    // Two seconds of audio at once.
+    let sent = std::time::Instant::now();
+    for _ in 0..20 {
+        upstream
+            .send(0, json!({"type": "session.output_audio.delta", "delta": B64.encode(vec![0x55u8; 800])}))
+            .await;
+    }
+    let mut received_ms = 0u64;
+    let mut ahead_max = 0i64;
+    while received_ms < 2000 {
+        let message = carrier.recv().await;
+        if message["event"] == "media" {
+            received_ms += B64
+                .decode(message["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len() as u64
+                / 8;
+            // How far what the carrier has is ahead of what it can have played by now.
+            let ahead = received_ms as i64 - sent.elapsed().as_millis() as i64;
+            ahead_max = ahead_max.max(ahead);
+        }
+    }
+    assert!(
+        ahead_max <= 400,
+        "the carrier was sent {ahead_max} ms ahead of playback"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1700),
+        "paced: took {:?}",
+        sent.elapsed()
+    );
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_the_callers_audio_is_filled_with_silence() {
+    let upstream = FakeUpstream::start_live().await;
+    let gw = Gateway::start(Some(&upstream), on_live).await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    wait_events(&upstream, 0, "session.start", 1).await;
+    // The carrier sends nothing for 600 ms: the model still hears a continuous stream.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let appended = events(&upstream, 0, "session.input_audio.append").await;
+    let silence: Vec<u8> = appended
+        .iter()
+        .flat_map(|e| B64.decode(e["audio"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(silence.iter().all(|&b| b == 0xFF), "μ-law silence");
+    assert!(
+        silence.len() >= 8 * 300,
+        "{} ms of silence in 600 ms",
+        silence.len() / 8
+    );
+    assert!(
+        silence.len() <= 8 * 700,
+        "no more than the gap: {} ms",
+        silence.len() / 8
+    );
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+}

@@ -151,6 +151,18 @@ struct Opening {
     tape: Option<Arc<Tape>>,
 }
 
+/// How far ahead of playback the carrier may be sent audio, where that is bounded:
+/// Voximplant drops what overflows its buffer; GPT-Live has no barge-in signal, so what the
+/// carrier holds unplayed (at most 200 ms) is what the caller still hears after the model
+/// stops for them.
+fn pacing(dialect: Dialect, provider: callgate_handlers::bridge::Provider) -> Option<Duration> {
+    match (dialect, provider) {
+        (Dialect::Voximplant, _) => Some(Duration::from_secs(2)),
+        (_, callgate_handlers::bridge::Provider::OpenaiLive) => Some(Duration::from_millis(200)),
+        _ => None,
+    }
+}
+
 /// What the carrier side of a started call needs: its session and its writer.
 struct Started {
     call: Arc<CallState>,
@@ -168,7 +180,7 @@ struct Call<'a> {
     bad_streak: u32,
     bad_total: u64,
     client_ip: callgate_layers::http::client_ip::ClientIp,
-    /// Only for carriers without marks that must not be sent audio far ahead.
+    /// Audio held back so the carrier is never far ahead of playback (see [`pacing`]).
     pacer: Option<Pacer>,
     /// Upstream delta received → carrier frame written (handle cached).
     latency_outbound: metrics::Histogram,
@@ -224,7 +236,7 @@ impl Call<'_> {
             bad_streak: 0,
             bad_total: 0,
             client_ip,
-            pacer: (dialect == Dialect::Voximplant).then(|| Pacer::new(Duration::from_secs(2))),
+            pacer: pacing(dialect, state.bridge.provider).map(Pacer::new),
             latency_outbound: metrics::histogram!("callgate_gateway_latency_seconds", "direction" => "outbound"),
             fallback_until: None,
             route_recording: route.recording,

@@ -140,6 +140,11 @@ impl Protocol {
         }
     }
 
+    /// Whether the model wants caller audio without gaps (GPT-Live), silence included.
+    pub fn wants_continuous_input(&self) -> bool {
+        matches!(self, Self::Live(_))
+    }
+
     /// Whether the protocol says where each item's audio ends, and when responses start
     /// and end (the Realtime API); without that, the core ends an utterance on a pause in
     /// the model's audio.

@@ -45,6 +45,9 @@ const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Protocols without an end-of-audio event: a pause this long in the model's audio ends
 /// its utterance.
 const AUDIO_PAUSE: Duration = Duration::from_millis(300);
+/// Protocols that want an unbroken input stream: a gap in the caller's audio longer than
+/// this is filled with silence.
+const INPUT_GAP: Duration = Duration::from_millis(100);
 /// Transcript lines kept to re-seed a new session (oldest dropped).
 const TRANSCRIPT_MEMORY: usize = 24;
 
@@ -130,6 +133,8 @@ struct Relay {
     audio_pause: Option<tokio::time::Instant>,
     /// When the model's audio last arrived.
     last_model_audio: Option<Instant>,
+    /// When caller audio (or silence in its place) last went upstream.
+    last_append: Instant,
     /// When the current session is to be replaced (from its `expires_at`).
     rollover: rollover::Rollover,
     last_heard: Instant,
@@ -219,6 +224,7 @@ impl Relay {
             rollover: rollover::Rollover::default(),
             audio_pause: None,
             last_model_audio: None,
+            last_append: Instant::now(),
             last_heard: Instant::now(),
             transcoder,
             raw: Vec::new(),
@@ -372,6 +378,9 @@ impl Relay {
         // After `end_call`, how often to ask whether the goodbye has played. An interval, not
         // a sleep made inside the loop: caller audio wakes the loop every 20 ms, and a fresh
         // 100 ms sleep each time would never fire while the caller's audio flows.
+        let mut silence_check = tokio::time::interval(Duration::from_millis(100));
+        silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let continuous_input = self.protocol.wants_continuous_input();
         let mut goodbye_poll = tokio::time::interval(Duration::from_millis(50));
         goodbye_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -436,6 +445,9 @@ impl Relay {
                     }
                 }
                 _ = self.audio.notified(), if self.ready => self.flush_audio(ws, config).await?,
+                _ = silence_check.tick(), if self.ready && continuous_input => {
+                    self.fill_silence(ws, config).await?;
+                }
                 // Protocols that do not mark where an utterance ends: a pause does.
                 _ = sleep_until(self.audio_pause) => {
                     self.audio_pause = None;

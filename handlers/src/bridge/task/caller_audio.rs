@@ -2,6 +2,7 @@
 //! one flush, and the time the gateway held each one.
 
 use super::*;
+use base64::Engine as _;
 
 impl Relay {
     /// Sends every queued caller chunk, in order, with one flush.
@@ -30,6 +31,7 @@ impl Relay {
             Ok(result) => result.map_err(closed),
         };
         if result.is_ok() {
+            self.last_append = Instant::now();
             for (accepted, _) in &batch {
                 self.latency_inbound
                     .record(accepted.elapsed().as_secs_f64());
@@ -38,5 +40,29 @@ impl Relay {
         self.batch = batch;
         self.batch.clear();
         result
+    }
+
+    /// Protocols that want an unbroken input stream (GPT-Live: "keep input audio running,
+    /// including silence"): silence over a gap of more than [`super::INPUT_GAP`] in the
+    /// caller's audio (a carrier that pauses, audio held while a session opens). At most a
+    /// second at a time: the check runs every 100 ms.
+    pub(super) async fn fill_silence(
+        &mut self,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
+        let gap = self.last_append.elapsed();
+        if gap < super::INPUT_GAP {
+            return Ok(());
+        }
+        let format = self.call.upstream_audio.format();
+        let ms = gap.as_millis().min(1000) as usize;
+        let silence = vec![format.silence_byte(); format.bytes_per_ms() * ms];
+        let mut text = String::new();
+        self.protocol
+            .append_audio(&crate::codec::BASE64.encode(&silence), &mut text);
+        send_text(ws, text, config).await?;
+        self.last_append = Instant::now();
+        Ok(())
     }
 }
