@@ -531,7 +531,7 @@ async fn profiles_allowlists_and_the_greeting() {
                 voice: "ash".into(),
                 language: String::new(),
                 greeting: "Hello from Acme sales!".into(),
-                recording: None,
+                ..Default::default()
             },
         );
     })

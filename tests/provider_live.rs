@@ -470,3 +470,40 @@ async fn a_pause_in_the_callers_audio_is_filled_with_silence() {
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_runs_its_calls_on_gpt_live_while_others_stay_on_realtime() {
+    let (realtime, live) = (
+        FakeUpstream::start().await,
+        FakeUpstream::start_live().await,
+    );
+    let live_url = live.url.clone();
+    let gw = Gateway::start(Some(&realtime), |c| {
+        c.conversation.profiles.insert(
+            "acme".into(),
+            callgate_handlers::bridge::Profile {
+                provider: Some(Provider::OpenaiLive),
+                model: "gpt-live-1.1".into(),
+                url: live_url,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    // The acme tenant's call (profile chosen by the `profile` parameter) goes to GPT-Live ...
+    let mut acme = Carrier::connect(&gw.url("/twilio")).await;
+    acme.send(twilio_start(SID, json!({"profile": "acme"})))
+        .await;
+    let start = wait_events(&live, 0, "session.start", 1).await.remove(0);
+    assert_eq!(start["session"]["model"], "gpt-live-1.1");
+    // ... while another call stays on the Realtime API.
+    let other_sid = "MZ22222222222222222222222222222222";
+    let mut other = Carrier::connect(&gw.url("/twilio")).await;
+    other.send(twilio_start(other_sid, json!({}))).await;
+    wait_events(&realtime, 0, "session.update", 1).await;
+    assert_eq!(live.connections(), 1);
+    for (carrier, sid) in [(&mut acme, SID), (&mut other, other_sid)] {
+        carrier.send(stop(sid)).await;
+        assert_eq!(carrier.closed().await.0, 1000);
+    }
+}

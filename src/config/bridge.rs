@@ -58,6 +58,8 @@ impl Config {
                 Some(_) => Provider::OpenaiRealtime,
                 None => up.provider,
             },
+            // The loopback's URL counts as configured: a profile's provider keeps it.
+            url_configured: loopback_url.is_some() || !up.url.is_empty(),
             model: up.model_name().to_owned(),
             delegation_model: up.delegation_model.clone(),
             url,

@@ -237,6 +237,65 @@ fn warm_pool_settings_are_checked() {
 }
 
 #[test]
+fn providers_per_deployment_and_per_profile() {
+    // GPT-Live without a key would run on the loopback, which speaks only the Realtime API.
+    let err = load("[upstream]\nprovider = \"openai-live\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.provider"), "{err}");
+    let err = load("[upstream]\nprovider = \"gemini-3\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.provider"), "{err}");
+    // With a key: the provider's URL and model.
+    let live = load(
+        "",
+        &[
+            ("CALLGATE_UPSTREAM_PROVIDER", "openai-live"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ],
+    )
+    .unwrap();
+    let bridge = live.bridge_config(None);
+    assert_eq!(bridge.url, "wss://api.openai.com/v1/live/sessions");
+    assert_eq!(bridge.model, "gpt-live-1");
+    assert_eq!(live.upstream.model_name(), "gpt-live-1");
+    // A profile on another provider: its default URL, or its own when upstream.url is set.
+    let text = "[conversation.profiles.acme]\nprovider = \"openai-live\"\n";
+    let config = load(text, &[("OPENAI_API_KEY", "sk-x")]).unwrap();
+    let bridge = config.bridge_config(None);
+    assert_eq!(
+        bridge.url,
+        "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    );
+    let acme = bridge
+        .for_profile(&config.conversation.profiles["acme"])
+        .unwrap();
+    assert_eq!(
+        (acme.provider, acme.model.as_str()),
+        (Provider::OpenaiLive, "gpt-live-1")
+    );
+    assert_eq!(acme.url, "wss://api.openai.com/v1/live/sessions");
+    let same = callgate_handlers::bridge::Profile::default();
+    assert!(bridge.for_profile(&same).is_none(), "no override, no copy");
+    let with_url = format!("[upstream]\nurl = \"wss://gw.example/v1/realtime\"\n{text}");
+    let err = load(&with_url, &[("OPENAI_API_KEY", "sk-x")]).unwrap_err();
+    assert!(
+        err.to_string().contains("conversation.profiles.acme.url"),
+        "{err}"
+    );
+    let no_key = load(text, &[]).unwrap_err();
+    assert!(
+        no_key
+            .to_string()
+            .contains("conversation.profiles.acme.provider"),
+        "{no_key}"
+    );
+    let err = load(
+        "[upstream]\nprovider = \"openai-live\"\nprewarm = 2\n",
+        &[("OPENAI_API_KEY", "sk-x")],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("upstream.prewarm"), "{err}");
+}
+
+#[test]
 fn azure_token_sources_are_checked() {
     let both = "[upstream]\nurl = \"wss://x.openai.azure.com/openai/realtime\"\nazure_token_file = \"/t\"\nazure_token_command = \"az\"\n";
     let err = load(both, &[]).unwrap_err().to_string();

@@ -21,6 +21,32 @@ impl Config {
             errors.push("upstream.url: AZURE_OPENAI_API_KEY needs the deployment's URL in CALLGATE_UPSTREAM_URL".into());
         }
         let up = &self.upstream;
+        if self.uses_loopback() {
+            // The embedded loopback speaks the Realtime API only.
+            if up.provider != Provider::OpenaiRealtime {
+                errors.push(format!("upstream.provider: {} needs OPENAI_API_KEY (or upstream.url and its key): without one callgate runs the embedded loopback, which speaks the Realtime API", up.provider.name()));
+            }
+            for (name, profile) in &self.conversation.profiles {
+                if profile
+                    .provider
+                    .is_some_and(|p| p != Provider::OpenaiRealtime)
+                {
+                    errors.push(format!("conversation.profiles.{name}.provider: needs OPENAI_API_KEY (or upstream.url and its key): the embedded loopback speaks the Realtime API only"));
+                }
+            }
+        }
+        for (name, profile) in &self.conversation.profiles {
+            let other = profile.provider.is_some_and(|p| p != up.provider);
+            if other && !up.url.is_empty() && profile.url.is_empty() {
+                errors.push(format!("conversation.profiles.{name}.url: a profile with a provider of its own needs its own url when upstream.url is set"));
+            }
+            let url = &profile.url;
+            if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
+                errors.push(format!(
+                    "conversation.profiles.{name}.url: must start with ws:// or wss://"
+                ));
+            }
+        }
         if up.provider == Provider::OpenaiLive && up.prewarm > 0 {
             errors.push("upstream.prewarm: warm sessions are kept for the Realtime API only (GPT-Live bills every connected minute)".into());
         }

@@ -242,6 +242,15 @@ pub fn spawn(
     outbox: mpsc::Sender<Downstream>,
     span: tracing::Span,
 ) -> BridgeHandle {
+    // A profile may run its calls on another provider or model.
+    let config = match config
+        .conversation
+        .profile_of(&session)
+        .and_then(|profile| config.for_profile(profile))
+    {
+        Some(own) => Arc::new(own),
+        None => config,
+    };
     let audio = Arc::new(AudioQueue::new(config.queue));
     let (control, control_rx) = mpsc::channel(64);
     // The task runs inside the call's span, so its spans (upstream.connect, turn) and logs

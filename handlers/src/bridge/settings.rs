@@ -185,6 +185,8 @@ impl Default for SessionSettings {
 pub struct BridgeConfig {
     /// The protocol the upstream speaks.
     pub provider: Provider,
+    /// `url` was configured (not the provider's default), so a profile's provider keeps it.
+    pub url_configured: bool,
     /// The model (GPT-Live names it in `session.start`; the Realtime API in the URL).
     pub model: String,
     /// GPT-Live: the Responses model that runs the tools the live model delegates to.
@@ -285,6 +287,34 @@ impl ConversationSettings {
     }
 }
 
+impl BridgeConfig {
+    /// The settings for a call of `profile` when it names another provider or model than
+    /// the deployment's (`None`: the deployment's as they are): that provider's default URL
+    /// (unless `upstream.url` is configured, which still wins) and model, and no warm
+    /// sessions (they are the deployment's).
+    pub fn for_profile(&self, profile: &Profile) -> Option<Self> {
+        let provider = profile.provider.unwrap_or(self.provider);
+        let same_model = profile.model.is_empty() || profile.model == self.model;
+        if provider == self.provider && same_model && profile.url.is_empty() {
+            return None;
+        }
+        let mut config = self.clone();
+        config.model = match profile.model.is_empty() {
+            true if provider == self.provider => self.model.clone(),
+            true => provider.default_model().to_owned(),
+            false => profile.model.clone(),
+        };
+        if !profile.url.is_empty() {
+            config.url = profile.url.clone();
+        } else if !self.url_configured {
+            config.url = provider.default_url(&config.model);
+        }
+        config.provider = provider;
+        config.warm = None;
+        Some(config)
+    }
+}
+
 /// One profile (`[conversation.profiles.NAME]`); empty fields keep the defaults.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
@@ -299,6 +329,14 @@ pub struct Profile {
     pub greeting: String,
     /// Record this profile's calls (unset: the route's or `[recording]`'s choice).
     pub recording: Option<bool>,
+    /// The provider for this profile's calls (unset: `upstream.provider`).
+    pub provider: Option<Provider>,
+    /// The model for this profile's calls ("" = the deployment's, or the profile
+    /// provider's default).
+    pub model: String,
+    /// The upstream URL for this profile's calls ("" = `upstream.url`, or the provider's
+    /// default when that is empty).
+    pub url: String,
 }
 
 /// DTMF collection (PROTOCOLS.md §12.4; `[dtmf]` in the configuration file).
