@@ -11,7 +11,6 @@ use callgate::config::{AuthKind, Config, OnRedisError};
 use callgate_handlers::bridge::Secret;
 use common::test_redis::TestRedis;
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -153,19 +152,6 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     )
 }
 
-async fn next_text(feed: &mut Carrier) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), feed.ws.next())
-            .await
-            .expect("no feed event in time")
-        {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
-            Some(Ok(Message::Close(_))) | None => return None,
-            _ => continue,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caps_tokens_and_the_call_directory_span_the_replicas() {
     let Some(redis) = TestRedis::start().await else {
@@ -236,20 +222,20 @@ async fn caps_tokens_and_the_call_directory_span_the_replicas() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     up_b.send(0, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1", "transcript": "Hello from B."})).await;
     up_b.send(1, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u2", "transcript": "Second call."})).await;
-    let line = next_text(&mut feed).await.expect("a transcript");
+    let line = next_event(&mut feed).await.expect("a transcript");
     assert_eq!(line["type"], "transcript");
     assert_eq!(line["text"], "Hello from B.");
-    let client_line = next_text(&mut client).await.expect("a /client line");
+    let client_line = next_event(&mut client).await.expect("a /client line");
     assert_eq!(
         client_line,
         json!({"call_sid": call_sid(3), "transcript": "Second call.", "is_final": true})
     );
     calls[2].send(stop(&sid(2))).await;
     assert_eq!(calls[2].closed().await.0, 1000);
-    let ended = next_text(&mut feed).await.expect("the end");
+    let ended = next_event(&mut feed).await.expect("the end");
     assert_eq!(ended["type"], "call_ended");
     assert!(
-        next_text(&mut feed).await.is_none(),
+        next_event(&mut feed).await.is_none(),
         "the feed closes after the end"
     );
 

@@ -11,25 +11,8 @@ use callgate_handlers::bridge::RealtimeDialect;
 use common::*;
 use serde_json::{json, Value};
 
-/// A webhook that records each call's arguments and answers `{"ok": true}`.
 async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
-    use axum::routing::post;
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |body: axum::Json<Value>| {
-            let record = record.clone();
-            async move {
-                record.lock().unwrap().push(body.0);
-                axum::Json(json!({"ok": true}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), seen)
+    recording_webhook(json!({"ok": true})).await
 }
 
 fn lookup(url: String) -> callgate_handlers::bridge::tools::ToolSpec {

@@ -44,19 +44,6 @@ fn fragment(kind: &str, delta: &str, start_ms: u64, end_ms: u64) -> Value {
     json!({"type": kind, "event_id": "e", "delta": delta, "start_ms": start_ms, "end_ms": end_ms})
 }
 
-async fn next_feed(feed: &mut Carrier) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), feed.ws.next())
-            .await
-            .expect("no feed event in time")
-        {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
-            Some(Ok(Message::Close(_))) | None => return None,
-            _ => continue,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_call_passes_mulaw_through_both_ways_and_closes_the_session() {
     let upstream = FakeUpstream::start_live().await;
@@ -173,7 +160,7 @@ async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() 
     assert_eq!(carrier.closed().await.0, 1000);
     let mut finals = Vec::new();
     let mut deltas = 0;
-    while let Some(event) = next_feed(&mut feed).await {
+    while let Some(event) = next_event(&mut feed).await {
         if event["type"] == "transcript" {
             match event["is_final"].as_bool() {
                 Some(true) => finals.push((
@@ -203,25 +190,7 @@ async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_run_through_delegation_and_keys_reach_the_backend() {
-    let (hook, seen) = {
-        use axum::routing::post;
-        let seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-        let record = seen.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            post(move |body: axum::Json<Value>| {
-                let record = record.clone();
-                async move {
-                    record.lock().unwrap().push(body.0);
-                    axum::Json(json!({"status": "shipped"}))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}/hook"), seen)
-    };
+    let (hook, seen) = recording_webhook(json!({"status": "shipped"})).await;
     let upstream = FakeUpstream::start_live().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         on_live(c);

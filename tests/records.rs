@@ -7,21 +7,11 @@ use std::time::Duration;
 
 use callgate_handlers::bridge::Secret;
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn next_json(ws: &mut Carrier) -> Value {
-    loop {
-        match tokio::time::timeout(WAIT, ws.ws.next())
-            .await
-            .expect("no feed event")
-        {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
-            Some(Ok(Message::Close(_))) | None => return Value::Null,
-            _ => continue,
-        }
-    }
+    next_event(ws).await.unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -335,6 +335,43 @@ impl FakeUpstream {
     }
 }
 
+/// The next JSON message of a feed socket, or `None` once it closes (panics after [`WAIT`]
+/// without either).
+pub async fn next_event(feed: &mut Carrier) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(WAIT, feed.ws.next())
+            .await
+            .expect("no feed event in time")
+        {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(_))) | None => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// A webhook on loopback that records each request body and answers `answer`: its URL and
+/// what it received.
+pub async fn recording_webhook(answer: Value) -> (String, Arc<Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::Json<Value>| {
+            let (record, answer) = (record.clone(), answer.clone());
+            async move {
+                record.lock().unwrap().push(body.0);
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
 /// A free loopback address for a gateway process (the port is free when this returns).
 pub fn free_addr() -> std::net::SocketAddr {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -227,7 +227,7 @@ impl Nested {
 }
 
 /// Transcript fragments grouped into lines: a line is one side's words until the other
-/// side speaks or it pauses for more than [`LINE_PAUSE_MS`].
+/// side speaks or it pauses for more than 1.5 s.
 #[derive(Debug, Default)]
 pub struct Lines {
     role: Option<&'static str>,
