@@ -151,6 +151,33 @@ fn frame_path(c: &mut Criterion) {
             );
         })
     });
+    // The same through each provider's adapter, as the call core calls it, and one 20 ms
+    // frame of caller audio appended in each protocol's words.
+    let settings = callgate_handlers::bridge::SessionSettings::default();
+    let mut live = callgate_handlers::bridge::live::Live::with(
+        "gpt-live-1",
+        "gpt-5-mini",
+        Vec::new(),
+        UpstreamAudio::Pcmu,
+        &settings,
+    );
+    let live_delta =
+        serde_json::json!({"type": "session.output_audio.delta", "event_id": "event_1",
+        "delta": BASE64.encode(vec![0x55u8; 800])})
+        .to_string();
+    c.bench_function("upstream/decode_100ms_delta_live", |b| {
+        b.iter(|| {
+            black_box(live.decode(black_box(&live_delta)).unwrap());
+        })
+    });
+    let frame = BASE64.encode(vec![0xFFu8; 160]);
+    let mut out = String::new();
+    c.bench_function("upstream/append_20ms_frame_realtime", |b| {
+        b.iter(|| callgate_handlers::bridge::wire::append(black_box(&frame), &mut out))
+    });
+    c.bench_function("upstream/append_20ms_frame_live", |b| {
+        b.iter(|| live.append_audio(black_box(&frame), &mut out))
+    });
 }
 
 criterion_group!(benches, frame_path);

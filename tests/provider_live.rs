@@ -269,6 +269,11 @@ async fn a_new_session_after_a_drop_is_seeded_with_the_conversation() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     upstream.close(0, 1011).await;
+    // The caller goes on talking while the session is replaced: nothing of it is lost.
+    let frames = fixture_frames("caller-booking-8k-mulaw.wav");
+    for (i, frame) in frames.iter().take(5).enumerate() {
+        carrier.send(media(SID, i as u64, frame)).await;
+    }
     let start = wait_events(&upstream, 1, "session.start", 1)
         .await
         .remove(0);
@@ -279,10 +284,15 @@ async fn a_new_session_after_a_drop_is_seeded_with_the_conversation() {
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Where to?"}]},
         ])
     );
-    // Caller audio flows on the new session.
-    let frame = fixture_frames("caller-booking-8k-mulaw.wav").remove(0);
-    carrier.send(media(SID, 1, &frame)).await;
-    wait_events(&upstream, 1, "session.input_audio.append", 1).await;
+    let appended = wait_events(&upstream, 1, "session.input_audio.append", 5).await;
+    let first: Vec<&str> = appended[..5]
+        .iter()
+        .map(|e| e["audio"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first,
+        frames[..5].iter().map(String::as_str).collect::<Vec<_>>()
+    );
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
 }
