@@ -178,6 +178,20 @@ fn frame_path(c: &mut Criterion) {
     c.bench_function("upstream/append_20ms_frame_live", |b| {
         b.iter(|| live.append_audio(black_box(&frame), &mut out))
     });
+    // Gemini: 100 ms of its 24 kHz PCM, and a 20 ms caller frame at 16 kHz.
+    let mut gemini = callgate_handlers::bridge::gemini::Gemini::new("m", &[], &settings);
+    let gemini_delta = serde_json::json!({"serverContent": {"modelTurn": {"parts": [{"inlineData":
+        {"mimeType": "audio/pcm;rate=24000", "data": BASE64.encode(vec![0x11u8; 4800])}}]}}})
+    .to_string();
+    c.bench_function("upstream/decode_100ms_delta_gemini", |b| {
+        b.iter(|| {
+            black_box(gemini.decode(black_box(&gemini_delta)).unwrap());
+        })
+    });
+    let frame16k = BASE64.encode(vec![0u8; 640]);
+    c.bench_function("upstream/append_20ms_frame_gemini", |b| {
+        b.iter(|| gemini.append_audio(black_box(&frame16k), &mut out))
+    });
 }
 
 criterion_group!(benches, frame_path);

@@ -184,8 +184,11 @@ impl CallContext {
                 admission.identity
             }
         };
-        let upstream_audio =
-            crate::bridge::UpstreamAudio::for_carrier(self.bridge_config.audio, start.media_format);
+        let upstream_audio = crate::bridge::UpstreamAudio::for_provider(
+            self.bridge_config.provider,
+            self.bridge_config.audio,
+            start.media_format,
+        );
         let session = self
             .store
             .insert(self.id, self.dialect, start, identity, upstream_audio);

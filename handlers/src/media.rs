@@ -64,7 +64,7 @@ impl MediaHandler {
     fn handle(&mut self, media: Media) -> Result<Flow, EventError> {
         if self.call.is_none() {
             let (session, bridge) = self.ctx.started()?;
-            let upstream = session.upstream_audio.format();
+            let upstream = session.upstream_audio.input_format();
             if session.media_format != upstream {
                 self.transcoder = Some(
                     Transcoder::new(session.media_format, upstream)

@@ -7,6 +7,14 @@ use callgate_handlers::bridge::token::TokenSource;
 use callgate_handlers::bridge::tools::Tools;
 
 impl UpstreamConfig {
+    /// The Gemini key: `gemini_api_key`, else `google_api_key`.
+    pub fn gemini_key(&self) -> &Secret {
+        match self.gemini_api_key.is_empty() {
+            true => &self.google_api_key,
+            false => &self.gemini_api_key,
+        }
+    }
+
     /// Where a bearer token that expires comes from (`azure_token_file` or
     /// `azure_token_command`), if configured.
     pub fn token_source(&self) -> Option<TokenSource> {
@@ -46,6 +54,12 @@ impl Config {
         let key = if first.is_empty() { second } else { first };
         let auth = match (loopback_url, up.token_source(), key.is_empty(), api_key) {
             (Some(_), _, _, _) => UpstreamAuth::None,
+            (None, _, _, _) if up.provider == Provider::GeminiLive => {
+                match up.gemini_key().is_empty() {
+                    true => UpstreamAuth::None,
+                    false => UpstreamAuth::GoogApiKey(up.gemini_key().clone()),
+                }
+            }
             // A token that expires, read at each connect, before any static key.
             (None, Some(source), _, _) => UpstreamAuth::BearerFrom(std::sync::Arc::new(source)),
             (None, None, true, _) => UpstreamAuth::None,

@@ -54,6 +54,10 @@ pub struct UpstreamConfig {
     pub openai_api_key: Secret,
     /// Azure OpenAI key, sent as `api-key`.
     pub azure_api_key: Secret,
+    /// Gemini API key (`gemini-live`), sent as `x-goog-api-key`.
+    pub gemini_api_key: Secret,
+    /// The same, under Google's other name for it (used when `gemini_api_key` is empty).
+    pub google_api_key: Secret,
     /// How keys are sent: `auto` (Azure hosts get `api-key`, others `Authorization: Bearer`),
     /// `bearer` or `api-key`.
     pub auth: AuthStyle,
@@ -115,6 +119,8 @@ impl Default for UpstreamConfig {
             audio: UpstreamAudio::Pcmu,
             openai_api_key: Secret::default(),
             azure_api_key: Secret::default(),
+            gemini_api_key: Secret::default(),
+            google_api_key: Secret::default(),
             auth: AuthStyle::Auto,
             azure_token_file: String::new(),
             azure_token_command: String::new(),

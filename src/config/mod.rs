@@ -47,6 +47,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("CALLGATE_UPSTREAM_AUDIO", "upstream.audio"),
     ("OPENAI_API_KEY", "upstream.openai_api_key"),
     ("AZURE_OPENAI_API_KEY", "upstream.azure_api_key"),
+    ("GEMINI_API_KEY", "upstream.gemini_api_key"),
+    ("GOOGLE_API_KEY", "upstream.google_api_key"),
     ("CALLGATE_VOICE", "session.voice"),
     ("CALLGATE_INSTRUCTIONS", "session.instructions"),
     ("TWILIO_AUTH_TOKEN", "security.twilio.auth_token"),
@@ -250,6 +252,7 @@ impl Config {
             && self.upstream.openai_api_key.is_empty()
             && self.upstream.azure_api_key.is_empty()
             && self.upstream.token_source().is_none()
+            && self.upstream.gemini_key().is_empty()
     }
 }
 

@@ -292,7 +292,44 @@ fn providers_per_deployment_and_per_profile() {
         &[("OPENAI_API_KEY", "sk-x")],
     )
     .unwrap_err();
-    assert!(err.to_string().contains("upstream.prewarm"), "{err}");
+    assert!(err.to_string().contains("upstream.prewarm"), "{err}"); // Gemini: its own key, in a header, and its URL and model.
+    let gemini = load(
+        "",
+        &[
+            ("CALLGATE_UPSTREAM_PROVIDER", "gemini-live"),
+            ("GOOGLE_API_KEY", "g-1"),
+        ],
+    )
+    .unwrap();
+    let bridge = gemini.bridge_config(None);
+    assert_eq!(bridge.auth, UpstreamAuth::GoogApiKey(Secret::new("g-1")));
+    assert!(bridge
+        .url
+        .starts_with("wss://generativelanguage.googleapis.com/ws/"));
+    assert!(!bridge.url.contains("key="));
+    assert_eq!(bridge.model, "gemini-3.1-flash-live-preview");
+    let both = load(
+        "",
+        &[
+            ("CALLGATE_UPSTREAM_PROVIDER", "gemini-live"),
+            ("GOOGLE_API_KEY", "g-1"),
+            ("GEMINI_API_KEY", "g-2"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        both.bridge_config(None).auth,
+        UpstreamAuth::GoogApiKey(Secret::new("g-2"))
+    );
+    let err = load("[upstream]\nprovider = \"gemini-live\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.provider"), "{err}");
+    let across = "[conversation.profiles.g]\nprovider = \"gemini-live\"\n";
+    let err = load(across, &[("OPENAI_API_KEY", "sk-x")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("between openai-realtime and openai-live"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -35,7 +35,14 @@ impl Config {
                 }
             }
         }
+        let google = |p: Provider| p == Provider::GeminiLive;
         for (name, profile) in &self.conversation.profiles {
+            if profile
+                .provider
+                .is_some_and(|p| google(p) != google(up.provider))
+            {
+                errors.push(format!("conversation.profiles.{name}.provider: a profile may move between openai-realtime and openai-live only (the keys and audio formats of OpenAI and Google differ)"));
+            }
             let other = profile.provider.is_some_and(|p| p != up.provider);
             if other && !up.url.is_empty() && profile.url.is_empty() {
                 errors.push(format!("conversation.profiles.{name}.url: a profile with a provider of its own needs its own url when upstream.url is set"));
@@ -47,8 +54,9 @@ impl Config {
                 ));
             }
         }
-        if up.provider == Provider::OpenaiLive && up.prewarm > 0 {
-            errors.push("upstream.prewarm: warm sessions are kept for the Realtime API only (GPT-Live bills every connected minute)".into());
+        if up.provider != Provider::OpenaiRealtime && up.prewarm > 0 {
+            errors
+                .push("upstream.prewarm: warm sessions are kept for the Realtime API only".into());
         }
         if !up.azure_token_file.is_empty() && !up.azure_token_command.is_empty() {
             errors.push(

@@ -83,11 +83,23 @@ pub struct Faults {
     /// Speak OpenAI GPT-Live instead of the Realtime API: no greeting; `session.start` is
     /// answered `session.started`, `session.close` is answered `session.closed`.
     pub live: bool,
+    /// Speak Google Gemini Live: `setup` is answered `setupComplete`, in a binary frame (the
+    /// server may send JSON that way).
+    pub gemini: bool,
 }
 
 impl FakeUpstream {
     pub async fn start() -> Self {
         Self::start_with(Faults::default()).await
+    }
+
+    /// A fake Gemini Live server.
+    pub async fn start_gemini() -> Self {
+        Self::start_with(Faults {
+            gemini: true,
+            ..Faults::default()
+        })
+        .await
     }
 
     /// A fake GPT-Live server (`/v1/live/sessions`).
@@ -157,7 +169,7 @@ impl FakeUpstream {
         let (mut sink, mut stream) = ws.split();
         let expires_at = self.faults.expires_in_s.map_or(0, |s| unix_now() + s);
         let created = json!({"type": "session.created", "event_id": "e0", "session": {"type": "realtime", "expires_at": expires_at}});
-        if !self.faults.live
+        if !(self.faults.live || self.faults.gemini)
             && sink
                 .send(Message::Text(created.to_string().into()))
                 .await
@@ -177,7 +189,15 @@ impl FakeUpstream {
                         let update = event["type"] == "session.update";
                         let session = event["session"].clone();
                         let kind = event["type"].as_str().unwrap_or_default().to_owned();
+                        let setup = event.get("setup").is_some();
                         conn.lock().unwrap().events.push(event);
+                        if self.faults.gemini {
+                            if setup {
+                                let reply = Message::Binary(br#"{"setupComplete":{}}"#.to_vec().into());
+                                let _ = sink.send(reply).await;
+                            }
+                            continue;
+                        }
                         if self.faults.live {
                             let reply = match kind.as_str() {
                                 "session.start" => {
@@ -262,6 +282,17 @@ impl FakeUpstream {
             code: code.into(),
             reason: "test".into(),
         })));
+    }
+
+    /// Client messages of connection `i` with a top-level member `key` (Gemini's messages
+    /// have no `type`).
+    pub async fn messages_with(&self, i: usize, key: &str) -> Vec<Value> {
+        let conn = self.conn(i).await;
+        let events = conn.lock().unwrap().events.clone();
+        events
+            .into_iter()
+            .filter(|e| e.get(key).is_some())
+            .collect()
     }
 
     /// The events of connection `i` whose type is `kind`.

@@ -61,7 +61,9 @@ impl Live {
         let format = match audio {
             UpstreamAudio::Pcmu => json!({"type": "audio/pcmu", "rate": 8000}),
             UpstreamAudio::Pcma => json!({"type": "audio/pcma", "rate": 8000}),
-            UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
+            UpstreamAudio::Pcm24k | UpstreamAudio::Pcm16kIn24kOut => {
+                json!({"type": "audio/pcm", "rate": 24000})
+            }
         };
         let mut session = json!({
             "model": model,
@@ -147,7 +149,11 @@ impl Live {
             "error" => ModelEvent::Error(message.error.unwrap_or_default()),
             _ => ModelEvent::Other(message.kind),
         };
-        Ok(Decoded { closed_line, event })
+        Ok(Decoded {
+            before: closed_line.into_iter().collect(),
+            event,
+            after: Vec::new(),
+        })
     }
 
     /// One chunk of caller audio (base64), written into `out`.

@@ -16,6 +16,7 @@
 //! every message it sends, so no wire name appears in the core.
 
 pub mod call_control;
+pub mod gemini;
 pub mod live;
 pub mod model;
 mod pool;

@@ -76,18 +76,38 @@ pub enum ModelEvent<'a> {
         /// The item it belongs to.
         item_id: Option<String>,
     },
+    /// The server will close this connection soon (Gemini `goAway`): move to a new one.
+    Expiring {
+        /// How long it says is left (a protobuf duration, `"9.5s"`; empty when not said).
+        time_left: String,
+    },
     /// An `error` event (the session may go on).
     Error(ErrorBody),
     /// Anything the call core has no use for.
     Other(Cow<'a, str>),
 }
 
-/// What one server message said: a whole transcript line it closed (protocols that send
-/// only fragments: the other side began, or a pause), then the message's own event.
+/// What one server message said, in order: events before its main one (a transcript line
+/// it closed, a turn it opened), the main event (audio stays borrowed from the message),
+/// and events after it (more parts of the same message). The lists are empty, and so do
+/// not allocate, for protocols with one event per message.
 #[derive(Debug)]
 pub struct Decoded<'a> {
-    /// A line of transcript that ended before this message's words.
-    pub closed_line: Option<ModelEvent<'static>>,
-    /// The message's own event.
+    /// What comes first.
+    pub before: Vec<ModelEvent<'static>>,
+    /// The message's main event.
     pub event: ModelEvent<'a>,
+    /// What comes after.
+    pub after: Vec<ModelEvent<'static>>,
+}
+
+impl<'a> Decoded<'a> {
+    /// A message that said one thing.
+    pub fn one(event: ModelEvent<'a>) -> Self {
+        Self {
+            before: Vec::new(),
+            event,
+            after: Vec::new(),
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! protocol lacks something (GPT-Live: truncate, greeting, history after start), the
 //! adapter says so with `None` and the core does without.
 
+use super::gemini::Gemini;
 use super::live::Live;
 use super::model::{Decoded, ModelEvent};
 use super::realtime::Realtime;
@@ -15,6 +16,8 @@ pub enum Protocol {
     Realtime(Realtime),
     /// OpenAI GPT-Live.
     Live(Live),
+    /// Google Gemini Live.
+    Gemini(Gemini),
 }
 
 impl Protocol {
@@ -27,17 +30,20 @@ impl Protocol {
         match config.provider {
             Provider::OpenaiRealtime => Self::Realtime(Realtime::new(config, audio, settings)),
             Provider::OpenaiLive => Self::Live(Live::new(config, audio, settings)),
+            Provider::GeminiLive => Self::Gemini(Gemini::new(
+                &config.model,
+                &config.tools.declarations(),
+                settings,
+            )),
         }
     }
 
     /// Decodes one server message.
     pub fn decode<'a>(&mut self, text: &'a str) -> Result<Decoded<'a>, serde_json::Error> {
         match self {
-            Self::Realtime(realtime) => Ok(Decoded {
-                closed_line: None,
-                event: realtime.decode(text)?,
-            }),
+            Self::Realtime(realtime) => Ok(Decoded::one(realtime.decode(text)?)),
             Self::Live(live) => live.decode(text),
+            Self::Gemini(gemini) => gemini.decode(text),
         }
     }
 
@@ -50,6 +56,7 @@ impl Protocol {
         match self {
             Self::Realtime(_) => None,
             Self::Live(live) => Some(live.start(history)),
+            Self::Gemini(gemini) => Some(gemini.start()),
         }
     }
 
@@ -57,7 +64,7 @@ impl Protocol {
     pub fn configure(&self) -> Option<&str> {
         match self {
             Self::Realtime(realtime) => Some(realtime.configure()),
-            Self::Live(_) => None,
+            Self::Live(_) | Self::Gemini(_) => None,
         }
     }
 
@@ -66,6 +73,7 @@ impl Protocol {
         match self {
             Self::Realtime(realtime) => realtime.append_audio(chunk, out),
             Self::Live(live) => live.append_audio(chunk, out),
+            Self::Gemini(gemini) => gemini.append_audio(chunk, out),
         }
     }
 
@@ -73,7 +81,7 @@ impl Protocol {
     pub fn truncate(&self, item: &str, heard_ms: u64) -> Option<String> {
         match self {
             Self::Realtime(realtime) => Some(realtime.truncate(item, heard_ms)),
-            Self::Live(_) => None,
+            Self::Live(_) | Self::Gemini(_) => None,
         }
     }
 
@@ -82,15 +90,19 @@ impl Protocol {
         match self {
             Self::Realtime(realtime) => realtime.text("user", text),
             Self::Live(live) => live.user_text(text),
+            Self::Gemini(gemini) => gemini.user_text(text),
         }
     }
 
     /// A line of history for a new session, when the protocol takes it after the start
-    /// (GPT-Live takes it in `session.start` only: [`Protocol::opening`]).
+    /// (GPT-Live takes it in `session.start` only: [`Protocol::opening`]; a resumed Gemini
+    /// session has it already).
     pub fn history_text(&self, role: &str, text: &str) -> Option<String> {
         match self {
             Self::Realtime(realtime) => Some(realtime.text(role, text)),
             Self::Live(_) => None,
+            Self::Gemini(gemini) if gemini.resumes() => None,
+            Self::Gemini(gemini) => Some(gemini.history(role, text)),
         }
     }
 
@@ -99,22 +111,29 @@ impl Protocol {
         match self {
             Self::Realtime(realtime) => Some(realtime.greeting(greeting)),
             Self::Live(_) => None,
+            Self::Gemini(gemini) => Some(gemini.user_text(&format!(
+                "(The call has just connected. Greet the caller by saying: \"{greeting}\")"
+            ))),
         }
     }
 
-    /// A tool's result; true when a response should be asked for now.
-    pub fn tool_output(&mut self, call_id: &str, output: &str) -> (String, bool) {
+    /// Tool `name`'s result for call `call_id`; true when a response should be asked for
+    /// now.
+    pub fn tool_output(&mut self, call_id: &str, name: &str, output: &str) -> (String, bool) {
         match self {
             Self::Realtime(realtime) => (realtime.tool_output(call_id, output), true),
             Self::Live(live) => live.tool_output(call_id, output),
+            // The model goes on by itself.
+            Self::Gemini(gemini) => (gemini.tool_output(call_id, name, output), false),
         }
     }
 
-    /// Asks for a response.
-    pub fn request_response(&self) -> &'static str {
+    /// Asks for a response (Gemini answers a complete user turn by itself: nothing to send).
+    pub fn request_response(&self) -> Option<&'static str> {
         match self {
-            Self::Realtime(realtime) => realtime.request_response(),
-            Self::Live(live) => live.request_response(),
+            Self::Realtime(realtime) => Some(realtime.request_response()),
+            Self::Live(live) => Some(live.request_response()),
+            Self::Gemini(_) => None,
         }
     }
 
@@ -122,7 +141,7 @@ impl Protocol {
     /// answered by `session.closed`).
     pub fn closing(&self) -> Option<&'static str> {
         match self {
-            Self::Realtime(_) => None,
+            Self::Realtime(_) | Self::Gemini(_) => None,
             Self::Live(live) => Some(live.close()),
         }
     }
@@ -137,6 +156,7 @@ impl Protocol {
         match self {
             Self::Realtime(_) => None,
             Self::Live(live) => live.finish_lines(),
+            Self::Gemini(gemini) => gemini.finish_lines(),
         }
     }
 
@@ -149,6 +169,11 @@ impl Protocol {
     /// and end (the Realtime API); without that, the core ends an utterance on a pause in
     /// the model's audio.
     pub fn reports_turns(&self) -> bool {
-        matches!(self, Self::Realtime(_))
+        !matches!(self, Self::Live(_))
+    }
+
+    /// Whether the server may send its JSON in binary frames (Gemini).
+    pub fn binary_json(&self) -> bool {
+        matches!(self, Self::Gemini(_))
     }
 }

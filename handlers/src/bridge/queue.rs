@@ -55,11 +55,33 @@ impl AudioQueue {
         dropped
     }
 
-    /// Moves every queued chunk, with its acceptance time, into `out` (in order).
-    pub fn drain_into(&self, out: &mut Vec<(Instant, String)>) {
+    /// Moves every queued chunk, with its acceptance time and length, into `out` (in order).
+    pub fn drain_into(&self, out: &mut Vec<(Instant, String, Duration)>) {
         let mut queued = lock(&self.queued);
         queued.audio = Duration::ZERO;
-        out.extend(queued.frames.drain(..).map(|(at, chunk, _)| (at, chunk)));
+        out.extend(queued.frames.drain(..));
+    }
+
+    /// Puts chunks that could not be sent back in front of the queue, in order (the
+    /// upstream went away mid-send: they go to the next session). Past the capacity the
+    /// oldest are dropped, as for [`AudioQueue::push`]; returns how many.
+    pub fn requeue(
+        &self,
+        chunks: impl DoubleEndedIterator<Item = (Instant, String, Duration)>,
+    ) -> u64 {
+        let mut queued = lock(&self.queued);
+        for chunk in chunks.rev() {
+            queued.audio += chunk.2;
+            queued.frames.push_front(chunk);
+        }
+        let mut dropped = 0;
+        while queued.frames.len() > 1 && queued.audio > self.capacity {
+            if let Some((_, _, old)) = queued.frames.pop_front() {
+                queued.audio -= old;
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Waits until a chunk may be available.
@@ -91,9 +113,29 @@ mod tests {
         assert_eq!(dropped, [0, 0, 0, 1, 1]);
         let mut out = Vec::new();
         q.drain_into(&mut out);
-        let chunks: Vec<&str> = out.iter().map(|(_, c)| c.as_str()).collect();
+        let chunks: Vec<&str> = out.iter().map(|(_, c, _)| c.as_str()).collect();
         assert_eq!(chunks, ["2", "3", "4"]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn chunks_that_could_not_be_sent_go_back_in_front_in_order() {
+        let q = AudioQueue::new(FRAME * 4);
+        for i in 0..3 {
+            q.push(i.to_string(), FRAME);
+        }
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        q.push("3".into(), FRAME);
+        assert_eq!(q.requeue(out.drain(..)), 0);
+        q.push("4".into(), FRAME);
+        q.drain_into(&mut out);
+        let chunks: Vec<&str> = out.iter().map(|(_, c, _)| c.as_str()).collect();
+        assert_eq!(
+            chunks,
+            ["1", "2", "3", "4"],
+            "the oldest went past the capacity"
+        );
     }
 
     #[test]

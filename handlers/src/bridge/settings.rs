@@ -45,6 +45,8 @@ pub enum Provider {
     OpenaiRealtime,
     /// OpenAI GPT-Live (`/v1/live/sessions`).
     OpenaiLive,
+    /// Google Gemini Live (BidiGenerateContent).
+    GeminiLive,
 }
 
 impl Provider {
@@ -53,6 +55,7 @@ impl Provider {
         match self {
             Self::OpenaiRealtime => format!("wss://api.openai.com/v1/realtime?model={model}"),
             Self::OpenaiLive => "wss://api.openai.com/v1/live/sessions".into(),
+            Self::GeminiLive => "wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent".into(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Provider {
         match self {
             Self::OpenaiRealtime => "gpt-realtime",
             Self::OpenaiLive => "gpt-live-1",
+            Self::GeminiLive => "gemini-3.1-flash-live-preview",
         }
     }
 
@@ -76,6 +80,7 @@ impl Provider {
         match self {
             Self::OpenaiRealtime => "openai-realtime",
             Self::OpenaiLive => "openai-live",
+            Self::GeminiLive => "gemini-live",
         }
     }
 }
@@ -102,15 +107,41 @@ pub enum UpstreamAudio {
     Pcm24k,
     /// G.711 A-law both ways (chosen automatically for A-law carriers).
     Pcma,
+    /// 16-bit PCM at 16 kHz in and 24 kHz out (Gemini Live; not a configuration value).
+    #[serde(skip)]
+    Pcm16kIn24kOut,
 }
 
 impl UpstreamAudio {
     /// As a codec format.
     pub fn format(self) -> AudioFormat {
+        self.output_format()
+    }
+
+    /// What the caller's audio is sent upstream as.
+    pub fn input_format(self) -> AudioFormat {
+        match self {
+            Self::Pcm16kIn24kOut => AudioFormat::Pcm16 { rate: 16000 },
+            other => other.output_format(),
+        }
+    }
+
+    /// What the model's audio arrives as.
+    pub fn output_format(self) -> AudioFormat {
         match self {
             Self::Pcmu => AudioFormat::Mulaw,
             Self::Pcma => AudioFormat::Alaw,
-            Self::Pcm24k => AudioFormat::Pcm16 { rate: 24000 },
+            Self::Pcm24k | Self::Pcm16kIn24kOut => AudioFormat::Pcm16 { rate: 24000 },
+        }
+    }
+
+    /// The upstream audio of a call on `provider` whose carrier speaks `carrier`: Gemini
+    /// takes 16 kHz PCM and answers in 24 kHz PCM whatever the carrier; the OpenAI
+    /// providers as [`UpstreamAudio::for_carrier`].
+    pub fn for_provider(provider: Provider, preference: Self, carrier: AudioFormat) -> Self {
+        match provider {
+            Provider::GeminiLive => Self::Pcm16kIn24kOut,
+            _ => Self::for_carrier(preference, carrier),
         }
     }
 
@@ -139,6 +170,8 @@ pub enum UpstreamAuth {
     Bearer(Secret),
     /// `api-key: <key>` (Azure OpenAI keys).
     ApiKey(Secret),
+    /// `x-goog-api-key: <key>` (Gemini; never in the URL, which ends up in logs).
+    GoogApiKey(Secret),
     /// `Authorization: Bearer <token>`, the token read at each connect (Azure Entra ID tokens
     /// expire; see [`super::token`]).
     BearerFrom(std::sync::Arc<super::token::TokenSource>),

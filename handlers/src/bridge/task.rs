@@ -146,7 +146,7 @@ struct Relay {
     transcoder: Option<Transcoder>,
     raw: Vec<u8>,
     converted: Vec<u8>,
-    batch: Vec<(Instant, String)>,
+    batch: Vec<(Instant, String, Duration)>,
     /// When the upstream message being handled arrived.
     received: Instant,
     /// Caller stopped speaking → first reply audio: the turn's start and span.
@@ -188,7 +188,7 @@ impl Relay {
         outbox: mpsc::Sender<Downstream>,
         audio: Arc<AudioQueue>,
     ) -> Result<Self, BridgeError> {
-        let upstream = call.upstream_audio.format();
+        let upstream = call.upstream_audio.output_format();
         // Model audio goes out in the carrier's outbound format (Telnyx may differ from what
         // it streams in).
         let transcoder = if upstream == call.outbound_format {
@@ -338,6 +338,14 @@ impl Relay {
                         Some(Ok(Message::Close(frame))) => {
                             let why = frame.map_or_else(|| "no close frame".to_owned(), |f| format!("{} {}", u16::from(f.code), f.reason));
                             return Err(BridgeError::Closed(why));
+                        }
+                        Some(Ok(Message::Binary(data))) if self.protocol.binary_json() => {
+                            match std::str::from_utf8(&data) {
+                                Ok(text) => self.on_event(text, ws, config).await?,
+                                Err(_) => {
+                                    metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "binary").increment(1);
+                                }
+                            }
                         }
                         Some(Ok(Message::Binary(_))) => {
                             metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "binary").increment(1);

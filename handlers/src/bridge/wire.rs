@@ -53,7 +53,7 @@ pub fn session_update(
             let format = match audio {
                 UpstreamAudio::Pcmu => "g711_ulaw",
                 UpstreamAudio::Pcma => "g711_alaw",
-                UpstreamAudio::Pcm24k => "pcm16",
+                UpstreamAudio::Pcm24k | UpstreamAudio::Pcm16kIn24kOut => "pcm16",
             };
             json!({
                 "modalities": ["text", "audio"],
@@ -80,7 +80,9 @@ pub fn ga_format(audio: UpstreamAudio) -> Value {
     match audio {
         UpstreamAudio::Pcmu => json!({"type": "audio/pcmu"}),
         UpstreamAudio::Pcma => json!({"type": "audio/pcma"}),
-        UpstreamAudio::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
+        UpstreamAudio::Pcm24k | UpstreamAudio::Pcm16kIn24kOut => {
+            json!({"type": "audio/pcm", "rate": 24000})
+        }
     }
 }
 

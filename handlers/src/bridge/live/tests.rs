@@ -158,7 +158,7 @@ fn transcript_fragments_become_lines() {
             text,
             is_final: true,
             ..
-        }) = decoded.closed_line
+        }) = decoded.before.into_iter().next()
         {
             lines.push((role, text.into_owned()));
         }

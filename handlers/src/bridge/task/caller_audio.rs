@@ -19,7 +19,7 @@ impl Relay {
         let mut text = String::new();
         let batch = std::mem::take(&mut self.batch);
         let sending = async {
-            for (_, chunk) in &batch {
+            for (_, chunk, _) in &batch {
                 self.protocol.append_audio(chunk, &mut text);
                 ws.feed(Message::Text(std::mem::take(&mut text).into()))
                     .await?;
@@ -30,11 +30,22 @@ impl Relay {
             Err(_) => Err(BridgeError::Stalled),
             Ok(result) => result.map_err(closed),
         };
-        if result.is_ok() {
-            self.last_append = Instant::now();
-            for (accepted, _) in &batch {
-                self.latency_inbound
-                    .record(accepted.elapsed().as_secs_f64());
+        let mut batch = batch;
+        match result {
+            Ok(()) => {
+                self.last_append = Instant::now();
+                for (accepted, _, _) in &batch {
+                    self.latency_inbound
+                        .record(accepted.elapsed().as_secs_f64());
+                }
+            }
+            // The upstream went away mid-send: the next session gets this audio.
+            Err(_) => {
+                let dropped = self.audio.requeue(batch.drain(..));
+                self.call
+                    .counters
+                    .audio_dropped
+                    .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
             }
         }
         self.batch = batch;
@@ -55,7 +66,7 @@ impl Relay {
         if gap < super::INPUT_GAP {
             return Ok(());
         }
-        let format = self.call.upstream_audio.format();
+        let format = self.call.upstream_audio.input_format();
         let ms = gap.as_millis().min(1000) as usize;
         let silence = vec![format.silence_byte(); format.bytes_per_ms() * ms];
         let mut text = String::new();

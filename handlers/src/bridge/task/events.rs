@@ -12,14 +12,8 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
-        let event = match self.protocol.decode(text) {
-            Ok(decoded) => {
-                if let Some(ModelEvent::Transcript { role, text, .. }) = decoded.closed_line {
-                    let text = shown(&text, config).into_owned();
-                    self.remember(role, text);
-                }
-                decoded.event
-            }
+        let decoded = match self.protocol.decode(text) {
+            Ok(decoded) => decoded,
             Err(error) => {
                 metrics::counter!("callgate_upstream_events_ignored_total", "reason" => "invalid")
                     .increment(1);
@@ -27,6 +21,23 @@ impl Relay {
                 return Ok(());
             }
         };
+        for event in decoded.before {
+            self.handle(event, ws, config).await?;
+        }
+        self.handle(decoded.event, ws, config).await?;
+        for event in decoded.after {
+            self.handle(event, ws, config).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on one thing the model said.
+    async fn handle(
+        &mut self,
+        event: ModelEvent<'_>,
+        ws: &mut Upstream,
+        config: &BridgeConfig,
+    ) -> Result<(), BridgeError> {
         match event {
             ModelEvent::SessionOpened { session } => {
                 self.plan_rollover(session.as_ref(), config);
@@ -130,6 +141,16 @@ impl Relay {
                 );
                 self.remember(role, text);
             }
+            ModelEvent::Expiring { time_left } => {
+                // Move to a new connection now, between turns (the core rolls over; caller
+                // audio is held meanwhile, and the protocol resumes the session).
+                tracing::info!(
+                    time_left,
+                    "upstream will close this connection: moving to a new one"
+                );
+                self.rollover
+                    .soon(tokio::time::Instant::now(), parse_time_left(&time_left));
+            }
             ModelEvent::Error(error) => {
                 if error.is_fatal() {
                     return Err(BridgeError::Fatal {
@@ -190,4 +211,13 @@ impl Relay {
         tracing::debug!(held = self.audio.len(), "upstream session ready");
         self.flush_audio(ws, config).await
     }
+}
+
+/// A protobuf duration as JSON (`"9.5s"`), less a second of margin; 5 s when unreadable.
+fn parse_time_left(text: &str) -> Duration {
+    text.strip_suffix('s')
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s).saturating_sub(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(5))
 }

@@ -73,7 +73,7 @@ impl Relay {
         if let Some(tape) = self.call.tape.get() {
             tape.tool(name, &output);
         }
-        let (item, respond) = self.protocol.tool_output(call_id, &output);
+        let (item, respond) = self.protocol.tool_output(call_id, name, &output);
         send_text(ws, item, config).await?;
         match respond {
             true => self.request_response(ws, config).await,
@@ -87,8 +87,11 @@ impl Relay {
         ws: &mut Upstream,
         config: &BridgeConfig,
     ) -> Result<(), BridgeError> {
+        let Some(request) = self.protocol.request_response() else {
+            return Ok(());
+        };
         match self.responses.want() {
-            true => send_text(ws, self.protocol.request_response().to_owned(), config).await,
+            true => send_text(ws, request.to_owned(), config).await,
             false => Ok(()),
         }
     }

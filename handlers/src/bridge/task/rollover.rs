@@ -45,6 +45,14 @@ impl Rollover {
         self.at = Some(end.checked_sub(margin).unwrap_or(now));
     }
 
+    /// The connection will close within `hard_in` (a server's warning): due now, between
+    /// turns, and even mid-response once `hard_in` has passed.
+    pub(super) fn soon(&mut self, now: Instant, hard_in: Duration) {
+        self.fault = None;
+        self.at = Some(now);
+        self.hard = Some(now + hard_in);
+    }
+
     /// When it is due, if planned.
     pub(super) fn due_at(&self) -> Option<Instant> {
         self.at

@@ -111,6 +111,11 @@ pub(in crate::bridge) async fn connect(
             value.set_sensitive(true);
             headers.insert("api-key", value);
         }
+        UpstreamAuth::GoogApiKey(key) => {
+            let mut value = header(key.expose().to_owned())?;
+            value.set_sensitive(true);
+            headers.insert("x-goog-api-key", value);
+        }
         UpstreamAuth::BearerFrom(source) => {
             let token = source
                 .token(config.connect_timeout)
