@@ -157,7 +157,10 @@ async fn interrupted_clears_the_carrier_and_drops_the_rest_of_the_turn() {
 async fn tools_greeting_keys_and_transcripts() {
     let (hook, seen) = recording_webhook(json!({"status": "shipped"})).await;
     let upstream = FakeUpstream::start_gemini().await;
+    let mut db = String::new();
     let (gw, mut carrier, setup) = started(&upstream, |c| {
+        c.dtmf.pci = true;
+        db = c.records.path.clone();
         c.conversation.greeting = "Welcome to Acme.".into();
         c.security.admin_token = Secret::new("g-admin");
         c.tools = vec![callgate_handlers::bridge::tools::ToolSpec {
@@ -238,6 +241,26 @@ async fn tools_greeting_keys_and_transcripts() {
     assert!(
         finals.contains(&("assistant".to_owned(), "It has shipped.".to_owned())),
         "{finals:?}"
+    );
+    // PCI: digit runs never reach the feed; the record holds the same lines.
+    assert!(
+        finals.iter().all(|(_, text)| !text.contains("4111")),
+        "{finals:?}"
+    );
+    let record = finished_record(&db, &format!("CA{}", &SID[2..])).await;
+    let lines: Vec<(&str, &str)> = record
+        .transcript
+        .iter()
+        .map(|l| (l.role.as_str(), l.text.as_str()))
+        .collect();
+    assert!(lines.contains(&("user", "Where is my order?")), "{lines:?}");
+    assert!(
+        lines.contains(&("assistant", "It has shipped.")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|(_, text)| !text.contains("4111")),
+        "{lines:?}"
     );
 }
 
@@ -350,4 +373,41 @@ async fn an_exotel_call_streams_its_8k_pcm_at_16k_and_hears_8k() {
     assert_eq!(chunk.len() % 3200, 0, "{} bytes", chunk.len());
     carrier.send(exotel.stop(2).unwrap()).await;
     assert_eq!(carrier.closed().await.0, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_once_the_goodbye_has_played() {
+    let upstream = FakeUpstream::start_gemini().await;
+    let (_gw, mut carrier, _) = started(&upstream, |_| {}).await;
+    // The model says goodbye and ends the call in the same turn.
+    upstream.send(0, model_audio(200)).await;
+    upstream
+        .send(
+            0,
+            json!({"toolCall": {"functionCalls": [{"id": "f9", "name": "end_call", "args": {}}]}}),
+        )
+        .await;
+    upstream
+        .send(0, json!({"serverContent": {"turnComplete": true}}))
+        .await;
+    let mut marks = Vec::new();
+    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
+        let m = carrier.recv().await;
+        if m["event"] == "mark" {
+            marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
+        }
+    }
+    // Not before the goodbye has played: nothing closes while its marks are outstanding.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in &marks {
+        carrier.send(json!({"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}})).await;
+    }
+    let echoed = std::time::Instant::now();
+    assert_eq!(carrier.closed().await, (1000, "call ended".to_owned()));
+    assert!(echoed.elapsed() < Duration::from_secs(2));
+    assert_eq!(upstream.wait_closed(0).await, 1000);
+    assert!(
+        upstream.messages_with(0, "toolResponse").await.is_empty(),
+        "end_call is not answered"
+    );
 }

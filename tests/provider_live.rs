@@ -127,9 +127,11 @@ async fn a_twilio_call_passes_mulaw_through_both_ways_and_closes_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() {
     let upstream = FakeUpstream::start_live().await;
+    let mut db = String::new();
     let gw = Gateway::start(Some(&upstream), |c| {
         on_live(c);
         c.dtmf.pci = true;
+        db = c.records.path.clone();
     })
     .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
@@ -186,6 +188,14 @@ async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() 
     assert!(!finals[2].1.contains("4111"), "{:?}", finals[2]);
     // The model's line was still open at the end: the session's close keeps it.
     assert_eq!(finals[3], ("assistant".to_owned(), "Thank you.".to_owned()));
+    // The record holds the same lines.
+    let record = finished_record(&db, &call_sid).await;
+    let lines: Vec<(String, String)> = record
+        .transcript
+        .iter()
+        .map(|l| (l.role.clone(), l.text.clone()))
+        .collect();
+    assert_eq!(lines, finals);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,6 +323,9 @@ fn providers_per_deployment_and_per_profile() {
     );
     let err = load("[upstream]\nprovider = \"gemini-live\"\n", &[]).unwrap_err();
     assert!(err.to_string().contains("upstream.provider"), "{err}");
+    let unknown = "[conversation.profiles.x]\nprovider = \"openai-imaginary\"\n";
+    let err = load(unknown, &[("OPENAI_API_KEY", "sk-x")]).unwrap_err();
+    assert!(err.to_string().contains("conversation.profiles"), "{err}");
     let across = "[conversation.profiles.g]\nprovider = \"gemini-live\"\n";
     let err = load(across, &[("OPENAI_API_KEY", "sk-x")]).unwrap_err();
     assert!(

@@ -781,3 +781,17 @@ pub fn hz(samples: &[i16], rate: u32) -> f64 {
 pub fn rms(samples: &[i16]) -> f64 {
     (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
 }
+
+/// The record of `call_sid` in the SQLite file at `path`, once it has its outcome.
+pub async fn finished_record(path: &str, call_sid: &str) -> callgate::records::CallRecord {
+    let location = callgate::records::Location::of(path, "");
+    for _ in 0..200 {
+        if let Some(record) = read_record(location.clone(), call_sid.to_owned()).await {
+            if !record.outcome.is_empty() {
+                return record;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no finished record of {call_sid}");
+}
