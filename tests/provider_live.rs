@@ -508,3 +508,25 @@ async fn a_profile_runs_its_calls_on_gpt_live_while_others_stay_on_realtime() {
         assert_eq!(carrier.closed().await.0, 1000);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_greeting_goes_in_the_first_session_start() {
+    let upstream = FakeUpstream::start_live().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        on_live(c);
+        c.conversation.greeting = "Welcome to Acme.".into();
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    let start = wait_events(&upstream, 0, "session.start", 1)
+        .await
+        .remove(0);
+    let instructions = start["session"]["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("\"Welcome to Acme.\""),
+        "{instructions}"
+    );
+    carrier.send(stop(SID)).await;
+    assert_eq!(carrier.closed().await.0, 1000);
+}

@@ -33,6 +33,9 @@ const LINE_PAUSE_MS: u64 = 1500;
 pub struct Live {
     /// `session.start`'s `session`, without `input`.
     session: Value,
+    /// What the assistant says first ("" = nothing): asked for in the first session's
+    /// instructions (the protocol has no message that makes the model speak).
+    greeting: String,
     /// Tool calls not answered yet (`response.create` waits for all of them).
     outstanding: Vec<String>,
     lines: Lines,
@@ -40,14 +43,21 @@ pub struct Live {
 
 impl Live {
     /// The adapter for a call with `settings` and `audio` on `config`'s upstream.
-    pub fn new(config: &BridgeConfig, audio: UpstreamAudio, settings: &SessionSettings) -> Self {
-        Self::with(
+    pub fn new(
+        config: &BridgeConfig,
+        audio: UpstreamAudio,
+        settings: &SessionSettings,
+        greeting: &str,
+    ) -> Self {
+        let mut live = Self::with(
             &config.model,
             &config.delegation_model,
             config.tools.declarations(),
             audio,
             settings,
-        )
+        );
+        live.greeting = greeting.to_owned();
+        live
     }
 
     /// The adapter for `model`, its tools run by `delegation_model`.
@@ -78,6 +88,7 @@ impl Live {
         }
         Self {
             session,
+            greeting: String::new(),
             outstanding: Vec::new(),
             lines: Lines::default(),
         }
@@ -94,6 +105,14 @@ impl Live {
             .collect();
         if !input.is_empty() {
             session["input"] = Value::Array(input);
+        } else if !self.greeting.is_empty() {
+            // The call's first session: the greeting, as an instruction (a new session after
+            // a drop goes on from the conversation instead).
+            let instructions = session["instructions"].as_str().unwrap_or_default();
+            session["instructions"] = json!(format!(
+                "{instructions}\n\nThe call has just connected: speak first, greeting the caller with: \"{}\"",
+                self.greeting
+            ));
         }
         json!({"type": "session.start", "session": session}).to_string()
     }

@@ -21,15 +21,16 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The adapter of `config.provider` for a call with `settings` and `audio`.
+    /// The adapter of `config.provider` for a call with `settings`, `audio` and `greeting`.
     pub fn for_call(
         config: &BridgeConfig,
         audio: UpstreamAudio,
         settings: &SessionSettings,
+        greeting: &str,
     ) -> Self {
         match config.provider {
             Provider::OpenaiRealtime => Self::Realtime(Realtime::new(config, audio, settings)),
-            Provider::OpenaiLive => Self::Live(Live::new(config, audio, settings)),
+            Provider::OpenaiLive => Self::Live(Live::new(config, audio, settings, greeting)),
             Provider::GeminiLive => Self::Gemini(Gemini::new(
                 &config.model,
                 &config.tools.declarations(),
@@ -106,7 +107,8 @@ impl Protocol {
         }
     }
 
-    /// Asks the model to say `greeting` first, where the protocol has a way.
+    /// Asks the model to say `greeting` first, as a message once the session is ready
+    /// (GPT-Live has none: its adapter asks in the first session's instructions).
     pub fn greeting(&self, greeting: &str) -> Option<String> {
         match self {
             Self::Realtime(realtime) => Some(realtime.greeting(greeting)),

@@ -208,7 +208,7 @@ impl Relay {
         // 100 ms, or the carrier's smallest payload when that is longer (Exotel).
         let piece_bytes = (format.bytes_per_ms() * 100).max(framing.min);
         Ok(Self {
-            protocol: Protocol::for_call(config, call.upstream_audio, &settings),
+            protocol: Protocol::for_call(config, call.upstream_audio, &settings, &greeting),
             greeting,
             tool_results,
             tool_results_tx,

@@ -192,3 +192,20 @@ fn close_and_errors() {
         "Caller entered digits: 42#"
     );
 }
+
+#[test]
+fn the_greeting_is_asked_for_in_the_first_sessions_instructions_only() {
+    let mut adapter = live(UpstreamAudio::Pcmu);
+    adapter.greeting = "Welcome to Acme.".into();
+    let first = json_of(&adapter.start(std::iter::empty()));
+    let instructions = first["session"]["instructions"].as_str().unwrap();
+    assert!(instructions.starts_with("Be brief."), "{instructions}");
+    assert!(
+        instructions.contains("\"Welcome to Acme.\""),
+        "{instructions}"
+    );
+    // A new session after a drop goes on from the conversation: no second greeting.
+    let history = [("assistant", "Welcome to Acme.".to_owned())];
+    let again = json_of(&adapter.start(history.iter()));
+    assert_eq!(again["session"]["instructions"], "Be brief.");
+}

@@ -198,9 +198,9 @@ impl Relay {
         if self.reseed {
             self.reseed_conversation(ws, config).await?;
         } else if !self.greeting.is_empty() {
-            match self.protocol.greeting(&self.greeting) {
-                Some(greeting) => send_text(ws, greeting, config).await?,
-                None => tracing::warn!("this provider has no way to make the model speak first: conversation.greeting is not used"),
+            // GPT-Live was asked in its instructions.
+            if let Some(greeting) = self.protocol.greeting(&self.greeting) {
+                send_text(ws, greeting, config).await?;
             }
         }
         self.ready = true;
