@@ -136,7 +136,7 @@ async fn a_twilio_call_on_gemini_resamples_both_ways_with_the_key_in_a_header() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_clears_the_carrier_and_drops_the_rest_of_the_turn() {
+async fn interrupted_clears_the_carrier() {
     let upstream = FakeUpstream::start_gemini().await;
     let (_gw, mut carrier, _) = started(&upstream, |_| {}).await;
     upstream.send(0, model_audio(400)).await;
