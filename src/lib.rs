@@ -91,6 +91,8 @@ pub async fn run(
     }
     bridge.warm = warm_pool(&config, &bridge);
     tracing::info!(
+        provider = bridge.provider.name(),
+        model = %bridge.model,
         upstream = %bridge.url.split('?').next().unwrap_or_default(),
         dialect = ?bridge.dialect,
         audio = ?bridge.audio,
