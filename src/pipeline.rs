@@ -2,8 +2,10 @@
 //!
 //! `ServiceBuilder` reads top-down, outermost first. There is no timeout layer: every
 //! handler's future is ready when `call` returns (the handlers are synchronous; the slow
-//! work, the upstream, happens in the bridge task, which has deadlines of its own), so a
-//! timeout here could never fire.
+//! work, the upstream, happens in the bridge task, which has deadlines of its own). The one
+//! exception is the `start` of a call that authenticates in `start`: its admission may ask
+//! the cluster's Redis, and each of those commands has its own limit
+//! (`cluster.timeout_ms`), so a timeout here would only repeat it.
 
 use std::sync::Arc;
 

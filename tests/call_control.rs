@@ -139,19 +139,6 @@ async fn say_and_call(upstream: &FakeUpstream, n: usize, tool: &str, arguments: 
         .await;
 }
 
-/// Reads until the sentence's end mark; returns every mark name sent.
-async fn marks_until_end(carrier: &mut Carrier) -> Vec<String> {
-    let mut marks = Vec::new();
-    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
-        let m = carrier.recv().await;
-        let name = m["mark"]["name"].as_str().or(m["name"].as_str());
-        if m["event"] == "mark" || m["event"] == "checkpoint" {
-            marks.push(name.unwrap().to_owned());
-        }
-    }
-    marks
-}
-
 /// Echoes the marks as the carrier would once the audio has played.
 async fn echo(carrier: &mut Carrier, path: &str, marks: &[String]) {
     for name in marks {
@@ -482,13 +469,7 @@ async fn voximplant_and_exotel_transfer_through_their_own_flows() {
         say_and_call(&upstream, 0, "transfer_call", json!({"target": "sales"})).await;
         if path == "/exotel" {
             // Exotel's marks come back as it plays; echo every one.
-            let mut marks = Vec::new();
-            while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
-                let m = carrier.recv().await;
-                if m["event"] == "mark" {
-                    marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
-                }
-            }
+            let marks = marks_until_end(&mut carrier).await;
             for name in &marks {
                 carrier
                     .send(json!({"event": "mark", "stream_sid": "s1", "mark": {"name": name}}))

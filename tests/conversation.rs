@@ -346,25 +346,15 @@ async fn tool_server() -> (
     (addr, seen)
 }
 
-fn tool(name: &str, url: String, timeout_ms: u64) -> callgate_handlers::bridge::tools::ToolSpec {
-    callgate_handlers::bridge::tools::ToolSpec {
-        name: name.into(),
-        description: format!("{name} tool"),
-        parameters: json!({"type": "object"}),
-        url,
-        timeout: Duration::from_millis(timeout_ms),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_succeed_time_out_and_fail_into_function_call_output() {
     let (hooks, seen) = tool_server().await;
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.tools = vec![
-            tool("lookup_order", format!("http://{hooks}/ok"), 2000),
-            tool("slow_tool", format!("http://{hooks}/slow"), 200),
-            tool("broken_tool", format!("http://{hooks}/fail"), 2000),
+            webhook_tool("lookup_order", format!("http://{hooks}/ok"), 2000),
+            webhook_tool("slow_tool", format!("http://{hooks}/slow"), 200),
+            webhook_tool("broken_tool", format!("http://{hooks}/fail"), 2000),
         ];
     })
     .await;
@@ -461,13 +451,7 @@ async fn end_call_hangs_up_after_the_goodbye_played() {
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;
     say_goodbye_and_end_call(&upstream, 1600).await;
-    let mut marks = Vec::new();
-    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
-        let m = carrier.recv().await;
-        if m["event"] == "mark" {
-            marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
-        }
-    }
+    let marks = marks_until_end(&mut carrier).await;
     // Not before the goodbye has played: nothing closes while its marks are outstanding.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for name in &marks {

@@ -15,16 +15,6 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
     recording_webhook(json!({"ok": true})).await
 }
 
-fn lookup(url: String) -> callgate_handlers::bridge::tools::ToolSpec {
-    callgate_handlers::bridge::tools::ToolSpec {
-        name: "lookup".into(),
-        description: "Looks up an order".into(),
-        parameters: json!({"type": "object"}),
-        url,
-        timeout: Duration::from_secs(2),
-    }
-}
-
 async fn outputs(upstream: &FakeUpstream) -> Vec<Value> {
     upstream
         .events_of(0, "conversation.item.create")
@@ -40,7 +30,7 @@ async fn beta_tool_calls_take_their_name_from_the_output_item_and_run_once() {
     let upstream = FakeUpstream::start().await;
     let gw = Gateway::start(Some(&upstream), |c| {
         c.upstream.dialect = RealtimeDialect::Beta;
-        c.tools = vec![lookup(url)];
+        c.tools = vec![webhook_tool("lookup", url, 2000)];
     })
     .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
@@ -73,7 +63,10 @@ async fn beta_tool_calls_take_their_name_from_the_output_item_and_run_once() {
 async fn a_function_call_whose_response_was_cut_off_never_runs() {
     let (url, seen) = webhook().await;
     let upstream = FakeUpstream::start().await;
-    let gw = Gateway::start(Some(&upstream), |c| c.tools = vec![lookup(url)]).await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        c.tools = vec![webhook_tool("lookup", url, 2000)]
+    })
+    .await;
     let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
     carrier.send(twilio_start(SID, json!({}))).await;
     upstream.conn(0).await;

@@ -14,6 +14,7 @@ use callgate_handlers::bridge::{Provider, Secret};
 use callgate_handlers::codec::AudioFormat;
 use common::*;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -57,7 +58,7 @@ async fn started(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_call_on_gemini_resamples_both_ways_with_the_key_in_a_header() {
     let upstream = FakeUpstream::start_gemini().await;
-    let (_gw, mut carrier, setup) = started(&upstream, |_| {}).await;
+    let (gw, mut carrier, setup) = started(&upstream, |_| {}).await;
     let setup = &setup["setup"];
     assert_eq!(setup["model"], "models/gemini-3.1-flash-live-preview");
     assert_eq!(
@@ -99,6 +100,15 @@ async fn a_twilio_call_on_gemini_resamples_both_ways_with_the_key_in_a_header() 
         .sum();
     assert_eq!(bytes, 10 * 160 * 4);
 
+    // Bad input from the server: a binary frame that is not UTF-8, one that is not JSON.
+    // Each is counted and ignored; the call goes on.
+    let before = gw.metrics_baseline().await;
+    upstream
+        .send_message(0, Message::Binary(vec![0xff, 0xfe, 0x00].into()))
+        .await;
+    upstream
+        .send_message(0, Message::Binary(b"{not json".to_vec().into()))
+        .await;
     // The model's 24 kHz voice → μ-law at 8 kHz for the caller, then its turn ends (end mark).
     upstream.send(0, model_audio(200)).await;
     upstream
@@ -130,6 +140,20 @@ async fn a_twilio_call_on_gemini_resamples_both_ways_with_the_key_in_a_header() 
     AudioFormat::Mulaw.decode(&heard, &mut pcm);
     let f = hz(&pcm[200..1400], 8000);
     assert!((f - 500.0).abs() < 15.0, "the caller hears {f} Hz");
+    let ignored = |reason| {
+        let before = &before;
+        let gw = &gw;
+        async move {
+            gw.metric_delta(
+                before,
+                "callgate_upstream_events_ignored_total",
+                &[("reason", reason)],
+            )
+            .await
+        }
+    };
+    assert_eq!(ignored("binary").await, 1.0, "the frame that is not UTF-8");
+    assert_eq!(ignored("invalid").await, 1.0, "the frame that is not JSON");
     carrier.send(stop(SID)).await;
     assert_eq!(carrier.closed().await.0, 1000);
     assert_eq!(upstream.wait_closed(0).await, 1000);
@@ -163,13 +187,7 @@ async fn tools_greeting_keys_and_transcripts() {
         db = c.records.path.clone();
         c.conversation.greeting = "Welcome to Acme.".into();
         c.security.admin_token = Secret::new("g-admin");
-        c.tools = vec![callgate_handlers::bridge::tools::ToolSpec {
-            name: "lookup".into(),
-            description: "Looks up an order".into(),
-            parameters: json!({"type": "object"}),
-            url: hook,
-            timeout: Duration::from_secs(2),
-        }];
+        c.tools = vec![webhook_tool("lookup", hook, 2000)];
     })
     .await;
     assert_eq!(
@@ -390,13 +408,7 @@ async fn end_call_hangs_up_once_the_goodbye_has_played() {
     upstream
         .send(0, json!({"serverContent": {"turnComplete": true}}))
         .await;
-    let mut marks = Vec::new();
-    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
-        let m = carrier.recv().await;
-        if m["event"] == "mark" {
-            marks.push(m["mark"]["name"].as_str().unwrap().to_owned());
-        }
-    }
+    let marks = marks_until_end(&mut carrier).await;
     // Not before the goodbye has played: nothing closes while its marks are outstanding.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for name in &marks {

@@ -40,21 +40,31 @@ async fn wait_events(upstream: &FakeUpstream, i: usize, kind: &str, n: usize) ->
     panic!("fewer than {n} {kind} on connection {i}");
 }
 
+/// A Twilio call on a fresh gateway whose settings `tweak` changes after [`on_live`], started
+/// on a fake GPT-Live server: the server, the gateway, the carrier and the `session.start`.
+async fn live_call(tweak: impl FnOnce(&mut Config)) -> (FakeUpstream, Gateway, Carrier, Value) {
+    let upstream = FakeUpstream::start_live().await;
+    let gw = Gateway::start(Some(&upstream), |c| {
+        on_live(c);
+        tweak(c);
+    })
+    .await;
+    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
+    carrier.send(twilio_start(SID, json!({}))).await;
+    let start = wait_events(&upstream, 0, "session.start", 1)
+        .await
+        .remove(0);
+    (upstream, gw, carrier, start)
+}
+
 fn fragment(kind: &str, delta: &str, start_ms: u64, end_ms: u64) -> Value {
     json!({"type": kind, "event_id": "e", "delta": delta, "start_ms": start_ms, "end_ms": end_ms})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_call_passes_mulaw_through_both_ways_and_closes_the_session() {
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), on_live).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-
     // The client speaks first: the session is configured at start.
-    let start = wait_events(&upstream, 0, "session.start", 1)
-        .await
-        .remove(0);
+    let (upstream, _gw, mut carrier, start) = live_call(|_| {}).await;
     let session = &start["session"];
     assert_eq!(session["model"], "gpt-live-1");
     assert_eq!(
@@ -126,17 +136,12 @@ async fn a_twilio_call_passes_mulaw_through_both_ways_and_closes_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() {
-    let upstream = FakeUpstream::start_live().await;
     let mut db = String::new();
-    let gw = Gateway::start(Some(&upstream), |c| {
-        on_live(c);
+    let (upstream, gw, mut carrier, _) = live_call(|c| {
         c.dtmf.pci = true;
         db = c.records.path.clone();
     })
     .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    wait_events(&upstream, 0, "session.start", 1).await;
     let call_sid = format!("CA{}", &SID[2..]);
     let mut feed = Carrier::try_connect(
         &gw.url(&format!("/v1/calls/{call_sid}/events")),
@@ -201,23 +206,8 @@ async fn transcripts_are_grouped_into_lines_for_the_feed_with_digits_redacted() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_run_through_delegation_and_keys_reach_the_backend() {
     let (hook, seen) = recording_webhook(json!({"status": "shipped"})).await;
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), |c| {
-        on_live(c);
-        c.tools = vec![callgate_handlers::bridge::tools::ToolSpec {
-            name: "lookup".into(),
-            description: "Looks up an order".into(),
-            parameters: json!({"type": "object"}),
-            url: hook,
-            timeout: Duration::from_secs(2),
-        }];
-    })
-    .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    let start = wait_events(&upstream, 0, "session.start", 1)
-        .await
-        .remove(0);
+    let (upstream, _gw, mut carrier, start) =
+        live_call(|c| c.tools = vec![webhook_tool("lookup", hook, 2000)]).await;
     let tools = &start["session"]["delegation"]["responses"]["tools"];
     assert_eq!(tools[0]["name"], "lookup");
     assert_eq!(tools[0]["type"], "function");
@@ -260,11 +250,7 @@ async fn tools_run_through_delegation_and_keys_reach_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_session_after_a_drop_is_seeded_with_the_conversation() {
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), on_live).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    wait_events(&upstream, 0, "session.start", 1).await;
+    let (upstream, _gw, mut carrier, _) = live_call(|_| {}).await;
     upstream
         .send(
             0,
@@ -351,11 +337,7 @@ async fn an_exotel_call_streams_its_8k_pcm_as_mulaw() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_call_hangs_up_once_the_goodbye_has_played_and_the_model_paused() {
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), on_live).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    wait_events(&upstream, 0, "session.start", 1).await;
+    let (upstream, _gw, mut carrier, _) = live_call(|_| {}).await;
     // The backend ends the call while the model says goodbye (200 ms of audio).
     upstream.send(0, json!({"type": "response.event", "event_id": "e", "event": {"type": "response.output_item.done",
         "item": {"type": "function_call", "call_id": "c9", "name": "end_call", "arguments": "{}", "status": "completed"}}})).await;
@@ -403,11 +385,7 @@ async fn end_call_hangs_up_once_the_goodbye_has_played_and_the_model_paused() {
 async fn a_burst_of_model_audio_is_paced_so_the_carrier_holds_little_unplayed() {
     // GPT-Live has no barge-in signal: the model just stops. What the carrier already holds
     // still plays, so it is never sent more than ~200 ms ahead of playback.
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), on_live).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    wait_events(&upstream, 0, "session.start", 1).await;
+    let (upstream, _gw, mut carrier, _) = live_call(|_| {}).await;
     // Two seconds of audio at once.
     let sent = std::time::Instant::now();
     for _ in 0..20 {
@@ -445,11 +423,7 @@ async fn a_burst_of_model_audio_is_paced_so_the_carrier_holds_little_unplayed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_in_the_callers_audio_is_filled_with_silence() {
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), on_live).await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    wait_events(&upstream, 0, "session.start", 1).await;
+    let (upstream, _gw, mut carrier, _) = live_call(|_| {}).await;
     // The carrier sends nothing for 600 ms: the model still hears a continuous stream.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let appended = events(&upstream, 0, "session.input_audio.append").await;
@@ -511,17 +485,8 @@ async fn a_profile_runs_its_calls_on_gpt_live_while_others_stay_on_realtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_greeting_goes_in_the_first_session_start() {
-    let upstream = FakeUpstream::start_live().await;
-    let gw = Gateway::start(Some(&upstream), |c| {
-        on_live(c);
-        c.conversation.greeting = "Welcome to Acme.".into();
-    })
-    .await;
-    let mut carrier = Carrier::connect(&gw.url("/twilio")).await;
-    carrier.send(twilio_start(SID, json!({}))).await;
-    let start = wait_events(&upstream, 0, "session.start", 1)
-        .await
-        .remove(0);
+    let (_upstream, _gw, mut carrier, start) =
+        live_call(|c| c.conversation.greeting = "Welcome to Acme.".into()).await;
     let instructions = start["session"]["instructions"].as_str().unwrap();
     assert!(
         instructions.contains("\"Welcome to Acme.\""),

@@ -7,8 +7,8 @@
 //! - [`codec`]: G.711, PCM16, resampling, base64; pure and synchronous.
 //! - [`bridge`]: the model client, one task per call: the call core (reconnects, rollover,
 //!   the playback ledger and barge-in, DTMF, tools) acting on provider-neutral events, the
-//!   OpenAI Realtime adapter that speaks the protocol, the pool of warm upstream sessions,
-//!   and bearer tokens read at each connect.
+//!   adapters that speak each protocol (OpenAI Realtime, GPT-Live, Gemini Live), the pool of
+//!   warm Realtime sessions, and bearer tokens read at each connect.
 //! - [`feed`]: each call's live events (transcripts, DTMF, barge-ins, end).
 //! - [`recording`]: mixing a call's stereo recording as the caller heard it; [`tape`]: what a
 //!   call tape holds and how it is redacted; [`settings`]: reading the sections this crate owns.

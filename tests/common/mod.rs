@@ -257,6 +257,13 @@ impl FakeUpstream {
         tx.send(Message::Text(event.to_string().into())).unwrap();
     }
 
+    /// Sends a raw WebSocket message on connection `i` (binary frames, bad input).
+    pub async fn send_message(&self, i: usize, message: Message) {
+        self.conn(i).await;
+        let tx = self.senders.lock().unwrap()[i].clone();
+        tx.send(message).unwrap();
+    }
+
     /// Sends a server event on connection `i` if it is still open.
     pub async fn try_send(&self, i: usize, event: Value) -> bool {
         self.conn(i).await;
@@ -379,6 +386,35 @@ pub async fn next_event(feed: &mut Carrier) -> Option<Value> {
             _ => continue,
         }
     }
+}
+
+/// A `[[tools]]` entry run as a webhook at `url`, answered within `timeout_ms`.
+pub fn webhook_tool(
+    name: &str,
+    url: String,
+    timeout_ms: u64,
+) -> callgate_handlers::bridge::tools::ToolSpec {
+    callgate_handlers::bridge::tools::ToolSpec {
+        name: name.into(),
+        description: format!("{name} tool"),
+        parameters: json!({"type": "object"}),
+        url,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+/// Reads the carrier's messages until the gateway's end mark of an item (a mark, or a Plivo
+/// checkpoint); returns every mark name sent, in order (none of them echoed).
+pub async fn marks_until_end(carrier: &mut Carrier) -> Vec<String> {
+    let mut marks = Vec::new();
+    while marks.last().is_none_or(|m: &String| !m.ends_with("/end")) {
+        let m = carrier.recv().await;
+        let name = m["mark"]["name"].as_str().or(m["name"].as_str());
+        if m["event"] == "mark" || m["event"] == "checkpoint" {
+            marks.push(name.unwrap().to_owned());
+        }
+    }
+    marks
 }
 
 /// A webhook on loopback that records each request body and answers `answer`: its URL and

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::live::Lines;
+use super::lines::Lines;
 use super::model::{Decoded, ModelEvent};
 use super::wire::ErrorBody;
 use super::SessionSettings;
@@ -217,11 +217,7 @@ impl Gemini {
     pub fn append_audio(&self, chunk: &str, out: &mut String) {
         const HEAD: &str =
             r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#;
-        out.clear();
-        out.reserve(HEAD.len() + chunk.len() + 4);
-        out.push_str(HEAD);
-        out.push_str(chunk);
-        out.push_str("\"}}}");
+        super::wire::wrap(out, HEAD, chunk, "\"}}}");
     }
 
     /// Text from the caller (the keypad) or for the model to act on (a greeting to say):

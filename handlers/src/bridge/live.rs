@@ -21,12 +21,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::lines::Lines;
 use super::model::{Decoded, ModelEvent};
 use super::wire::ErrorBody;
 use super::{BridgeConfig, SessionSettings, UpstreamAudio};
-
-/// A pause longer than this between fragments of one side ends its line.
-const LINE_PAUSE_MS: u64 = 1500;
 
 /// One call's GPT-Live protocol state.
 #[derive(Debug)]
@@ -163,7 +161,7 @@ impl Live {
             },
             "session.closed" => {
                 closed_line = self.lines.finish();
-                ModelEvent::Other(message.kind)
+                ModelEvent::SessionClosed
             }
             "error" => ModelEvent::Error(message.error.unwrap_or_default()),
             _ => ModelEvent::Other(message.kind),
@@ -177,12 +175,12 @@ impl Live {
 
     /// One chunk of caller audio (base64), written into `out`.
     pub fn append_audio(&self, chunk: &str, out: &mut String) {
-        const HEAD: &str = r#"{"type":"session.input_audio.append","audio":""#;
-        out.clear();
-        out.reserve(HEAD.len() + chunk.len() + 2);
-        out.push_str(HEAD);
-        out.push_str(chunk);
-        out.push_str("\"}");
+        super::wire::wrap(
+            out,
+            r#"{"type":"session.input_audio.append","audio":""#,
+            chunk,
+            "\"}",
+        );
     }
 
     /// Text the caller typed (the keypad), for the delegated backend: a user message. A
@@ -248,49 +246,6 @@ impl Nested {
         (self.kind == "response.output_item.done")
             .then_some(self.item)?
             .and_then(super::wire::ItemBody::completed_call)
-    }
-}
-
-/// Transcript fragments grouped into lines: a line is one side's words until the other
-/// side speaks or it pauses for more than 1.5 s.
-#[derive(Debug, Default)]
-pub struct Lines {
-    role: Option<&'static str>,
-    text: String,
-    end_ms: u64,
-}
-
-impl Lines {
-    /// A fragment of `role`'s words over `start_ms..end_ms`; returns the line it closed.
-    pub fn fragment(
-        &mut self,
-        role: &'static str,
-        text: &str,
-        start_ms: Option<u64>,
-        end_ms: Option<u64>,
-    ) -> Option<ModelEvent<'static>> {
-        let paused = start_ms.is_some_and(|start| start > self.end_ms + LINE_PAUSE_MS);
-        let closed = match self.role {
-            Some(current) if current != role || paused => self.finish(),
-            _ => None,
-        };
-        self.role = Some(role);
-        self.text.push_str(text);
-        self.end_ms = end_ms.or(start_ms).unwrap_or(self.end_ms).max(self.end_ms);
-        closed
-    }
-
-    /// The line in progress, as a final transcript (none when blank).
-    pub fn finish(&mut self) -> Option<ModelEvent<'static>> {
-        let role = self.role.take()?;
-        let text = std::mem::take(&mut self.text);
-        let text = text.trim();
-        (!text.is_empty()).then(|| ModelEvent::Transcript {
-            role,
-            text: Cow::Owned(text.to_owned()),
-            is_final: true,
-            item_id: None,
-        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! The Realtime bridge: one task per call owns the upstream WebSocket.
+//! The model bridge: one task per call owns the upstream WebSocket.
 //!
 //! Handlers talk to it through a [`BridgeHandle`]: caller audio goes into a bounded
 //! drop-oldest [`AudioQueue`], control messages (stop) into a small channel. The task sends
@@ -9,14 +9,18 @@
 //! start ─► spawn ─► connect ─► session.created ─► session.update ─► session.updated (READY)
 //!                                 caller audio is held in the queue until READY, then appended
 //! start ─► spawn ─► a warm session from the pool (`pool`) ─► its update if settings differ (READY)
+//! start ─► spawn ─► connect ─► session.start / setup (GPT-Live, Gemini: the client speaks
+//!                              first) ─► session.started / setupComplete (READY)
 //! ```
 //!
 //! The task (`task/`) is the call core: it acts on provider-neutral [`model::ModelEvent`]s
-//! and asks the protocol's adapter ([`realtime::Realtime`] for the OpenAI Realtime API) for
-//! every message it sends, so no wire name appears in the core.
+//! and asks the call's adapter ([`protocol::Protocol`]: [`realtime`], [`live`] for GPT-Live,
+//! [`gemini`] for Gemini Live) for every message it sends, so no wire name appears in the
+//! core. [`lines`] groups transcript fragments into lines for the protocols that need it.
 
 pub mod call_control;
 pub mod gemini;
+pub mod lines;
 pub mod live;
 pub mod model;
 mod pool;

@@ -76,6 +76,9 @@ pub enum ModelEvent<'a> {
         /// The item it belongs to.
         item_id: Option<String>,
     },
+    /// The server ended the session (GPT-Live `session.closed`): the answer to our close,
+    /// or its own end (expired, content), after which the socket closes.
+    SessionClosed,
     /// The server will close this connection soon (Gemini `goAway`): move to a new one.
     Expiring {
         /// How long it says is left (a protobuf duration, `"9.5s"`; empty when not said).

@@ -140,17 +140,12 @@ impl Protocol {
     }
 
     /// The message that ends a session before its socket closes (GPT-Live `session.close`,
-    /// answered by `session.closed`).
+    /// answered by `session.closed`: [`ModelEvent::SessionClosed`]).
     pub fn closing(&self) -> Option<&'static str> {
         match self {
             Self::Realtime(_) | Self::Gemini(_) => None,
             Self::Live(live) => Some(live.close()),
         }
-    }
-
-    /// The server's answer to [`Protocol::closing`].
-    pub fn is_closed(&self, text: &str) -> bool {
-        matches!(self, Self::Live(_)) && text.contains(r#""type":"session.closed""#)
     }
 
     /// The transcript line still open when a session ends.

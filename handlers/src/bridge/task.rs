@@ -392,21 +392,28 @@ impl Relay {
     }
 
     /// Ends the session: the protocol's own close first where it has one (GPT-Live
-    /// `session.close`, then its `session.closed`, for at most `upstream_close_wait`; the
+    /// `session.close`, then its `session.closed`, for at most [`SESSION_CLOSE_WAIT`]; the
     /// line being spoken is kept), then the socket's close handshake.
     async fn close_session(&mut self, ws: &mut Upstream, config: &BridgeConfig) {
         if let Some(closing) = self.protocol.closing() {
             if send_text(ws, closing.to_owned(), config).await.is_ok() {
                 let closed = async {
                     while let Some(Ok(message)) = ws.next().await {
-                        if let Message::Text(text) = message {
-                            if self.protocol.is_closed(&text) {
-                                return;
+                        let Message::Text(text) = message else {
+                            continue;
+                        };
+                        if let Ok(decoded) = self.protocol.decode(&text) {
+                            if matches!(decoded.event, ModelEvent::SessionClosed) {
+                                return decoded.before;
                             }
                         }
                     }
+                    Vec::new()
                 };
-                let _ = tokio::time::timeout(SESSION_CLOSE_WAIT, closed).await;
+                let lines = tokio::time::timeout(SESSION_CLOSE_WAIT, closed).await;
+                for line in lines.unwrap_or_default() {
+                    self.keep_line(line, config);
+                }
             }
         }
         self.keep_open_line(config);
@@ -416,7 +423,14 @@ impl Relay {
     /// A session ended: the transcript line it was still building is kept (and so given to
     /// the next session).
     fn keep_open_line(&mut self, config: &BridgeConfig) {
-        if let Some(ModelEvent::Transcript { role, text, .. }) = self.protocol.finish_lines() {
+        if let Some(line) = self.protocol.finish_lines() {
+            self.keep_line(line, config);
+        }
+    }
+
+    /// A whole transcript line, redacted as shown, published and kept.
+    fn keep_line(&mut self, line: ModelEvent<'_>, config: &BridgeConfig) {
+        if let ModelEvent::Transcript { role, text, .. } = line {
             let text = memory::shown(&text, config).into_owned();
             self.remember(role, text);
         }

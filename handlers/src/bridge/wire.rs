@@ -131,12 +131,23 @@ pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
 /// `input_audio_buffer.append` around base64 text that was already checked to be base64
 /// (so it needs no JSON escaping). Built by hand: this runs 50 times a second per call.
 pub fn append(audio: &str, out: &mut String) {
-    const HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+    wrap(
+        out,
+        r#"{"type":"input_audio_buffer.append","audio":""#,
+        audio,
+        "\"}",
+    );
+}
+
+/// `out` = `head` + `body` + `tail`, in one allocation at most: the caller-audio message of
+/// every protocol is a fixed head and tail around base64, written per frame without a
+/// JSON serializer.
+pub(crate) fn wrap(out: &mut String, head: &str, body: &str, tail: &str) {
     out.clear();
-    out.reserve(HEAD.len() + audio.len() + 2);
-    out.push_str(HEAD);
-    out.push_str(audio);
-    out.push_str("\"}");
+    out.reserve(head.len() + body.len() + tail.len());
+    out.push_str(head);
+    out.push_str(body);
+    out.push_str(tail);
 }
 
 /// What the bridge does with a server event.

@@ -163,3 +163,23 @@ fn caller_audio_and_text() {
         "model"
     );
 }
+
+#[test]
+fn bad_input_is_an_error_or_says_nothing() {
+    let mut adapter = gemini("Kore");
+    assert!(adapter.decode("not json").is_err());
+    assert!(adapter.decode(r#"{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm"}}]}}}"#).is_err(), "audio without data");
+    // An unknown member, or audio in another format, is nothing to act on.
+    let unknown = adapter
+        .decode(r#"{"usageMetadata":{"totalTokenCount":9}}"#)
+        .unwrap();
+    assert!(
+        matches!(unknown.event, ModelEvent::Other(_))
+            && unknown.before.is_empty()
+            && unknown.after.is_empty()
+    );
+    let video = adapter
+        .decode(r#"{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"image/png","data":"AAAA"}}]}}}"#)
+        .unwrap();
+    assert!(matches!(video.event, ModelEvent::Other(_)) && video.before.is_empty());
+}

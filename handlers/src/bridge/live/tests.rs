@@ -191,6 +191,18 @@ fn close_and_errors() {
         typed["item"]["content"][0]["text"],
         "Caller entered digits: 42#"
     );
+    // The server's answer to the close ends the session, closing the open line first.
+    adapter.decode(r#"{"type":"session.output_transcript.delta","event_id":"e","delta":"Bye.","start_ms":0,"end_ms":300}"#).unwrap();
+    let closed = adapter
+        .decode(r#"{"type":"session.closed","event_id":"e","reason":"close_requested","session":{},"usage":{"seconds":3}}"#)
+        .unwrap();
+    assert!(matches!(closed.event, ModelEvent::SessionClosed));
+    assert!(
+        matches!(&closed.before[..], [ModelEvent::Transcript { is_final: true, text, .. }] if text == "Bye.")
+    );
+    // Bad input: not JSON, or without a type, is an error the core counts and ignores.
+    assert!(adapter.decode("not json").is_err());
+    assert!(adapter.decode(r#"{"delta":"AAAA"}"#).is_err());
 }
 
 #[test]

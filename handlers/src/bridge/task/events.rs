@@ -141,6 +141,8 @@ impl Relay {
                 );
                 self.remember(role, text);
             }
+            // Its socket closes next: a reconnect follows, as for any lost session.
+            ModelEvent::SessionClosed => tracing::info!("upstream ended the session"),
             ModelEvent::Expiring { time_left } => {
                 // Move to a new connection now, between turns (the core rolls over; caller
                 // audio is held meanwhile, and the protocol resumes the session).

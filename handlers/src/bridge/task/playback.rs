@@ -96,7 +96,7 @@ impl Relay {
             }
         }
         self.speaking = true;
-        self.last_model_audio = Some(Instant::now());
+        self.last_model_audio = Some(self.received);
         if !self.protocol.reports_turns() {
             self.audio_pause = Some(tokio::time::Instant::now() + super::AUDIO_PAUSE);
         }
